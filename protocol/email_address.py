@@ -1,0 +1,59 @@
+"""Email addresses: one grammar and one canonical form (SPEC.md §5.1).
+
+Validation happens on what will be used: the domain is mapped to its IDNA A-label first, then
+checked; the local part must be an ASCII dot-atom, which rules out Unicode case-mapping
+collisions (attacks.md D1) and parser differentials (D5). The canonical form lowercases the ASCII
+local part and the domain; it keys users, uniqueness and rate limits. Mail goes to `address`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+
+from protocol.errors import InvalidEmail
+
+MAX_ADDRESS_LENGTH = 254
+MAX_LOCAL_PART_LENGTH = 64
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Cc controls (CR, LF, NUL, ...), Cf format characters (bidi overrides, zero-width joiners),
+# line and paragraph separators, and every space.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
+
+
+@dataclass(frozen=True)
+class EmailAddress:
+    address: str
+    canonical: str
+
+
+def parse_email_address(value: object) -> EmailAddress:
+    """Accept exactly one address in the SPEC.md §5.1 grammar, or raise InvalidEmail."""
+    if not isinstance(value, str):
+        raise InvalidEmail("email must be a single string")
+    if len(value) > MAX_ADDRESS_LENGTH:
+        raise InvalidEmail(f"email is longer than {MAX_ADDRESS_LENGTH} characters")
+    if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in value):
+        raise InvalidEmail("email must not contain spaces or control characters")
+    if value.count("@") != 1:
+        raise InvalidEmail("email must contain exactly one @ (one address only)")
+    local, domain = value.split("@")
+    if not local.isascii():
+        raise InvalidEmail("the part before @ must be ASCII")
+    if len(local) > MAX_LOCAL_PART_LENGTH or _DOT_ATOM.fullmatch(local) is None:
+        raise InvalidEmail("the part before @ is not a valid address")
+    try:
+        ascii_domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidEmail("the domain is not a valid host name") from exc
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or any(_LDH_LABEL.fullmatch(label) is None for label in labels):
+        raise InvalidEmail("the domain is not a valid host name")
+    address = f"{local}@{ascii_domain}"
+    if len(address) > MAX_ADDRESS_LENGTH:
+        raise InvalidEmail(f"email is longer than {MAX_ADDRESS_LENGTH} characters")
+    return EmailAddress(address=address, canonical=f"{local.lower()}@{ascii_domain}")

@@ -1,0 +1,106 @@
+"""Strict, canonical encodings (SPEC.md §3).
+
+Only one byte string maps to a given base64url text and back, so a value can never have two
+spellings that compare unequal (a second thumbprint for one key, a second cache key for one token).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from protocol.errors import MalformedInput
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 §2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: object, *, field: str = "value") -> bytes:
+    """Decode canonical unpadded base64url; refuse padding, other alphabets and stray bits."""
+    if not isinstance(text, str):
+        raise MalformedInput(f"{field} must be a base64url string")
+    if _BASE64URL.fullmatch(text) is None:
+        raise MalformedInput(f"{field} is not unpadded base64url")
+    if len(text) % 4 == 1:
+        raise MalformedInput(f"{field} has an impossible base64url length")
+    try:
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedInput(f"{field} is not base64url") from exc
+    # Non-zero unused bits in the last character decode to the same bytes; refuse them.
+    if b64url_encode(data) != text:
+        raise MalformedInput(f"{field} is not canonical base64url")
+    return data
+
+
+def b64url_decode_exact(text: object, *, length: int, field: str) -> bytes:
+    data = b64url_decode(text, field=field)
+    if len(data) != length:
+        raise MalformedInput(f"{field} must encode exactly {length} bytes")
+    return data
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise MalformedInput(f"duplicate JSON member {key!r}")
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise MalformedInput(f"JSON constant {name} is not allowed")
+
+
+def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
+    """Parse UTF-8 JSON that must be one object, with no duplicate members and no NaN/Infinity."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedInput(f"{field} is not UTF-8") from exc
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+        )
+    except MalformedInput:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise MalformedInput(f"{field} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedInput(f"{field} must be a JSON object")
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """Members sorted by code point, no whitespace, UTF-8 (RFC 7638 §3 ordering)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compact_json(value: Any) -> bytes:
+    """No whitespace, members in the given order."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def require_str(obj: dict[str, Any], name: str, *, max_length: int = 2048) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise MalformedInput(f"{name!r} must be a non-empty string")
+    if len(value) > max_length:
+        raise MalformedInput(f"{name!r} is longer than {max_length} characters")
+    return value
+
+
+def require_int(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    # bool is an int in Python; JSON true is not a number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedInput(f"{name!r} must be an integer")
+    return value
