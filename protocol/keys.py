@@ -196,7 +196,7 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         if self.alg == "EdDSA":
-            return nacl.bindings.crypto_sign(data, self._secret_key)[:_SIGNATURE_BYTES]  # type: ignore[no-any-return]
+            return nacl.bindings.crypto_sign(data, self._secret_key)[:_SIGNATURE_BYTES]
         der = self._ec_key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
         r, s = decode_dss_signature(der)
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
