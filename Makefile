@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/splitlink migrate
 	$(BIN)/splitlink serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)

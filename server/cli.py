@@ -1,0 +1,80 @@
+"""The `splitlink` command: serve, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import click
+import uvicorn
+from pydantic import ValidationError
+
+from server.clock import SystemClock, system_random_bytes
+from server.keyring import Keyring, load_root_secret
+from server.settings import Settings
+from server.signing_keys import ensure_signing_key
+from server.storage.database import Database
+from server.storage.migrate import migrate as apply_migrations
+
+
+def _settings(database_url: str | None) -> Settings:
+    if database_url:
+        # Workers are separate processes: they read the same value from the environment.
+        os.environ["SPLITLINK_DATABASE_URL"] = database_url
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings:\n{exc}") from exc
+
+
+@click.group()
+def main() -> None:
+    """splitlink: password-less sign-in with split-secret email links and DPoP-bound sessions."""
+
+
+@main.command()
+@click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
+def migrate(database_url: str | None) -> None:
+    """Bring the database schema up to date and make sure a signing key exists."""
+    settings = _settings(database_url)
+
+    async def run() -> list[int]:
+        keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
+        db = Database(settings.database_url)
+        await db.connect()
+        try:
+            applied = await apply_migrations(db)
+            await ensure_signing_key(
+                db, keyring, clock=SystemClock(), random_bytes=system_random_bytes
+            )
+            return applied
+        finally:
+            await db.disconnect()
+
+    applied = asyncio.run(run())
+    click.echo(f"schema up to date (applied: {applied or 'nothing'})")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, workers: int, database_url: str | None, log_level: str) -> None:
+    """Run the HTTP server."""
+    settings = _settings(database_url)
+    # Create the development secret once, before workers start, so that they all share it.
+    load_root_secret(settings, random_bytes=system_random_bytes)
+    sys.stdout.flush()
+    uvicorn.run(
+        "server.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+    )

@@ -1,0 +1,93 @@
+"""Strict reading of HTTP requests at the edge: headers, bodies, the client address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+
+from protocol.encoding import parse_json_object
+from protocol.errors import MalformedInput
+from server.errors import RequestTooLarge, UnsupportedMediaType
+from server.settings import IPNetwork
+
+
+def header_values(request: Request, name: str) -> list[str]:
+    """Every value of a header, so that duplicates are seen (Starlette's .get returns the first)."""
+    return request.headers.getlist(name)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_body(request: Request, *, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json_object(request: Request, *, limit: int) -> dict[str, Any]:
+    if _media_type(request) != "application/json":
+        raise UnsupportedMediaType("the body must be application/json")
+    return parse_json_object(await read_body(request, limit=limit), field="request body")
+
+
+async def read_form(request: Request, *, limit: int) -> dict[str, str]:
+    """RFC 6749 §3.2 form parameters: a repeated parameter is an error, an empty one is absent."""
+    if _media_type(request) != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("the body must be application/x-www-form-urlencoded")
+    body = await read_body(request, limit=limit)
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedInput("the form body is not valid") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise MalformedInput(f"parameter {name!r} is repeated")
+        if value:
+            form[name] = value
+    return form
+
+
+def client_ip(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str:
+    """The socket peer, unless it is a trusted proxy: then the nearest untrusted hop it reports."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies:
+        return peer
+
+    def trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in trusted_proxies)
+
+    if not trusted(peer):
+        return peer
+    hops = [h.strip() for v in header_values(request, "x-forwarded-for") for h in v.split(",")]
+    for hop in reversed(hops):
+        if not trusted(hop):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer
+
+
+def json_dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

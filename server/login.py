@@ -1,0 +1,315 @@
+"""The split-secret login: start (SPEC.md §6.1) and completion (SPEC.md §6.2)."""
+
+from __future__ import annotations
+
+import hmac
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from protocol.dpop import VerifiedDPoPProof
+from protocol.email_address import parse_email_address
+from protocol.encoding import b64url_encode
+from protocol.errors import InvalidGrant, MalformedInput
+from protocol.link import build_login_link
+from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
+from server.clock import Clock, RandomBytes
+from server.events import EventSink, SecurityEvent
+from server.keyring import Keyring
+from server.mail import outbox
+from server.mail.render import render_login_link_mail, render_no_account_mail
+from server.ratelimit import RateLimiter
+from server.settings import Settings
+from server.signing_keys import KeySet
+from server.storage.database import Connection, Database
+from server.tokens import TokenPair, mint_access_token, store_refresh_token
+
+GRANT_TYPE_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
+MAX_DEVICE_NAME_LENGTH = 64
+_NOT_COMPLETABLE = "the login attempt cannot be completed; start a new login"
+
+
+@dataclass(frozen=True)
+class StartedLogin:
+    attempt_id: str
+    device_half: str
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return f"StartedLogin(attempt_id={self.attempt_id!r}, expires_in={self.expires_in})"
+
+
+def parse_device_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MalformedInput("device_name must be a string")
+    name = value.strip()
+    if not name or len(name) > MAX_DEVICE_NAME_LENGTH:
+        raise MalformedInput(f"device_name must have 1 to {MAX_DEVICE_NAME_LENGTH} characters")
+    # Control and format characters (CR, LF, bidi overrides) could forge lines in the email.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        raise MalformedInput("device_name must not contain control characters")
+    return name
+
+
+def _half_hash(keyring: Keyring, *, which: str, attempt_id: str, half: str) -> str:
+    return keyed_hash(key=keyring.hmac_key, purpose=which, value=half, context=attempt_id).hex()
+
+
+class LoginService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        keyring: Keyring,
+        keys: KeySet,
+        rate_limiter: RateLimiter,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        events: EventSink,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._keyring = keyring
+        self.keys = keys
+        self._limits = rate_limiter
+        self._clock = clock
+        self._random = random_bytes
+        self._events = events
+        self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
+
+    def _emit(self, name: str, **fields: Any) -> None:
+        self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
+
+    async def start(
+        self, *, email: Any, device_name: Any, proof: VerifiedDPoPProof, client_ip: str
+    ) -> StartedLogin:
+        """Create an attempt bound to the proof's key and queue its email.
+
+        The answer is the same for known and unknown addresses; no user row is created here
+        (attempts.md C10), and no mail is sent inside the request.
+        """
+        settings = self._settings
+        now = self._clock.now()
+        await self._limits.hit(
+            "start-ip", client_ip, limit=settings.rate_limit_start_per_ip, now=now
+        )
+        address = parse_email_address(email)
+        name = parse_device_name(device_name)
+        await self._limits.hit(
+            "start-email", address.canonical, limit=settings.rate_limit_start_per_email, now=now
+        )
+        secrets = new_login_secrets(self._random)
+        mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
+        async with self._db.transaction() as conn:
+            user = await conn.fetch_one(
+                "SELECT email_address FROM users WHERE email_canonical = :canonical",
+                {"canonical": address.canonical},
+            )
+            # Mail goes to the address stored for the account, never to the submitted spelling.
+            recipient = user["email_address"] if user is not None else address.address
+            signup_allowed = user is not None or settings.signup_policy == "open"
+            await conn.execute(
+                "INSERT INTO login_attempts (id, email_canonical, email_address, device_name, "
+                "dpop_jkt, key_alg, device_half_hash, email_half_hash, signup_allowed, "
+                "created_at, expires_at) VALUES (:id, :canonical, :address, :device_name, :jkt, "
+                ":alg, :device_hash, :email_hash, :signup_allowed, :now, :expires_at)",
+                {
+                    "id": secrets.attempt_id,
+                    "canonical": address.canonical,
+                    "address": recipient,
+                    "device_name": name,
+                    "jkt": proof.jkt,
+                    "alg": proof.key.alg,
+                    "device_hash": _half_hash(
+                        self._keyring,
+                        which="device-half",
+                        attempt_id=secrets.attempt_id,
+                        half=secrets.device_half,
+                    ),
+                    "email_hash": _half_hash(
+                        self._keyring,
+                        which="email-half",
+                        attempt_id=secrets.attempt_id,
+                        half=secrets.email_half,
+                    ),
+                    "signup_allowed": 1 if signup_allowed else 0,
+                    "now": now,
+                    "expires_at": now + settings.attempt_lifetime,
+                },
+            )
+            if signup_allowed:
+                message = render_login_link_mail(
+                    app_name=settings.app_name,
+                    sender=settings.mail_from,
+                    recipient=recipient,
+                    message_id=mail.message_id,
+                    link=build_login_link(
+                        public_url=settings.public_url,
+                        attempt_id=secrets.attempt_id,
+                        email_half=secrets.email_half,
+                    ),
+                    device_name=name,
+                    requested_at=now,
+                    expires_in_minutes=settings.attempt_lifetime // 60,
+                )
+            else:
+                message = render_no_account_mail(
+                    app_name=settings.app_name,
+                    sender=settings.mail_from,
+                    recipient=recipient,
+                    message_id=mail.message_id,
+                    requested_at=now,
+                )
+            await outbox.enqueue(
+                conn,
+                mail,
+                kind="login_link" if signup_allowed else "no_account",
+                attempt_id=secrets.attempt_id if signup_allowed else None,
+                recipient=recipient,
+                message=message,
+                keyring=self._keyring,
+                random_bytes=self._random,
+                now=now,
+            )
+        self._emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
+        return StartedLogin(
+            attempt_id=secrets.attempt_id,
+            device_half=secrets.device_half,
+            expires_in=settings.attempt_lifetime,
+        )
+
+    async def complete(
+        self, *, form: dict[str, str], proof: VerifiedDPoPProof, client_ip: str
+    ) -> TokenPair:
+        """Redeem an attempt: key binding and both halves, then one conditional consume."""
+        settings = self._settings
+        now = self._clock.now()
+        await self._limits.hit(
+            "complete-ip", client_ip, limit=settings.rate_limit_complete_per_ip, now=now
+        )
+        attempt_id = parse_attempt_id(form.get("attempt_id"))
+        device_half = parse_half(form.get("device_half"), field="device_half")
+        email_half = parse_half(form.get("email_half"), field="email_half")
+        device_hash = _half_hash(
+            self._keyring, which="device-half", attempt_id=attempt_id, half=device_half
+        )
+        email_hash = _half_hash(
+            self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
+        )
+        outcome = "unknown_attempt"
+        tokens: TokenPair | None = None
+        async with self._db.transaction() as conn:
+            attempt = await conn.fetch_one(
+                "SELECT dpop_jkt, device_half_hash, email_half_hash, expires_at, consumed_at, "
+                "failed_count, signup_allowed, email_canonical, email_address, device_name, "
+                "key_alg FROM login_attempts WHERE id = :id",
+                {"id": attempt_id},
+            )
+            if attempt is not None:
+                # Evaluate all three comparisons, in constant time, before deciding.
+                key_ok = hmac.compare_digest(attempt["dpop_jkt"], proof.jkt)
+                device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
+                email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
+                if not (key_ok & device_ok & email_ok):
+                    outcome = "mismatch"
+                    await conn.execute(
+                        "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id",
+                        {"id": attempt_id},
+                    )
+                elif attempt["consumed_at"] is not None:
+                    outcome = "consumed"
+                elif int(attempt["failed_count"]) >= settings.max_failed_completions:
+                    outcome = "locked"
+                elif int(attempt["expires_at"]) <= now:
+                    outcome = "expired"
+                else:
+                    tokens = await self._consume_and_open_session(
+                        conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
+                    )
+                    outcome = "completed" if tokens is not None else "consumed"
+        if tokens is None:
+            self._emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
+            if outcome in ("unknown_attempt", "mismatch"):
+                raise InvalidGrant(_NOT_COMPLETABLE)
+            # Only the holder of the right key and both halves learns why.
+            raise InvalidGrant(f"the login attempt is {outcome}; start a new login")
+        self._emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
+        return tokens
+
+    async def _consume_and_open_session(
+        self,
+        conn: Connection,
+        *,
+        attempt_id: str,
+        attempt: Any,
+        proof: VerifiedDPoPProof,
+        now: int,
+    ) -> TokenPair | None:
+        settings = self._settings
+        # Single use rests on this one conditional statement (SPEC.md §8.1).
+        consumed = await conn.fetch_one(
+            "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
+            "AND expires_at > :now AND failed_count < :max RETURNING id",
+            {"id": attempt_id, "now": now, "max": settings.max_failed_completions},
+        )
+        if consumed is None:
+            return None
+        if attempt["signup_allowed"]:
+            await conn.execute(
+                "INSERT INTO users (id, email_canonical, email_address, created_at) "
+                "VALUES (:id, :canonical, :address, :now) ON CONFLICT (email_canonical) DO NOTHING",
+                {
+                    "id": b64url_encode(self._random(16)),
+                    "canonical": attempt["email_canonical"],
+                    "address": attempt["email_address"],
+                    "now": now,
+                },
+            )
+        user = await conn.fetch_one(
+            "SELECT id FROM users WHERE email_canonical = :canonical",
+            {"canonical": attempt["email_canonical"]},
+        )
+        if user is None:
+            return None
+        session_id = b64url_encode(self._random(16))
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, attempt_id, device_name, dpop_jkt, key_alg, "
+            "auth_time, created_at, last_used_at, expires_at) VALUES (:id, :user_id, "
+            ":attempt_id, :device_name, :jkt, :alg, :now, :now, :now, :expires_at)",
+            {
+                "id": session_id,
+                "user_id": user["id"],
+                "attempt_id": attempt_id,
+                "device_name": attempt["device_name"],
+                "jkt": proof.jkt,
+                "alg": attempt["key_alg"],
+                "now": now,
+                "expires_at": now + settings.session_absolute_lifetime,
+            },
+        )
+        refresh_token = await store_refresh_token(
+            conn,
+            hmac_key=self._keyring.hmac_key,
+            session_id=session_id,
+            random_bytes=self._random,
+            now=now,
+        )
+        access_token = mint_access_token(
+            settings=settings,
+            keys=self.keys,
+            random_bytes=self._random,
+            user_id=user["id"],
+            session_id=session_id,
+            jkt=proof.jkt,
+            auth_time=now,
+            now=now,
+        )
+        return TokenPair(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_in=settings.access_token_lifetime,
+        )

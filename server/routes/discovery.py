@@ -1,0 +1,42 @@
+"""RFC 8414 metadata and the JWKS."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from server.login import GRANT_TYPE_MAGIC_LINK
+from server.services import services
+
+LOGIN_START_PATH = "/v1/login/start"
+TOKEN_PATH = "/oauth2/token"
+REVOCATION_PATH = "/oauth2/revoke"
+INTROSPECTION_PATH = "/oauth2/introspect"
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+async def authorization_server_metadata(request: Request) -> Response:
+    settings = services(request).settings
+    return JSONResponse(
+        {
+            "issuer": settings.issuer,
+            "token_endpoint": settings.endpoint(TOKEN_PATH),
+            "login_start_endpoint": settings.endpoint(LOGIN_START_PATH),
+            "revocation_endpoint": settings.endpoint(REVOCATION_PATH),
+            "introspection_endpoint": settings.endpoint(INTROSPECTION_PATH),
+            "jwks_uri": settings.endpoint(JWKS_PATH),
+            "grant_types_supported": [GRANT_TYPE_MAGIC_LINK, "refresh_token"],
+            # No authorization endpoint: no response type is supported (RFC 8414 §2).
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+        },
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(
+        services(request).keys.jwks, headers={"Cache-Control": "public, max-age=300"}
+    )

@@ -1,0 +1,38 @@
+"""Everything a request handler needs, built once per process by the application's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from server.clock import Clock, RandomBytes
+from server.dpop_guard import DPoPGuard
+from server.events import EventSink
+from server.keyring import Keyring
+from server.login import LoginService
+from server.resource import ResourceGuard
+from server.sessions import SessionStore
+from server.settings import Settings
+from server.signing_keys import KeySet
+from server.storage.database import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    keys: KeySet
+    clock: Clock
+    random_bytes: RandomBytes
+    events: EventSink
+    dpop: DPoPGuard
+    login: LoginService
+    sessions: SessionStore
+    resource_guard: ResourceGuard
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc

@@ -1,0 +1,75 @@
+"""Issuing the token pair of a session: a JWT access token and an opaque refresh token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.access_token import issue_access_token
+from protocol.encoding import b64url_encode
+from protocol.split_secret import keyed_hash, new_opaque_token
+from server.clock import RandomBytes
+from server.settings import Settings
+from server.signing_keys import KeySet
+from server.storage.database import Connection
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return f"TokenPair(expires_in={self.expires_in})"
+
+    def response_body(self) -> dict[str, str | int]:
+        """RFC 6749 §5.1 with RFC 9449 §5 token_type."""
+        return {
+            "access_token": self.access_token,
+            "token_type": "DPoP",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+def refresh_token_hash(hmac_key: bytes, refresh_token: str) -> str:
+    return keyed_hash(key=hmac_key, purpose="refresh-token", value=refresh_token).hex()
+
+
+def mint_access_token(
+    *,
+    settings: Settings,
+    keys: KeySet,
+    random_bytes: RandomBytes,
+    user_id: str,
+    session_id: str,
+    jkt: str,
+    auth_time: int,
+    now: int,
+) -> str:
+    return issue_access_token(
+        key=keys.current.key,
+        kid=keys.current.kid,
+        issuer=settings.issuer,
+        audience=settings.token_audience,
+        subject=user_id,
+        client_id=settings.client_id,
+        session_id=session_id,
+        jkt=jkt,
+        jti=b64url_encode(random_bytes(16)),
+        issued_at=now,
+        lifetime=settings.access_token_lifetime,
+        auth_time=auth_time,
+    )
+
+
+async def store_refresh_token(
+    conn: Connection, *, hmac_key: bytes, session_id: str, random_bytes: RandomBytes, now: int
+) -> str:
+    refresh_token = new_opaque_token(random_bytes)
+    await conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
+        "VALUES (:hash, :session_id, :now)",
+        {"hash": refresh_token_hash(hmac_key, refresh_token), "session_id": session_id, "now": now},
+    )
+    return refresh_token
