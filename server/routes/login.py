@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import resources
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -11,7 +11,7 @@ from server.http import client_ip, read_json_object
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services
 
-_LANDING_PAGE = resources.files("server").joinpath("static/landing.html").read_bytes()
+_LANDING_PAGE = (Path(__file__).parent.parent / "static" / "landing.html").read_bytes()
 _LANDING_HEADERS = {
     # No script, no style, no frame, no form: the page is inert, and the secret in the fragment
     # stays in the address bar of whoever opened it.

@@ -1,0 +1,79 @@
+"""Starting a login reveals nothing about the address, creates no account and sends no mail
+inside the request (SPEC.md §6.1; attacks.md C10, F3, F4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from support.harness import Harness, running_server
+
+pytestmark = pytest.mark.anyio
+
+_VOLATILE = {"date", "content-length"}
+
+
+def shape(response: httpx.Response) -> tuple[int, list[str], dict[str, str], dict[str, type]]:
+    headers = {k: v for k, v in response.headers.items() if k not in _VOLATILE}
+    body = response.json()
+    return response.status_code, sorted(headers), headers, {k: type(v) for k, v in body.items()}
+
+
+async def test_unknown_and_known_addresses_get_the_same_answer(server: Harness) -> None:
+    await server.login(server.device(), "known@example.com")
+    known = await server.start(server.device(), "known@example.com")
+    unknown = await server.start(server.device(), "unknown@example.com")
+    assert shape(known) == shape(unknown)
+    assert len(known.json()["device_half"]) == len(unknown.json()["device_half"])
+
+
+async def test_start_creates_no_user_and_sends_nothing_in_the_request(server: Harness) -> None:
+    response = await server.start(server.device(), "new@example.com")
+    assert response.status_code == 202
+    assert server.query("SELECT COUNT(*) FROM users") == [(0,)]
+    assert server.mail.sent == []
+    assert server.query("SELECT status FROM outbox") == [("queued",)]
+    await server.deliver()
+    assert len(server.mail.sent) == 1
+
+
+async def test_closed_signup_never_completes_for_unknown_addresses(tmp_path: Path) -> None:
+    async with running_server(tmp_path, signup_policy="closed") as server:
+        device = server.device()
+        response = await server.start(device, "stranger@example.com")
+        assert response.status_code == 202
+        await server.deliver()
+        (mail,) = server.mail.sent
+        assert "no splitlink account" in mail.text
+        assert "#attempt_id=" not in mail.text
+        started = response.json()
+        # Without the email half nobody can complete; even a guessed half is one more failure.
+        import os
+
+        from protocol.encoding import b64url_encode
+
+        attempt = await server.complete(
+            device,
+            attempt_id=started["attempt_id"],
+            device_half=started["device_half"],
+            email_half=b64url_encode(os.urandom(32)),
+        )
+        assert attempt.json()["error"] == "invalid_grant"
+        assert server.query("SELECT COUNT(*) FROM users") == [(0,)]
+
+
+async def test_closed_signup_answers_like_open_signup(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "open") as open_server:
+        open_answer = await open_server.start(open_server.device(), "x@example.com")
+    async with running_server(tmp_path / "closed", signup_policy="closed") as closed_server:
+        closed_answer = await closed_server.start(closed_server.device(), "x@example.com")
+    assert shape(open_answer) == shape(closed_answer)
+
+
+async def test_closed_signup_still_lets_existing_accounts_in(tmp_path: Path) -> None:
+    async with running_server(tmp_path, signup_policy="open") as server:
+        await server.login(server.device(), "member@example.com")
+    async with running_server(tmp_path, signup_policy="closed") as server:
+        tokens = await server.login(server.device(), "member@example.com")
+        assert tokens["token_type"] == "DPoP"

@@ -1,0 +1,1 @@
+"""Test building blocks shared by the server, client and integration tests."""
