@@ -1,0 +1,93 @@
+"""Rate limits on start and completion, shared through the database (SPEC.md §6.1;
+attacks.md F1, F2, F3)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from support.harness import Harness, running_server
+
+from protocol.encoding import b64url_encode
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_sixth_start_for_one_address_gets_429_with_retry_after(server: Harness) -> None:
+    for _ in range(5):
+        assert (await server.start(server.device(), "a@example.com")).status_code == 202
+    response = await server.start(server.device(), "A@EXAMPLE.COM")
+    assert response.status_code == 429
+    assert response.json()["error"] == "rate_limited"
+    assert 1 <= int(response.headers["retry-after"]) <= 900
+    assert (await server.start(server.device(), "b@example.com")).status_code == 202
+
+
+async def test_limit_is_identical_for_known_and_unknown_addresses(server: Harness) -> None:
+    await server.login(server.device(), "known@example.com")
+    outcomes = {}
+    for address in ("known@example.com", "unknown@example.com"):
+        statuses = [(await server.start(server.device(), address)).status_code for _ in range(6)]
+        outcomes[address] = statuses
+    # The known address already used one start to log in.
+    assert outcomes["known@example.com"] == [202, 202, 202, 202, 429, 429]
+    assert outcomes["unknown@example.com"] == [202, 202, 202, 202, 202, 429]
+
+
+async def test_window_resets_after_it_passes(server: Harness) -> None:
+    for _ in range(6):
+        await server.start(server.device(), "a@example.com")
+    server.clock.advance(900)
+    assert (await server.start(server.device(), "a@example.com")).status_code == 202
+
+
+async def test_per_ip_limit_on_start(tmp_path: Path) -> None:
+    async with running_server(tmp_path, rate_limit_start_per_ip=3) as server:
+        statuses = [
+            (await server.start(server.device(), f"u{i}@example.com")).status_code for i in range(4)
+        ]
+        assert statuses == [202, 202, 202, 429]
+
+
+async def test_per_ip_limit_on_completion(tmp_path: Path) -> None:
+    async with running_server(tmp_path, rate_limit_complete_per_ip=2) as server:
+        device = server.device()
+        started, _ = await server.start_and_read_link(device, "a@example.com")
+        statuses = []
+        for _ in range(3):
+            response = await server.complete(
+                device,
+                attempt_id=started["attempt_id"],
+                device_half=started["device_half"],
+                email_half=b64url_encode(os.urandom(32)),
+            )
+            statuses.append(response.status_code)
+        assert statuses == [400, 400, 429]
+
+
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(tmp_path: Path) -> None:
+    async with running_server(tmp_path, rate_limit_start_per_ip=1) as server:
+        # The peer (203.0.113.7) is not trusted: spoofed headers do not buy new buckets.
+        first = await server.start(
+            server.device(), "a@example.com", headers={"X-Forwarded-For": "198.51.100.1"}
+        )
+        second = await server.start(
+            server.device(), "b@example.com", headers={"X-Forwarded-For": "198.51.100.2"}
+        )
+        assert (first.status_code, second.status_code) == (202, 429)
+
+
+async def test_trusted_proxy_forwards_the_client_address(tmp_path: Path) -> None:
+    async with running_server(
+        tmp_path, rate_limit_start_per_ip=1, trusted_proxies=["203.0.113.0/24"]
+    ) as server:
+        statuses = []
+        for client in ("198.51.100.1", "198.51.100.2", "198.51.100.2"):
+            response = await server.start(
+                server.device(),
+                f"{client}@example.com".replace(".", "-", 3),
+                headers={"X-Forwarded-For": f"{client}, 203.0.113.9"},
+            )
+            statuses.append(response.status_code)
+        assert statuses == [202, 202, 429]
