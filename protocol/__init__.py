@@ -24,6 +24,7 @@ from protocol.errors import (
     InvalidToken,
     MalformedInput,
     SplitlinkError,
+    UnknownSigningKey,
 )
 from protocol.keys import (
     SUPPORTED_ALGORITHMS,
@@ -58,6 +59,7 @@ __all__ = [
     "PublicKey",
     "SigningKey",
     "SplitlinkError",
+    "UnknownSigningKey",
     "VerifiedAccessToken",
     "VerifiedDPoPProof",
     "access_token_hash",

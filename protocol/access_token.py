@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.errors import InvalidSignature, InvalidToken, MalformedInput
+from protocol.errors import InvalidSignature, InvalidToken, MalformedInput, UnknownSigningKey
 from protocol.jws import parse_compact_jws, sign_compact_jws
 from protocol.keys import PublicKey, SigningKey
 
@@ -97,8 +97,10 @@ def verify_access_token(
     if header.get("typ") not in _ACCEPTED_TYP:
         raise InvalidToken("access token typ must be at+jwt")
     kid = header.get("kid")
-    if not isinstance(kid, str) or kid not in keys:
-        raise InvalidToken("access token is signed by an unknown key")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("access token names no signing key")
+    if kid not in keys:
+        raise UnknownSigningKey("access token is signed by an unknown key")
     key = keys[kid]
     if header.get("alg") != key.alg:
         raise InvalidToken("access token alg does not match its key")

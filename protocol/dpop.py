@@ -40,6 +40,8 @@ class VerifiedDPoPProof:
 
 def access_token_hash(access_token: str) -> str:
     """The `ath` claim: base64url(SHA-256(ASCII(access token))) (RFC 9449 §4.2)."""
+    if not access_token.isascii():
+        raise MalformedInput("an access token is ASCII")
     return b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
 
 
@@ -152,7 +154,11 @@ def verify_dpop_proof(
         ath = payload.get("ath")
         if not isinstance(ath, str):
             raise InvalidDPoPProof("proof must carry ath with an access token")
-        if ath != access_token_hash(access_token):
+        try:
+            expected_ath = access_token_hash(access_token)
+        except MalformedInput as exc:
+            raise InvalidDPoPProof("the access token is not ASCII") from exc
+        if ath != expected_ath:
             raise InvalidDPoPProof("proof ath does not match the access token")
     replay_key = hashlib.sha256(f"{key.thumbprint}\n{jti}".encode()).hexdigest()
     return VerifiedDPoPProof(

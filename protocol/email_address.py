@@ -53,6 +53,9 @@ def parse_email_address(value: object) -> EmailAddress:
     labels = ascii_domain.split(".")
     if len(labels) < 2 or any(_LDH_LABEL.fullmatch(label) is None for label in labels):
         raise InvalidEmail("the domain is not a valid host name")
+    # An all-numeric top label is an IP address, not a mail domain (RFC 3696 §2).
+    if labels[-1].isdigit():
+        raise InvalidEmail("the domain must be a host name, not an address")
     address = f"{local}@{ascii_domain}"
     if len(address) > MAX_ADDRESS_LENGTH:
         raise InvalidEmail(f"email is longer than {MAX_ADDRESS_LENGTH} characters")

@@ -71,6 +71,10 @@ class InvalidToken(SplitlinkError):
     code = ErrorCode.INVALID_TOKEN
 
 
+class UnknownSigningKey(InvalidToken):
+    """The token names a `kid` the verifier does not know (yet): a reason to refresh the keys."""
+
+
 class InvalidGrant(SplitlinkError):
     """A grant (split secret or refresh token) that cannot be redeemed (RFC 6749 §5.2)."""
 

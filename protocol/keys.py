@@ -30,6 +30,7 @@ Algorithm = Literal["ES256", "EdDSA"]
 SUPPORTED_ALGORITHMS: tuple[Algorithm, ...] = ("ES256", "EdDSA")
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_PRIME = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 _P256_COORDINATE_BYTES = 32
 _ED25519_KEY_BYTES = 32
 _SIGNATURE_BYTES = 64
@@ -77,10 +78,13 @@ def _ed25519_public_key(x: bytes) -> PublicKey:
 
 
 def _p256_public_key(x: bytes, y: bytes) -> PublicKey:
+    x_int, y_int = int.from_bytes(x, "big"), int.from_bytes(y, "big")
+    # OpenSSL reduces coordinates modulo p; an unreduced one would give the point a second
+    # encoding and so a second thumbprint (RFC 7638 §3.3).
+    if x_int >= _P256_PRIME or y_int >= _P256_PRIME:
+        raise InvalidKey("P-256 coordinate is not reduced modulo p")
     try:
-        key = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-        ).public_key()
+        key = ec.EllipticCurvePublicNumbers(x_int, y_int, ec.SECP256R1()).public_key()
     except ValueError as exc:
         raise InvalidKey("P-256 point is not on the curve") from exc
     members = {"crv": "P-256", "kty": "EC", "x": b64url_encode(x), "y": b64url_encode(y)}

@@ -59,8 +59,13 @@ def parse_half(value: object, *, field: str) -> str:
 
 
 def keyed_hash(*, key: bytes, purpose: str, value: str, context: str = "") -> bytes:
-    """HMAC-SHA-256(key, purpose NUL context NUL value): the only form in which secrets rest."""
-    message = b"\0".join((purpose.encode(), context.encode(), value.encode()))
+    """HMAC-SHA-256 over length-prefixed purpose, context and value: the only form in which
+    secrets rest. Each part is preceded by its UTF-8 length (4 bytes, big-endian), so no two
+    different triples share an input."""
+    message = b"".join(
+        len(part).to_bytes(4, "big") + part
+        for part in (purpose.encode(), context.encode(), value.encode())
+    )
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
