@@ -28,13 +28,15 @@ from server.mail.outbox import OutboxDispatcher
 from server.mail.transport import DevMailbox, MailTransport
 from server.middleware import SecurityHeadersMiddleware
 from server.ratelimit import RateLimiter
-from server.replay import ReplayStore
+from server.refresh import RefreshService
+from server.replay import DatabaseReplayStore
 from server.resource import ResourceGuard
-from server.routes import discovery, login, me, token
+from server.resource_middleware import DPoPAuthMiddleware
+from server.routes import account, discovery, login, token
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings
-from server.signing_keys import load_key_set
+from server.signing_keys import ServerKeys
 from server.storage.database import Database
 from server.storage.migrate import require_current_schema
 
@@ -78,9 +80,17 @@ async def build_services(
     db = Database(settings.database_url, sqlite_busy_timeout=settings.sqlite_busy_timeout)
     await db.connect()
     await require_current_schema(db)
-    keys = await load_key_set(db, keyring)
-    replay = ReplayStore(db, retention=settings.dpop_max_age + settings.dpop_max_future + 1)
-    dpop = DPoPGuard(settings=settings, replay=replay, clock=clock)
+    keys = await ServerKeys.load(db, keyring, clock=clock)
+    replay = DatabaseReplayStore(db, retention=settings.dpop_max_age + settings.dpop_max_future + 1)
+    dpop = DPoPGuard(
+        public_url=settings.public_url,
+        max_age=settings.dpop_max_age,
+        max_future=settings.dpop_max_future,
+        replay=replay,
+        clock=clock,
+        nonce_key=keyring.nonce_key if settings.use_dpop_nonce else None,
+        nonce_step=settings.dpop_nonce_step,
+    )
     rate_limiter = RateLimiter(db, hmac_key=keyring.hmac_key, window=settings.rate_limit_window)
     login_service = LoginService(
         settings=settings,
@@ -93,7 +103,7 @@ async def build_services(
         events=events,
     )
     sessions = SessionStore(db, idle_timeout=settings.session_idle_timeout)
-    svc = Services(
+    return Services(
         settings=settings,
         db=db,
         keyring=keyring,
@@ -103,17 +113,28 @@ async def build_services(
         events=events,
         dpop=dpop,
         login=login_service,
+        refresh=RefreshService(
+            settings=settings,
+            db=db,
+            keyring=keyring,
+            keys=keys,
+            clock=clock,
+            random_bytes=random_bytes,
+            events=events,
+            idle_timeout=settings.session_idle_timeout,
+        ),
         sessions=sessions,
         resource_guard=ResourceGuard(
             issuer=settings.issuer,
             audience=settings.token_audience,
-            keys=lambda: svc.keys,
+            keys=keys,
             dpop=dpop,
             clock=clock,
-            session_lookup=sessions.live_session,
+            # The server's own endpoints see a revocation at once: every request checks the
+            # session (SPEC.md §6.6).
+            session_check=sessions.live_session,
         ),
     )
-    return svc
 
 
 def create_app(
@@ -152,6 +173,7 @@ def create_app(
                 asyncio.create_task(
                     run_housekeeping(svc.db, clock=clock, interval=settings.housekeeping_interval)
                 ),
+                asyncio.create_task(_reload_keys(svc.keys, settings.key_refresh_interval)),
             ]
         try:
             yield
@@ -164,16 +186,31 @@ def create_app(
             await svc.db.disconnect()
 
     routes = [
+        # Public: discovery, the login start and the token endpoints (each checks DPoP itself).
         Route("/.well-known/oauth-authorization-server", discovery.authorization_server_metadata),
         Route(discovery.JWKS_PATH, discovery.jwks),
         Route(discovery.LOGIN_START_PATH, login.start_login, methods=["POST"]),
         Route(discovery.TOKEN_PATH, token.token, methods=["POST"]),
+        Route(discovery.REVOCATION_PATH, token.revoke, methods=["POST"]),
+        Route(discovery.INTROSPECTION_PATH, token.introspect, methods=["POST"]),
         Route("/l", login.landing_page, methods=["GET", "HEAD", "OPTIONS"]),
-        Route("/v1/me", me.me, methods=["GET"]),
+        # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session.
+        Route("/v1/me", account.me, methods=["GET"]),
+        Route("/v1/sessions", account.list_sessions, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", account.end_session, methods=["DELETE"]),
+        Route("/v1/logout", account.logout, methods=["POST"]),
+        Route("/v1/logout/all", account.logout_all, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware)],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(
+                DPoPAuthMiddleware,
+                guard=lambda scope: scope["app"].state.services.resource_guard,
+                protect=_is_account_path,
+            ),
+        ],
         exception_handlers={
             SplitlinkError: _splitlink_error,
             HTTPException: _http_error,
@@ -181,6 +218,20 @@ def create_app(
         },
         lifespan=lifespan,
     )
+
+
+def _is_account_path(path: str) -> bool:
+    return path.startswith("/v1/") and path != discovery.LOGIN_START_PATH
+
+
+async def _reload_keys(keys: ServerKeys, interval: float) -> None:
+    """Pick up keys rotated by `splitlink keys rotate` or on another host."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await keys.reload(force=True)
+        except Exception:
+            logger.exception("signing keys: reload failed; will retry")
 
 
 def create_app_from_environment() -> Starlette:

@@ -1,47 +1,108 @@
-"""DPoP at the HTTP edge: one `DPoP` header, verified against the configured URL, then recorded."""
+"""DPoP at the HTTP edge: one `DPoP` header, verified against the configured URL, an optional
+server nonce, then recorded in the replay store."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
 
 from protocol.dpop import VerifiedDPoPProof, verify_dpop_proof
 from protocol.errors import InvalidDPoPProof
+from protocol.nonce import issue_nonce, nonce_is_fresh
 from server.clock import Clock
-from server.http import header_values
+from server.errors import UseDPoPNonce
 from server.replay import ReplayStore
-from server.settings import Settings
+
+# Nonces minted for the authorization server are not accepted by the resource endpoints and
+# the other way round (RFC 9449 §9).
+AS_NONCES = "authorization-server"
+RS_NONCES = "resource-server"
 
 
 class DPoPGuard:
-    def __init__(self, *, settings: Settings, replay: ReplayStore, clock: Clock) -> None:
-        self._settings = settings
+    """Args:
+    public_url: the origin clients use; `htu` must name it (never the Host header).
+    nonce_key: when given, every proof must carry a fresh server nonce (RFC 9449 §8).
+    """
+
+    def __init__(
+        self,
+        *,
+        public_url: str,
+        max_age: int,
+        max_future: int,
+        replay: ReplayStore,
+        clock: Clock,
+        nonce_key: bytes | None = None,
+        nonce_step: int = 60,
+    ) -> None:
+        self._public_url = public_url.rstrip("/")
+        self._max_age = max_age
+        self._max_future = max_future
         self._replay = replay
         self._clock = clock
+        self._nonce_key = nonce_key
+        self._nonce_step = nonce_step
+
+    def fresh_nonce(self, audience: str) -> str | None:
+        if self._nonce_key is None:
+            return None
+        return issue_nonce(
+            key=self._nonce_key,
+            audience=audience,
+            now=self._clock.now(),
+            step_seconds=self._nonce_step,
+        )
+
+    def nonce_headers(self, audience: str) -> dict[str, str]:
+        nonce = self.fresh_nonce(audience)
+        return {} if nonce is None else {"DPoP-Nonce": nonce}
 
     def verify(
-        self, request: Request, *, path: str, access_token: str | None = None
+        self,
+        headers: Headers,
+        *,
+        method: str,
+        path: str,
+        access_token: str | None = None,
+        nonce_audience: str = AS_NONCES,
     ) -> VerifiedDPoPProof:
         """All checks of RFC 9449 §4.3 but replay (see `record`)."""
-        values = header_values(request, "dpop")
+        values = headers.getlist("dpop")
         if not values:
             raise InvalidDPoPProof("a DPoP proof is required")
         if len(values) > 1:
             raise InvalidDPoPProof("exactly one DPoP header is allowed")
-        return verify_dpop_proof(
+        now = self._clock.now()
+        proof = verify_dpop_proof(
             proof=values[0],
-            method=request.method,
+            method=method,
             # htu is compared with the configured public URL, never the Host header.
-            url=self._settings.endpoint(path),
-            now=self._clock.now(),
-            max_age=self._settings.dpop_max_age,
-            max_future=self._settings.dpop_max_future,
+            url=self._public_url + path,
+            now=now,
+            max_age=self._max_age,
+            max_future=self._max_future,
             access_token=access_token,
         )
+        if self._nonce_key is not None and not (
+            proof.nonce is not None
+            and nonce_is_fresh(
+                nonce=proof.nonce,
+                key=self._nonce_key,
+                audience=nonce_audience,
+                now=now,
+                step_seconds=self._nonce_step,
+            )
+        ):
+            fresh = self.fresh_nonce(nonce_audience)
+            raise UseDPoPNonce(fresh or "")
+        return proof
 
     async def record(self, proof: VerifiedDPoPProof) -> None:
         await self._replay.record(proof, now=self._clock.now())
 
-    async def verify_and_record(self, request: Request, *, path: str) -> VerifiedDPoPProof:
-        proof = self.verify(request, path=path)
+    async def verify_and_record(
+        self, headers: Headers, *, method: str, path: str
+    ) -> VerifiedDPoPProof:
+        proof = self.verify(headers, method=method, path=path)
         await self.record(proof)
         return proof

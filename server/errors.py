@@ -23,6 +23,16 @@ class TemporarilyUnavailable(SplitlinkError):
         self.retry_after = retry_after
 
 
+class UseDPoPNonce(SplitlinkError):
+    """The proof lacks a fresh server nonce; `nonce` is the one to use (RFC 9449 §8)."""
+
+    code = ErrorCode.USE_DPOP_NONCE
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__("a fresh DPoP nonce is required; retry with the DPoP-Nonce provided")
+        self.nonce = nonce
+
+
 class RequestTooLarge(SplitlinkError):
     code = ErrorCode.REQUEST_TOO_LARGE
 
@@ -41,9 +51,12 @@ class ResourceError(SplitlinkError):
     `error=None` is the challenge for a request that carried no credentials (RFC 6750 §3.1).
     """
 
-    def __init__(self, code: ErrorCode | None, description: str) -> None:
+    def __init__(
+        self, code: ErrorCode | None, description: str, *, nonce: str | None = None
+    ) -> None:
         super().__init__(description)
         self.challenge_error = code
+        self.nonce = nonce
         if code is not None:
             self.code = code
 
@@ -91,6 +104,9 @@ def error_response_parts(exc: SplitlinkError) -> tuple[int, dict[str, str], dict
                 f'DPoP error="{exc.code.value}", '
                 f'error_description="{body["error_description"]}", algs="{DPOP_ALGS}"'
             )
+    nonce = getattr(exc, "nonce", None)
+    if isinstance(nonce, str):
+        headers["DPoP-Nonce"] = nonce
     if isinstance(exc, RateLimited | TemporarilyUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     return status, body, headers

@@ -37,6 +37,7 @@ def _derive(root: bytes, label: str) -> bytes:
 class Keyring:
     hmac_key: bytes
     seal_key: bytes
+    nonce_key: bytes
 
     def __repr__(self) -> str:
         return "Keyring(...)"
@@ -48,6 +49,7 @@ class Keyring:
         return cls(
             hmac_key=_derive(root, "splitlink/v1/hmac"),
             seal_key=_derive(root, "splitlink/v1/seal"),
+            nonce_key=_derive(root, "splitlink/v1/dpop-nonce"),
         )
 
     def seal(self, plaintext: bytes, *, context: str, random_bytes: RandomBytes) -> str:

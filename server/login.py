@@ -21,7 +21,7 @@ from server.mail import outbox
 from server.mail.render import render_login_link_mail, render_no_account_mail
 from server.ratelimit import RateLimiter
 from server.settings import Settings
-from server.signing_keys import KeySet
+from server.signing_keys import ServerKeys
 from server.storage.database import Connection, Database
 from server.tokens import TokenPair, mint_access_token, store_refresh_token
 
@@ -65,7 +65,7 @@ class LoginService:
         settings: Settings,
         db: Database,
         keyring: Keyring,
-        keys: KeySet,
+        keys: ServerKeys,
         rate_limiter: RateLimiter,
         clock: Clock,
         random_bytes: RandomBytes,
@@ -81,7 +81,7 @@ class LoginService:
         self._events = events
         self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
 
-    def _emit(self, name: str, **fields: Any) -> None:
+    def emit(self, name: str, **fields: Any) -> None:
         self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
 
     async def start(
@@ -175,7 +175,7 @@ class LoginService:
                 random_bytes=self._random,
                 now=now,
             )
-        self._emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
+        self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
         return StartedLogin(
             attempt_id=secrets.attempt_id,
             device_half=secrets.device_half,
@@ -232,12 +232,12 @@ class LoginService:
                     )
                     outcome = "completed" if tokens is not None else "consumed"
         if tokens is None:
-            self._emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
+            self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
             if outcome in ("unknown_attempt", "mismatch"):
                 raise InvalidGrant(_NOT_COMPLETABLE)
             # Only the holder of the right key and both halves learns why.
             raise InvalidGrant(f"the login attempt is {outcome}; start a new login")
-        self._emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
+        self.emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
         return tokens
 
     async def _consume_and_open_session(
@@ -298,18 +298,17 @@ class LoginService:
             random_bytes=self._random,
             now=now,
         )
-        access_token = mint_access_token(
+        access_token, lifetime = mint_access_token(
             settings=settings,
-            keys=self.keys,
+            keys=self.keys.key_set,
             random_bytes=self._random,
             user_id=user["id"],
             session_id=session_id,
             jkt=proof.jkt,
             auth_time=now,
             now=now,
+            session_expires_at=now + settings.session_absolute_lifetime,
         )
         return TokenPair(
-            access_token=access_token,
-            refresh_token=refresh_token,
-            expires_in=settings.access_token_lifetime,
+            access_token=access_token, refresh_token=refresh_token, expires_in=lifetime
         )

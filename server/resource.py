@@ -1,30 +1,40 @@
-"""Authenticating a request that presents a DPoP-bound access token (RFC 9449 §7).
+"""Authenticating a request that presents a DPoP-bound access token (RFC 9449 §7; SPEC.md §6.5).
 
-Used by the server's own `/v1` endpoints. Order: credentials syntax, the proof (with `ath`), the
-token's signature and claims, the key binding (`cnf.jkt`), the session still being live, and last
-the replay record, so that a rejected request does not burn its proof's `jti` (attacks.md B6).
+One component serves the server's own `/v1` endpoints and any other API (through
+`DPoPAuthMiddleware`). Order: credentials syntax, the proof (with `ath` and, when enabled, the
+nonce), the token's signature and claims against the issuer's keys, the key binding (`cnf.jkt`),
+the optional session check, and last the replay record, so that a refused request does not burn
+its proof's `jti` (attacks.md B6).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.datastructures import Headers
 
 from protocol.access_token import VerifiedAccessToken, verify_access_token
-from protocol.errors import ErrorCode, InvalidDPoPProof, InvalidToken
+from protocol.errors import ErrorCode, InvalidDPoPProof, InvalidToken, UnknownSigningKey
+from protocol.keys import PublicKey
 from server.clock import Clock
-from server.dpop_guard import DPoPGuard
-from server.errors import ResourceError
-from server.http import header_values
-from server.signing_keys import KeySet
+from server.dpop_guard import RS_NONCES, DPoPGuard
+from server.errors import ResourceError, UseDPoPNonce
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
-SessionLookup = Callable[[VerifiedAccessToken, int], Awaitable[dict[str, Any] | None]]
+# Called after the token verified: returns facts about a live session, or None when it has ended.
+SessionCheck = Callable[[VerifiedAccessToken, int], Awaitable[dict[str, Any] | None]]
+
+
+class VerificationKeys(Protocol):
+    def verification_keys(self) -> Mapping[str, PublicKey]: ...
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Fetch keys again; False when skipped (too soon since the last reload)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -33,17 +43,15 @@ class Principal:
     session_id: str
     jkt: str
     token: VerifiedAccessToken
-    session: dict[str, Any]
+    session: dict[str, Any] = field(default_factory=dict)
 
 
-def read_dpop_credentials(request: Request) -> str:
-    values = header_values(request, "authorization")
+def read_dpop_credentials(headers: Headers) -> str:
+    values = headers.getlist("authorization")
     if not values:
         raise ResourceError(None, "an access token is required")
     if len(values) > 1:
-        raise ResourceError(
-            ErrorCode.INVALID_REQUEST, "exactly one Authorization header is allowed"
-        )
+        raise ResourceError(ErrorCode.INVALID_REQUEST, "only one Authorization header is allowed")
     scheme, _, token = values[0].partition(" ")
     if scheme.lower() == "bearer":
         raise ResourceError(
@@ -63,42 +71,59 @@ class ResourceGuard:
         *,
         issuer: str,
         audience: str,
-        keys: Callable[[], KeySet],
+        keys: VerificationKeys,
         dpop: DPoPGuard,
         clock: Clock,
-        session_lookup: SessionLookup,
+        session_check: SessionCheck | None = None,
     ) -> None:
         self._issuer = issuer
         self._audience = audience
         self._keys = keys
-        self._dpop = dpop
+        self.dpop = dpop
         self._clock = clock
-        self._session_lookup = session_lookup
+        self._session_check = session_check
 
-    async def authenticate(self, request: Request) -> Principal:
-        token = read_dpop_credentials(request)
+    async def _verify_token(self, token: str, now: int) -> VerifiedAccessToken:
+        for attempt in range(2):
+            try:
+                return verify_access_token(
+                    token=token,
+                    keys=self._keys.verification_keys(),
+                    issuer=self._issuer,
+                    audience=self._audience,
+                    now=now,
+                )
+            except UnknownSigningKey as exc:
+                # A key created since the last reload (rotation on another host): look once.
+                if attempt == 0 and await self._keys.reload():
+                    continue
+                raise ResourceError(ErrorCode.INVALID_TOKEN, exc.description) from exc
+            except InvalidToken as exc:
+                raise ResourceError(ErrorCode.INVALID_TOKEN, exc.description) from exc
+        raise ResourceError(ErrorCode.INVALID_TOKEN, "access token is signed by an unknown key")
+
+    async def authenticate(self, headers: Headers, *, method: str, path: str) -> Principal:
+        token = read_dpop_credentials(headers)
         try:
-            proof = self._dpop.verify(request, path=request.url.path, access_token=token)
+            proof = self.dpop.verify(
+                headers, method=method, path=path, access_token=token, nonce_audience=RS_NONCES
+            )
+        except UseDPoPNonce as exc:
+            raise ResourceError(ErrorCode.USE_DPOP_NONCE, exc.description, nonce=exc.nonce) from exc
         except InvalidDPoPProof as exc:
             raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
         now = self._clock.now()
-        try:
-            verified = verify_access_token(
-                token=token,
-                keys=self._keys().verification_keys,
-                issuer=self._issuer,
-                audience=self._audience,
-                now=now,
-            )
-        except InvalidToken as exc:
-            raise ResourceError(ErrorCode.INVALID_TOKEN, exc.description) from exc
+        verified = await self._verify_token(token, now)
         if verified.jkt != proof.jkt:
             raise ResourceError(ErrorCode.INVALID_TOKEN, "the proof key is not the token's key")
-        session = await self._session_lookup(verified, now)
-        if session is None:
-            raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
+        session: dict[str, Any] = {}
+        if self._session_check is not None:
+            found = await self._session_check(verified, now)
+            if found is None:
+                raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
+            session = found
         try:
-            await self._dpop.record(proof)
+            await self.dpop.record(proof)
         except InvalidDPoPProof as exc:
             raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
         return Principal(

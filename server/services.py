@@ -11,10 +11,11 @@ from server.dpop_guard import DPoPGuard
 from server.events import EventSink
 from server.keyring import Keyring
 from server.login import LoginService
+from server.refresh import RefreshService
 from server.resource import ResourceGuard
 from server.sessions import SessionStore
 from server.settings import Settings
-from server.signing_keys import KeySet
+from server.signing_keys import ServerKeys
 from server.storage.database import Database
 
 
@@ -23,12 +24,13 @@ class Services:
     settings: Settings
     db: Database
     keyring: Keyring
-    keys: KeySet
+    keys: ServerKeys
     clock: Clock
     random_bytes: RandomBytes
     events: EventSink
     dpop: DPoPGuard
     login: LoginService
+    refresh: RefreshService
     sessions: SessionStore
     resource_guard: ResourceGuard
 

@@ -1,21 +1,42 @@
-"""Sessions: one per completed login, bound to the device key that completed it."""
+"""Sessions: one per completed login, bound to the device key that completed it (SPEC.md §6.6).
+
+Ending a session revokes it and every refresh token of its family in one transaction; the
+server's own endpoints look the session up on every request, so the end is visible at once.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from protocol.access_token import VerifiedAccessToken
-from server.storage.database import Database
+from server.storage.database import Connection, Database
 
 # Writing last_used_at on every request would turn every read into a write; a minute is
 # precise enough for the idle timeout and for "last used" in the session list.
 LAST_USED_RESOLUTION = 60
 
+# A session is live while it is not revoked, not past its absolute end and not idle too long.
+
+async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str, now: int) -> bool:
+    row = await conn.fetch_one(
+        "UPDATE sessions SET revoked_at = :now, revoked_reason = :reason "
+        "WHERE id = :id AND revoked_at IS NULL RETURNING id",
+        {"id": session_id, "now": now, "reason": reason},
+    )
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = :now WHERE session_id = :id AND revoked_at IS NULL",
+        {"id": session_id, "now": now},
+    )
+    return row is not None
+
 
 class SessionStore:
     def __init__(self, db: Database, *, idle_timeout: int) -> None:
         self._db = db
-        self._idle_timeout = idle_timeout
+        self.idle_timeout = idle_timeout
+
+    def _window(self, now: int) -> dict[str, int]:
+        return {"now": now, "idle_cutoff": now - self.idle_timeout}
 
     async def live_session(self, token: VerifiedAccessToken, now: int) -> dict[str, Any] | None:
         """The token's session if it is live and still bound to the token's user and key."""
@@ -26,7 +47,7 @@ class SessionStore:
                 "FROM sessions s JOIN users u ON u.id = s.user_id "
                 "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
                 "AND s.last_used_at > :idle_cutoff",
-                {"id": token.session_id, "now": now, "idle_cutoff": now - self._idle_timeout},
+                {"id": token.session_id, **self._window(now)},
             )
             if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
                 return None
@@ -37,3 +58,38 @@ class SessionStore:
                     {"id": token.session_id, "now": now},
                 )
         return dict(row)
+
+    async def list_live(self, user_id: str, now: int) -> list[dict[str, Any]]:
+        async with self._db.autocommit() as conn:
+            rows = await conn.fetch_all(
+                "SELECT s.id, s.device_name, s.key_alg, s.created_at, s.last_used_at, "
+                "s.expires_at FROM sessions s WHERE s.user_id = :user_id "
+                "AND s.revoked_at IS NULL AND s.expires_at > :now "
+                "AND s.last_used_at > :idle_cutoff ORDER BY s.created_at, s.id",
+                {"user_id": user_id, **self._window(now)},
+            )
+        return [dict(row) for row in rows]
+
+    async def end(self, session_id: str, *, user_id: str, reason: str, now: int) -> bool:
+        """End one of the user's live sessions; False if it is not one (unknown or another
+        user's: the caller cannot tell which)."""
+        async with self._db.transaction() as conn:
+            owned = await conn.fetch_one(
+                "SELECT s.id FROM sessions s WHERE s.id = :id AND s.user_id = :user_id "
+                "AND s.revoked_at IS NULL AND s.expires_at > :now "
+                "AND s.last_used_at > :idle_cutoff",
+                {"id": session_id, "user_id": user_id, **self._window(now)},
+            )
+            if owned is None:
+                return False
+            return await revoke_session_rows(conn, session_id=session_id, reason=reason, now=now)
+
+    async def end_all(self, user_id: str, *, reason: str, now: int) -> int:
+        async with self._db.transaction() as conn:
+            rows = await conn.fetch_all(
+                "SELECT id FROM sessions WHERE user_id = :user_id AND revoked_at IS NULL",
+                {"user_id": user_id},
+            )
+            for row in rows:
+                await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
+        return len(rows)

@@ -43,8 +43,18 @@ class Settings(BaseSettings):
     session_absolute_lifetime: int = Field(30 * DAY, ge=HOUR, le=365 * DAY)
     session_idle_timeout: int = Field(7 * DAY, ge=10 * MINUTE, le=90 * DAY)
 
+    refresh_grace_period: int = Field(30, ge=0, le=300)
+    key_refresh_interval: float = Field(30.0, gt=0, le=3600)
+
     dpop_max_age: int = Field(60, ge=5, le=300)
     dpop_max_future: int = Field(60, ge=0, le=300)
+    # Server-provided DPoP nonces (RFC 9449 §8, §9): stateless, valid for this step and the last.
+    use_dpop_nonce: bool = False
+    dpop_nonce_step: int = Field(60, ge=10, le=600)
+
+    # Resource servers allowed to call the introspection endpoint: {"client id": "secret"},
+    # presented with HTTP Basic authentication (RFC 7662 §2.1).
+    introspection_clients: dict[str, SecretStr] = Field(default_factory=dict)
 
     rate_limit_start_per_email: int = Field(5, ge=1)
     rate_limit_start_per_ip: int = Field(30, ge=1)

@@ -1,13 +1,19 @@
-"""The server's access-token signing keys: kept sealed in the database, published as a JWKS.
+"""The server's access-token signing keys: sealed in the database, published as a JWKS.
 
-Ed25519 keys, named by their RFC 7638 thumbprint (`kid`). The newest unretired key signs; every
-unretired key verifies.
+Ed25519 keys, named by their RFC 7638 thumbprint (`kid`). The newest key that is not retiring
+signs. `splitlink keys rotate` adds a key and gives the previous ones a retirement time after the
+longest access-token lifetime, so every token they signed still verifies until it expires; after
+that they leave the JWKS and verify nothing (SPEC.md §6.3).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from protocol.encoding import b64url_decode
 from protocol.keys import PublicKey, SigningKey
@@ -15,7 +21,11 @@ from server.clock import Clock, RandomBytes
 from server.keyring import Keyring
 from server.storage.database import Database
 
+logger = logging.getLogger("splitlink.keys")
+
 _SEAL_CONTEXT = "signing-key:"
+# An unknown kid makes a worker reload its keys at most this often.
+MIN_RELOAD_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,23 +78,55 @@ async def ensure_signing_key(
         await create_signing_key(db, keyring, clock=clock, random_bytes=random_bytes)
 
 
-async def load_key_set(db: Database, keyring: Keyring) -> KeySet:
+async def rotate_signing_key(
+    db: Database,
+    keyring: Keyring,
+    *,
+    clock: Clock,
+    random_bytes: RandomBytes,
+    retire_after: int,
+) -> str:
+    """Add a signing key; the keys it replaces verify for `retire_after` more seconds."""
+    kid = await create_signing_key(db, keyring, clock=clock, random_bytes=random_bytes)
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE signing_keys SET retired_at = :retire_at "
+            "WHERE retired_at IS NULL AND kid <> :kid",
+            {"retire_at": clock.now() + retire_after, "kid": kid},
+        )
+    return kid
+
+
+async def list_signing_keys(db: Database) -> list[dict[str, Any]]:
     async with db.autocommit() as conn:
         rows = await conn.fetch_all(
-            "SELECT kid, alg, sealed_private_key, created_at FROM signing_keys "
-            "WHERE retired_at IS NULL ORDER BY created_at DESC, kid"
+            "SELECT kid, alg, created_at, retired_at FROM signing_keys ORDER BY created_at, kid"
         )
-    if not rows:
-        raise RuntimeError("no signing key: run `splitlink migrate` first")
-    keys = []
+    return [dict(row) for row in rows]
+
+
+async def load_key_set(db: Database, keyring: Keyring, *, now: int) -> KeySet:
+    async with db.autocommit() as conn:
+        rows = await conn.fetch_all(
+            "SELECT kid, alg, sealed_private_key, created_at, retired_at FROM signing_keys "
+            "WHERE retired_at IS NULL OR retired_at > :now ORDER BY created_at DESC, kid",
+            {"now": now},
+        )
+    keys: list[ServerKey] = []
+    signers: list[ServerKey] = []
     for row in rows:
         private = keyring.open(row["sealed_private_key"], context=_SEAL_CONTEXT + row["kid"])
         key = SigningKey.from_private_bytes(row["alg"], private)
         if key.public.thumbprint != row["kid"]:
             raise RuntimeError(f"signing key {row['kid']} does not match its kid")
-        keys.append(ServerKey(kid=row["kid"], key=key, created_at=int(row["created_at"])))
+        server_key = ServerKey(kid=row["kid"], key=key, created_at=int(row["created_at"]))
+        keys.append(server_key)
+        if row["retired_at"] is None:
+            signers.append(server_key)
+    if not signers:
+        raise RuntimeError("no signing key: run `splitlink migrate` first")
     return KeySet(
-        current=keys[0],
+        current=signers[0],
         verification_keys={k.kid: k.key.public for k in keys},
         jwks={
             "keys": [
@@ -92,3 +134,30 @@ async def load_key_set(db: Database, keyring: Keyring) -> KeySet:
             ]
         },
     )
+
+
+class ServerKeys:
+    """This worker's view of the signing keys, reloaded periodically and on an unknown kid."""
+
+    def __init__(self, db: Database, keyring: Keyring, *, clock: Clock, key_set: KeySet) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self.key_set = key_set
+        self._last_reload = time.monotonic()
+
+    @classmethod
+    async def load(cls, db: Database, keyring: Keyring, *, clock: Clock) -> ServerKeys:
+        key_set = await load_key_set(db, keyring, now=clock.now())
+        return cls(db, keyring, clock=clock, key_set=key_set)
+
+    def verification_keys(self) -> Mapping[str, PublicKey]:
+        return self.key_set.verification_keys
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Reload from the database; without `force`, at most every MIN_RELOAD_INTERVAL s."""
+        if not force and time.monotonic() - self._last_reload < MIN_RELOAD_INTERVAL:
+            return False
+        self._last_reload = time.monotonic()
+        self.key_set = await load_key_set(self._db, self._keyring, now=self._clock.now())
+        return True

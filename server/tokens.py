@@ -36,6 +36,12 @@ def refresh_token_hash(hmac_key: bytes, refresh_token: str) -> str:
     return keyed_hash(key=hmac_key, purpose="refresh-token", value=refresh_token).hex()
 
 
+def child_refresh_token(hmac_key: bytes, parent: str) -> str:
+    """The token that replaces `parent` at rotation: a function of the parent and the server key,
+    so a retry within the grace window gets the same child without the child being stored."""
+    return b64url_encode(keyed_hash(key=hmac_key, purpose="refresh-child", value=parent))
+
+
 def mint_access_token(
     *,
     settings: Settings,
@@ -46,8 +52,14 @@ def mint_access_token(
     jkt: str,
     auth_time: int,
     now: int,
-) -> str:
-    return issue_access_token(
+    session_expires_at: int | None = None,
+) -> tuple[str, int]:
+    """An access token and its lifetime in seconds."""
+    lifetime = settings.access_token_lifetime
+    if session_expires_at is not None:
+        # An access token never outlives its session.
+        lifetime = max(0, min(lifetime, session_expires_at - now))
+    token = issue_access_token(
         key=keys.current.key,
         kid=keys.current.kid,
         issuer=settings.issuer,
@@ -58,9 +70,10 @@ def mint_access_token(
         jkt=jkt,
         jti=b64url_encode(random_bytes(16)),
         issued_at=now,
-        lifetime=settings.access_token_lifetime,
+        lifetime=lifetime,
         auth_time=auth_time,
     )
+    return token, lifetime
 
 
 async def store_refresh_token(

@@ -37,6 +37,7 @@ async def authorization_server_metadata(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
+    # Short caching: a rotated key must reach resource servers before tokens it signs.
     return JSONResponse(
-        services(request).keys.jwks, headers={"Cache-Control": "public, max-age=300"}
+        services(request).keys.key_set.jwks, headers={"Cache-Control": "public, max-age=60"}
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from server.dpop_guard import AS_NONCES
 from server.http import client_ip, read_json_object
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services
@@ -25,7 +26,7 @@ _LANDING_HEADERS = {
 
 async def start_login(request: Request) -> Response:
     svc = services(request)
-    proof = await svc.dpop.verify_and_record(request, path=LOGIN_START_PATH)
+    proof = await svc.dpop.verify_and_record(request.headers, method="POST", path=LOGIN_START_PATH)
     body = await read_json_object(request, limit=svc.settings.max_body_bytes)
     started = await svc.login.start(
         email=body.get("email"),
@@ -40,7 +41,11 @@ async def start_login(request: Request) -> Response:
             "expires_in": started.expires_in,
         },
         status_code=202,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        headers={
+            "Cache-Control": "no-store",
+            "Pragma": "no-cache",
+            **svc.dpop.nonce_headers(AS_NONCES),
+        },
     )
 
 

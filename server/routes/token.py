@@ -1,18 +1,32 @@
-"""The token endpoint (RFC 6749 §3.2): the split-secret grant, and refresh."""
+"""The token endpoint (RFC 6749 §3.2): the split-secret grant and refresh; revocation
+(RFC 7009) and introspection (RFC 7662)."""
 
 from __future__ import annotations
+
+import base64
+import binascii
+import hmac
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from protocol.errors import MalformedInput
+from protocol.access_token import verify_access_token
+from protocol.errors import ErrorCode, InvalidToken, MalformedInput, SplitlinkError
+from server.dpop_guard import AS_NONCES
 from server.errors import UnsupportedGrantType
 from server.http import client_ip, read_form
 from server.login import GRANT_TYPE_MAGIC_LINK
 from server.routes.discovery import TOKEN_PATH
-from server.services import services
+from server.services import Services, services
+from server.sessions import revoke_session_rows
+from server.tokens import refresh_token_hash
 
 TOKEN_RESPONSE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+GRANT_TYPE_REFRESH_TOKEN = "refresh_token"
+
+
+class InvalidClient(SplitlinkError):
+    code = ErrorCode.INVALID_CLIENT
 
 
 async def token(request: Request) -> Response:
@@ -21,11 +35,163 @@ async def token(request: Request) -> Response:
     grant_type = form.get("grant_type")
     if grant_type is None:
         raise MalformedInput("grant_type is required")
-    if grant_type != GRANT_TYPE_MAGIC_LINK:
+    if grant_type not in (GRANT_TYPE_MAGIC_LINK, GRANT_TYPE_REFRESH_TOKEN):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     # RFC 9449 §5: every grant at this endpoint needs a proof.
-    proof = await svc.dpop.verify_and_record(request, path=TOKEN_PATH)
-    tokens = await svc.login.complete(
-        form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
+    proof = await svc.dpop.verify_and_record(request.headers, method="POST", path=TOKEN_PATH)
+    if grant_type == GRANT_TYPE_MAGIC_LINK:
+        tokens = await svc.login.complete(
+            form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
+        )
+    else:
+        tokens = await svc.refresh.refresh(form=form, proof=proof)
+    return JSONResponse(
+        tokens.response_body(),
+        headers={**TOKEN_RESPONSE_HEADERS, **svc.dpop.nonce_headers(AS_NONCES)},
     )
-    return JSONResponse(tokens.response_body(), headers=TOKEN_RESPONSE_HEADERS)
+
+
+async def _session_of_token(svc: Services, token: str, hint: str | None) -> str | None:
+    """The session a refresh or access token belongs to, whatever the hint (RFC 7009 §2.1)."""
+    order = (
+        ["access_token", "refresh_token"]
+        if hint == "access_token"
+        else [
+            "refresh_token",
+            "access_token",
+        ]
+    )
+    for kind in order:
+        if kind == "refresh_token":
+            async with svc.db.autocommit() as conn:
+                row = await conn.fetch_one(
+                    "SELECT session_id FROM refresh_tokens WHERE token_hash = :hash",
+                    {"hash": refresh_token_hash(svc.keyring.hmac_key, token)},
+                )
+            if row is not None:
+                return str(row["session_id"])
+        else:
+            try:
+                verified = verify_access_token(
+                    token=token,
+                    keys=svc.keys.verification_keys(),
+                    issuer=svc.settings.issuer,
+                    audience=svc.settings.token_audience,
+                    now=svc.clock.now(),
+                )
+            except InvalidToken:
+                continue
+            return verified.session_id
+    return None
+
+
+async def revoke(request: Request) -> Response:
+    """RFC 7009: 200 whether or not the token was known; the whole session ends."""
+    svc = services(request)
+    form = await read_form(request, limit=svc.settings.max_body_bytes)
+    token = form.get("token")
+    if token is None:
+        raise MalformedInput("token is required")
+    session_id = await _session_of_token(svc, token, form.get("token_type_hint"))
+    if session_id is not None:
+        async with svc.db.transaction() as conn:
+            ended = await revoke_session_rows(
+                conn, session_id=session_id, reason="revoked", now=svc.clock.now()
+            )
+        if ended:
+            svc.login.emit("session.revoked", session_id=session_id, reason="revocation")
+    return Response(status_code=200, headers=TOKEN_RESPONSE_HEADERS)
+
+
+def _authenticate_introspection_client(svc: Services, request: Request) -> str:
+    values = request.headers.getlist("authorization")
+    challenge = {"WWW-Authenticate": 'Basic realm="introspection"'}
+    if len(values) != 1 or not values[0].lower().startswith("basic "):
+        raise _InvalidClient(challenge)
+    try:
+        decoded = base64.b64decode(values[0][6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise _InvalidClient(challenge) from exc
+    client_id, _, secret = decoded.partition(":")
+    expected = svc.settings.introspection_clients.get(client_id)
+    # Compare against something even for an unknown id, so timing does not tell ids apart.
+    reference = expected.get_secret_value() if expected is not None else "\0" * 32
+    if not hmac.compare_digest(secret.encode(), reference.encode()) or expected is None:
+        raise _InvalidClient(challenge)
+    return client_id
+
+
+class _InvalidClient(InvalidClient):
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__("the caller is not an authorized resource server")
+        self.headers = headers
+
+
+async def introspect(request: Request) -> Response:
+    """RFC 7662, for resource servers listed in SPLITLINK_INTROSPECTION_CLIENTS."""
+    svc = services(request)
+    _authenticate_introspection_client(svc, request)
+    form = await read_form(request, limit=svc.settings.max_body_bytes)
+    token = form.get("token")
+    if token is None:
+        raise MalformedInput("token is required")
+    now = svc.clock.now()
+    inactive = JSONResponse({"active": False}, headers=TOKEN_RESPONSE_HEADERS)
+    if form.get("token_type_hint") != "refresh_token":
+        try:
+            verified = verify_access_token(
+                token=token,
+                keys=svc.keys.verification_keys(),
+                issuer=svc.settings.issuer,
+                audience=svc.settings.token_audience,
+                now=now,
+            )
+        except InvalidToken:
+            verified = None
+        if verified is not None:
+            if await svc.sessions.live_session(verified, now) is None:
+                return inactive
+            return JSONResponse(
+                {
+                    "active": True,
+                    "token_type": "DPoP",
+                    "sub": verified.subject,
+                    "client_id": verified.client_id,
+                    "iss": svc.settings.issuer,
+                    "aud": svc.settings.token_audience,
+                    "exp": verified.expires_at,
+                    "iat": verified.issued_at,
+                    "jti": verified.jti,
+                    "sid": verified.session_id,
+                    "cnf": {"jkt": verified.jkt},
+                },
+                headers=TOKEN_RESPONSE_HEADERS,
+            )
+    async with svc.db.autocommit() as conn:
+        row = await conn.fetch_one(
+            "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "
+            "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
+            "WHERE rt.token_hash = :hash AND rt.rotated_at IS NULL AND rt.revoked_at IS NULL "
+            "AND s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle",
+            {
+                "hash": refresh_token_hash(svc.keyring.hmac_key, token),
+                "now": now,
+                "idle": now - svc.settings.session_idle_timeout,
+            },
+        )
+    if row is None:
+        return inactive
+    return JSONResponse(
+        {
+            "active": True,
+            "token_type": "refresh_token",
+            "sub": row["user_id"],
+            "client_id": svc.settings.client_id,
+            "iss": svc.settings.issuer,
+            "exp": int(row["expires_at"]),
+            "iat": int(row["created_at"]),
+            "sid": row["id"],
+            "cnf": {"jkt": row["dpop_jkt"]},
+        },
+        headers=TOKEN_RESPONSE_HEADERS,
+    )

@@ -59,4 +59,4 @@ async def test_signing_key_rests_sealed(server: Harness) -> None:
     assert '"d"' not in public_jwk
     jwks = (await server.client.get("/.well-known/jwks.json")).json()
     assert all("d" not in key for key in jwks["keys"])
-    assert jwks["keys"][0]["kid"] == server.app.state.services.keys.current.kid
+    assert jwks["keys"][0]["kid"] == server.app.state.services.keys.key_set.current.kid

@@ -1,0 +1,87 @@
+"""`DPoPAuthMiddleware`: pure ASGI (no BaseHTTPMiddleware), for this server's `/v1` endpoints and
+for any other Starlette/ASGI application that accepts splitlink access tokens.
+
+A request on a protected path reaches the application only after `ResourceGuard.authenticate`
+succeeded; the `Principal` is in `scope["splitlink.principal"]` (and `request.state` is not
+used, so nothing depends on Starlette). Refusals are answered here with the RFC 9449 §7.1
+challenge. When server nonces are on, every answer carries a fresh `DPoP-Nonce`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.errors import SplitlinkError
+from server.dpop_guard import RS_NONCES
+from server.errors import error_response_parts
+from server.resource import Principal, ResourceGuard
+
+PRINCIPAL_KEY = "splitlink.principal"
+
+GuardSource = ResourceGuard | Callable[[Scope], ResourceGuard]
+
+
+def principal_of(scope: Scope) -> Principal:
+    principal: Principal = scope[PRINCIPAL_KEY]
+    return principal
+
+
+async def _send_error(send: Send, exc: SplitlinkError, extra: dict[str, str]) -> None:
+    status, body, headers = error_response_parts(exc)
+    payload = json.dumps(body).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    raw += [(k.lower().encode(), v.encode()) for k, v in {**extra, **headers}.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class DPoPAuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        guard: GuardSource,
+        protect: Callable[[str], bool] = lambda path: True,
+    ) -> None:
+        self.app = app
+        self._guard = guard
+        self._protect = protect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._protect(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        guard = self._guard if isinstance(self._guard, ResourceGuard) else self._guard(scope)
+        nonce_headers = {}
+        nonce = guard.dpop.fresh_nonce(RS_NONCES)
+        if nonce is not None:
+            nonce_headers["DPoP-Nonce"] = nonce
+        try:
+            principal = await guard.authenticate(
+                Headers(scope=scope), method=scope["method"], path=scope["path"]
+            )
+        except SplitlinkError as exc:
+            await _send_error(send, exc, nonce_headers)
+            return
+        scope[PRINCIPAL_KEY] = principal
+        if not nonce_headers:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_nonce(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"dpop-nonce", nonce_headers["DPoP-Nonce"].encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_nonce)

@@ -1,0 +1,88 @@
+"""The signed-in user's own endpoints. `DPoPAuthMiddleware` has authenticated every request
+that reaches these handlers (see the route table in server/app.py)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from protocol.errors import ErrorCode, SplitlinkError
+from server.resource_middleware import principal_of
+from server.services import services
+
+
+class SessionNotFound(SplitlinkError):
+    code = ErrorCode.NOT_FOUND
+
+
+async def me(request: Request) -> Response:
+    principal = principal_of(request.scope)
+    session = principal.session
+    return JSONResponse(
+        {
+            "user": {"id": principal.user_id, "email": session["email_address"]},
+            "session": {
+                "id": principal.session_id,
+                "device_name": session["device_name"],
+                "key_alg": session["key_alg"],
+                "created_at": int(session["created_at"]),
+                "last_used_at": int(session["last_used_at"]),
+                "expires_at": int(session["expires_at"]),
+                "auth_time": int(session["auth_time"]),
+            },
+        }
+    )
+
+
+async def list_sessions(request: Request) -> Response:
+    principal = principal_of(request.scope)
+    svc = services(request)
+    rows = await svc.sessions.list_live(principal.user_id, svc.clock.now())
+    return JSONResponse(
+        {
+            "sessions": [
+                {
+                    "id": row["id"],
+                    "device_name": row["device_name"],
+                    "key_alg": row["key_alg"],
+                    "created_at": int(row["created_at"]),
+                    "last_used_at": int(row["last_used_at"]),
+                    "expires_at": int(row["expires_at"]),
+                    "current": row["id"] == principal.session_id,
+                }
+                for row in rows
+            ]
+        }
+    )
+
+
+async def end_session(request: Request) -> Response:
+    principal = principal_of(request.scope)
+    svc = services(request)
+    session_id = request.path_params["session_id"]
+    ended = await svc.sessions.end(
+        session_id, user_id=principal.user_id, reason="ended_by_user", now=svc.clock.now()
+    )
+    if not ended:
+        # Another user's session answers exactly as an unknown one.
+        raise SessionNotFound("no such session")
+    svc.login.emit("session.revoked", session_id=session_id, reason="ended_by_user")
+    return Response(status_code=204)
+
+
+async def logout(request: Request) -> Response:
+    principal = principal_of(request.scope)
+    svc = services(request)
+    await svc.sessions.end(
+        principal.session_id, user_id=principal.user_id, reason="logout", now=svc.clock.now()
+    )
+    svc.login.emit("session.revoked", session_id=principal.session_id, reason="logout")
+    return Response(status_code=204)
+
+
+async def logout_all(request: Request) -> Response:
+    principal = principal_of(request.scope)
+    svc = services(request)
+    count = await svc.sessions.end_all(principal.user_id, reason="logout_all", now=svc.clock.now())
+    svc.login.emit("sessions.revoked_all", user_id=principal.user_id, count=count)
+    return Response(status_code=204)
