@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import click
 import uvicorn
@@ -13,9 +16,12 @@ from pydantic import ValidationError
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring, load_root_secret
 from server.settings import Settings
-from server.signing_keys import ensure_signing_key
+from server.signing_keys import ensure_signing_key, list_signing_keys, rotate_signing_key
 from server.storage.database import Database
 from server.storage.migrate import migrate as apply_migrations
+from server.storage.migrate import require_current_schema
+
+T = TypeVar("T")
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -54,6 +60,75 @@ def migrate(database_url: str | None) -> None:
 
     applied = asyncio.run(run())
     click.echo(f"schema up to date (applied: {applied or 'nothing'})")
+
+
+@main.group()
+def keys() -> None:
+    """Access-token signing keys."""
+
+
+async def _with_database(
+    settings: Settings, action: Callable[[Database, Keyring], Awaitable[T]]
+) -> T:
+    keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
+    db = Database(settings.database_url)
+    await db.connect()
+    try:
+        await require_current_schema(db)
+        return await action(db, keyring)
+    finally:
+        await db.disconnect()
+
+
+@keys.command("list")
+@click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
+def keys_list(database_url: str | None) -> None:
+    """List signing keys: the newest active key signs; retiring keys still verify."""
+    settings = _settings(database_url)
+
+    async def run(db: Database, keyring: Keyring) -> list[dict[str, Any]]:
+        return await list_signing_keys(db)
+
+    rows = asyncio.run(_with_database(settings, run))
+    now = SystemClock().now()
+    active = [r for r in rows if r["retired_at"] is None]
+    signer = max(active, key=lambda r: (r["created_at"], r["kid"]))["kid"] if active else None
+    click.echo(f"{'kid':<45} {'alg':<6} {'created':<20} status")
+    for row in rows:
+        if row["kid"] == signer:
+            status = "signing"
+        elif row["retired_at"] is None:
+            status = "verifying"
+        elif row["retired_at"] > now:
+            status = f"verifying until {_when(row['retired_at'])}"
+        else:
+            status = "retired"
+        click.echo(f"{row['kid']:<45} {row['alg']:<6} {_when(row['created_at']):<20} {status}")
+
+
+@keys.command("rotate")
+@click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
+def keys_rotate(database_url: str | None) -> None:
+    """Add a signing key. Previous keys verify until tokens they signed have expired."""
+    settings = _settings(database_url)
+    # Tokens last access_token_lifetime; a minute more covers workers that reload late.
+    retire_after = settings.access_token_lifetime + 60
+
+    async def run(db: Database, keyring: Keyring) -> str:
+        return await rotate_signing_key(
+            db,
+            keyring,
+            clock=SystemClock(),
+            random_bytes=system_random_bytes,
+            retire_after=retire_after,
+        )
+
+    kid = asyncio.run(_with_database(settings, run))
+    click.echo(f"new signing key {kid}; previous keys retire in {retire_after} s")
+
+
+def _when(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @main.command()

@@ -17,6 +17,7 @@ LAST_USED_RESOLUTION = 60
 
 # A session is live while it is not revoked, not past its absolute end and not idle too long.
 
+
 async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str, now: int) -> bool:
     row = await conn.fetch_one(
         "UPDATE sessions SET revoked_at = :now, revoked_reason = :reason "
