@@ -18,8 +18,8 @@ from server.keyring import Keyring, load_root_secret
 from server.settings import Settings
 from server.signing_keys import ensure_signing_key, list_signing_keys, rotate_signing_key
 from server.storage.database import Database
+from server.storage.migrate import head_revision, require_current_schema
 from server.storage.migrate import migrate as apply_migrations
-from server.storage.migrate import require_current_schema
 
 T = TypeVar("T")
 
@@ -45,21 +45,13 @@ def migrate(database_url: str | None) -> None:
     """Bring the database schema up to date and make sure a signing key exists."""
     settings = _settings(database_url)
 
-    async def run() -> list[int]:
-        keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
-        db = Database(settings.database_url)
-        await db.connect()
-        try:
-            applied = await apply_migrations(db)
-            await ensure_signing_key(
-                db, keyring, clock=SystemClock(), random_bytes=system_random_bytes
-            )
-            return applied
-        finally:
-            await db.disconnect()
+    apply_migrations(settings.database_url)
 
-    applied = asyncio.run(run())
-    click.echo(f"schema up to date (applied: {applied or 'nothing'})")
+    async def run(db: Database, keyring: Keyring) -> None:
+        await ensure_signing_key(db, keyring, clock=SystemClock(), random_bytes=system_random_bytes)
+
+    asyncio.run(_with_database(settings, run))
+    click.echo(f"schema at revision {head_revision()}; a signing key exists")
 
 
 @main.group()

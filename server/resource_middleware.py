@@ -32,7 +32,7 @@ def principal_of(scope: Scope) -> Principal:
 
 async def _send_error(send: Send, exc: SplitlinkError, extra: dict[str, str]) -> None:
     status, body, headers = error_response_parts(exc)
-    payload = json.dumps(body).encode()
+    payload = json.dumps(body, separators=(",", ":")).encode()
     raw = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),

@@ -27,11 +27,11 @@ PUBLIC_URL = "https://auth.example.test"
 
 
 async def prepare_database(settings: Settings, clock: FakeClock) -> None:
+    migrate(settings.database_url)
     keyring = Keyring.from_root(load_root_secret(settings, random_bytes=os.urandom))
     db = Database(settings.database_url)
     await db.connect()
     try:
-        await migrate(db)
         await ensure_signing_key(db, keyring, clock=clock, random_bytes=os.urandom)
     finally:
         await db.disconnect()
