@@ -77,7 +77,12 @@ async def build_services(
     events: EventSink,
 ) -> Services:
     keyring = Keyring.from_root(load_root_secret(settings, random_bytes=random_bytes))
-    db = Database(settings.database_url, sqlite_busy_timeout=settings.sqlite_busy_timeout)
+    db = Database(
+        settings.database_url,
+        sqlite_busy_timeout=settings.sqlite_busy_timeout,
+        isolation=settings.database_isolation,
+        pool_size=settings.database_pool_size,
+    )
     await db.connect()
     await require_current_schema(db)
     keys = await ServerKeys.load(db, keyring, clock=clock)

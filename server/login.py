@@ -104,7 +104,8 @@ class LoginService:
         )
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
-        async with self._db.transaction() as conn:
+
+        async def record(conn: Connection) -> None:
             user = await conn.fetch_one(
                 "SELECT email_address FROM users WHERE email_canonical = :canonical",
                 {"canonical": address.canonical},
@@ -175,6 +176,8 @@ class LoginService:
                 random_bytes=self._random,
                 now=now,
             )
+
+        await self._db.run(record)
         self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
         return StartedLogin(
             attempt_id=secrets.attempt_id,
@@ -200,37 +203,39 @@ class LoginService:
         email_hash = _half_hash(
             self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
         )
-        outcome = "unknown_attempt"
-        tokens: TokenPair | None = None
-        async with self._db.transaction() as conn:
+
+        async def redeem(conn: Connection) -> tuple[str, TokenPair | None]:
             attempt = await conn.fetch_one(
                 "SELECT dpop_jkt, device_half_hash, email_half_hash, expires_at, consumed_at, "
                 "failed_count, signup_allowed, email_canonical, email_address, device_name, "
                 "key_alg FROM login_attempts WHERE id = :id",
                 {"id": attempt_id},
             )
-            if attempt is not None:
-                # Evaluate all three comparisons, in constant time, before deciding.
-                key_ok = hmac.compare_digest(attempt["dpop_jkt"], proof.jkt)
-                device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
-                email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
-                if not (key_ok & device_ok & email_ok):
-                    outcome = "mismatch"
-                    await conn.execute(
-                        "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id",
-                        {"id": attempt_id},
-                    )
-                elif attempt["consumed_at"] is not None:
-                    outcome = "consumed"
-                elif int(attempt["failed_count"]) >= settings.max_failed_completions:
-                    outcome = "locked"
-                elif int(attempt["expires_at"]) <= now:
-                    outcome = "expired"
-                else:
-                    tokens = await self._consume_and_open_session(
-                        conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
-                    )
-                    outcome = "completed" if tokens is not None else "consumed"
+            if attempt is None:
+                return "unknown_attempt", None
+            # Evaluate all three comparisons, in constant time, before deciding.
+            key_ok = hmac.compare_digest(attempt["dpop_jkt"], proof.jkt)
+            device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
+            email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
+            if not (key_ok & device_ok & email_ok):
+                # Committed with the refusal: the count is what locks the attempt.
+                await conn.execute(
+                    "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id",
+                    {"id": attempt_id},
+                )
+                return "mismatch", None
+            if attempt["consumed_at"] is not None:
+                return "consumed", None
+            if int(attempt["failed_count"]) >= settings.max_failed_completions:
+                return "locked", None
+            if int(attempt["expires_at"]) <= now:
+                return "expired", None
+            tokens = await self._consume_and_open_session(
+                conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
+            )
+            return ("completed" if tokens is not None else "consumed"), tokens
+
+        outcome, tokens = await self._db.run(redeem)
         if tokens is None:
             self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
             if outcome in ("unknown_attempt", "mismatch"):

@@ -63,10 +63,13 @@ class RefreshService:
         parent_hash = refresh_token_hash(key, presented)
         child = child_refresh_token(key, presented)
         child_hash = refresh_token_hash(key, child)
-        async with self._db.transaction() as conn:
-            outcome, session = await self._rotate(
+
+        async def rotate(conn: Connection) -> tuple[str, dict[str, Any] | None]:
+            return await self._rotate(
                 conn, parent_hash=parent_hash, child_hash=child_hash, proof=proof, now=now
             )
+
+        outcome, session = await self._db.run(rotate)
         if outcome not in ("rotated", "retried"):
             self._emit(
                 "refresh.refused",

@@ -74,7 +74,8 @@ class SessionStore:
     async def end(self, session_id: str, *, user_id: str, reason: str, now: int) -> bool:
         """End one of the user's live sessions; False if it is not one (unknown or another
         user's: the caller cannot tell which)."""
-        async with self._db.transaction() as conn:
+
+        async def end(conn: Connection) -> bool:
             owned = await conn.fetch_one(
                 "SELECT s.id FROM sessions s WHERE s.id = :id AND s.user_id = :user_id "
                 "AND s.revoked_at IS NULL AND s.expires_at > :now "
@@ -85,12 +86,17 @@ class SessionStore:
                 return False
             return await revoke_session_rows(conn, session_id=session_id, reason=reason, now=now)
 
+        return await self._db.run(end)
+
     async def end_all(self, user_id: str, *, reason: str, now: int) -> int:
-        async with self._db.transaction() as conn:
+
+        async def end_all(conn: Connection) -> int:
             rows = await conn.fetch_all(
                 "SELECT id FROM sessions WHERE user_id = :user_id AND revoked_at IS NULL",
                 {"user_id": user_id},
             )
             for row in rows:
                 await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
-        return len(rows)
+            return len(rows)
+
+        return await self._db.run(end_all)

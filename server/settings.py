@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     outbox_poll_interval: float = Field(0.5, gt=0, le=60)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
 
+    # PostgreSQL: isolation level of write transactions, and connections per worker.
+    database_isolation: Literal["read_committed", "serializable"] = "read_committed"
+    database_pool_size: int = Field(10, ge=1, le=100)
+
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
 

@@ -19,6 +19,7 @@ from server.login import GRANT_TYPE_MAGIC_LINK
 from server.routes.discovery import TOKEN_PATH
 from server.services import Services, services
 from server.sessions import revoke_session_rows
+from server.storage.database import Connection
 from server.tokens import refresh_token_hash
 
 TOKEN_RESPONSE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -94,10 +95,13 @@ async def revoke(request: Request) -> Response:
         raise MalformedInput("token is required")
     session_id = await _session_of_token(svc, token, form.get("token_type_hint"))
     if session_id is not None:
-        async with svc.db.transaction() as conn:
-            ended = await revoke_session_rows(
-                conn, session_id=session_id, reason="revoked", now=svc.clock.now()
-            )
+        found = session_id
+        now = svc.clock.now()
+
+        async def end(conn: Connection) -> bool:
+            return await revoke_session_rows(conn, session_id=found, reason="revoked", now=now)
+
+        ended = await svc.db.run(end)
         if ended:
             svc.login.emit("session.revoked", session_id=session_id, reason="revocation")
     return Response(status_code=200, headers=TOKEN_RESPONSE_HEADERS)

@@ -1,40 +1,52 @@
 """Connections and transactions over `databases`, for SQLite (embedded) and PostgreSQL.
 
 SQLite write transactions start with BEGIN IMMEDIATE: the write lock is taken up front, so two
-transactions never both read and then fail to upgrade (SQLITE_BUSY without waiting). The busy
-timeout makes the second writer wait instead. Database failures that a retry can cure are raised
-as TemporarilyUnavailable (503 with Retry-After), never as a 500.
+transactions never both read and then fail to upgrade (SQLITE_BUSY without waiting); the busy
+timeout makes the second writer wait instead. PostgreSQL transactions run at the configured
+isolation level; serialization failures and deadlocks (40001, 40P01) are retried a bounded number
+of times with jitter. Failures that a later retry can cure are raised as TemporarilyUnavailable
+(503 with Retry-After), never as a 500 (SPEC.md §8).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+import asyncpg
 import databases
 
 from server.errors import TemporarilyUnavailable
 
 Row = Mapping[str, Any]
+T = TypeVar("T")
+Isolation = Literal["read_committed", "serializable"]
 
-try:  # asyncpg is optional at import time for SQLite-only installs.
-    import asyncpg
+MAX_TRANSACTION_ATTEMPTS = 5
 
-    _PG_TRANSIENT: tuple[type[BaseException], ...] = (
-        asyncpg.PostgresConnectionError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.SerializationError,
-        asyncpg.DeadlockDetectedError,
-        asyncpg.InterfaceError,
-        ConnectionError,
-        OSError,
-    )
-except ImportError:  # pragma: no cover
-    _PG_TRANSIENT = (ConnectionError, OSError)
+_PG_CONFLICTS: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+_PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class TransactionConflict(TemporarilyUnavailable):
+    """A serialization failure or deadlock: the transaction may simply be run again."""
 
 
 class Connection:
@@ -56,16 +68,24 @@ class Connection:
 
 
 class Database:
-    def __init__(self, url: str, *, sqlite_busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_busy_timeout: float = 5.0,
+        isolation: Isolation = "read_committed",
+        pool_size: int = 10,
+    ) -> None:
         self.url = url
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self.isolation = isolation
         if self.dialect == "sqlite":
             path = databases.DatabaseURL(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = databases.Database(url, timeout=sqlite_busy_timeout)
         else:
-            self._db = databases.Database(url, min_size=1, max_size=10)
+            self._db = databases.Database(url, min_size=1, max_size=pool_size, command_timeout=10)
 
     async def connect(self) -> None:
         async with self._translate_errors():
@@ -81,12 +101,15 @@ class Database:
         except sqlite3.OperationalError as exc:
             # "database is locked", "disk I/O error", "database or disk is full"
             raise TemporarilyUnavailable() from exc
-        except _PG_TRANSIENT as exc:
+        except _PG_CONFLICTS as exc:
+            raise TransactionConflict() from exc
+        except _PG_UNAVAILABLE as exc:
             raise TemporarilyUnavailable() from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
-        """A read-write transaction; commits when the block ends normally."""
+        """A read-write transaction that commits when the block ends normally. Prefer `run`,
+        which also retries conflicts."""
         async with self._translate_errors(), self._db.connection() as raw:
             if self.dialect == "sqlite":
                 await raw.execute("BEGIN IMMEDIATE")
@@ -97,8 +120,22 @@ class Database:
                     raise
                 await raw.execute("COMMIT")
             else:
-                async with raw.transaction():
+                isolation = "serializable" if self.isolation == "serializable" else None
+                async with raw.transaction(isolation=isolation):
                     yield Connection(raw)
+
+    async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `work` in a transaction; run it again on a serialization conflict, up to
+        MAX_TRANSACTION_ATTEMPTS times. `work` must have no effect outside the database."""
+        for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self.transaction() as conn:
+                    return await work(conn)
+            except TransactionConflict:
+                if attempt == MAX_TRANSACTION_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Connection]:

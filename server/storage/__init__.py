@@ -1,0 +1,1 @@
+"""Storage: connections, transactions and schema migrations."""
