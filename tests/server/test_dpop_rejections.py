@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import database_url_for
 from support.device import Device
 from support.harness import PUBLIC_URL, Harness, running_server
 
@@ -138,15 +139,16 @@ async def test_a_replayed_proof_is_refused(server: Harness) -> None:
     assert "used before" in replay.json()["error_description"]
 
 
-async def test_replay_store_survives_a_restart(tmp_path: Path) -> None:
-    async with running_server(tmp_path) as server:
-        device = server.device()
-        proof = device.proof("POST", START)
-        assert (await server.start(device, "a@example.com", proof=proof)).status_code == 202
-        clock = server.clock
-    async with running_server(tmp_path, clock=clock) as restarted:
-        replay = await restarted.start(device, "a@example.com", proof=proof)
-        assert replay.json()["error"] == "invalid_dpop_proof"
+async def test_replay_store_survives_a_restart(tmp_path: Path, backend: str) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        async with running_server(tmp_path, database_url=url) as server:
+            device = server.device()
+            proof = device.proof("POST", START)
+            assert (await server.start(device, "a@example.com", proof=proof)).status_code == 202
+            clock = server.clock
+        async with running_server(tmp_path, clock=clock, database_url=url) as restarted:
+            replay = await restarted.start(device, "a@example.com", proof=proof)
+            assert replay.json()["error"] == "invalid_dpop_proof"
 
 
 BAD_KEYS: list[Any] = [

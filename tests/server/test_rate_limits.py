@@ -42,16 +42,16 @@ async def test_window_resets_after_it_passes(server: Harness) -> None:
     assert (await server.start(server.device(), "a@example.com")).status_code == 202
 
 
-async def test_per_ip_limit_on_start(tmp_path: Path) -> None:
-    async with running_server(tmp_path, rate_limit_start_per_ip=3) as server:
+async def test_per_ip_limit_on_start(tmp_path: Path, backend: str) -> None:
+    async with running_server(tmp_path, backend=backend, rate_limit_start_per_ip=3) as server:
         statuses = [
             (await server.start(server.device(), f"u{i}@example.com")).status_code for i in range(4)
         ]
         assert statuses == [202, 202, 202, 429]
 
 
-async def test_per_ip_limit_on_completion(tmp_path: Path) -> None:
-    async with running_server(tmp_path, rate_limit_complete_per_ip=2) as server:
+async def test_per_ip_limit_on_completion(tmp_path: Path, backend: str) -> None:
+    async with running_server(tmp_path, backend=backend, rate_limit_complete_per_ip=2) as server:
         device = server.device()
         started, _ = await server.start_and_read_link(device, "a@example.com")
         statuses = []
@@ -66,8 +66,10 @@ async def test_per_ip_limit_on_completion(tmp_path: Path) -> None:
         assert statuses == [400, 400, 429]
 
 
-async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(tmp_path: Path) -> None:
-    async with running_server(tmp_path, rate_limit_start_per_ip=1) as server:
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, rate_limit_start_per_ip=1) as server:
         # The peer (203.0.113.7) is not trusted: spoofed headers do not buy new buckets.
         first = await server.start(
             server.device(), "a@example.com", headers={"X-Forwarded-For": "198.51.100.1"}
@@ -78,9 +80,9 @@ async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(tmp_p
         assert (first.status_code, second.status_code) == (202, 429)
 
 
-async def test_trusted_proxy_forwards_the_client_address(tmp_path: Path) -> None:
+async def test_trusted_proxy_forwards_the_client_address(tmp_path: Path, backend: str) -> None:
     async with running_server(
-        tmp_path, rate_limit_start_per_ip=1, trusted_proxies=["203.0.113.0/24"]
+        tmp_path, backend=backend, rate_limit_start_per_ip=1, trusted_proxies=["203.0.113.0/24"]
     ) as server:
         statuses = []
         for client in ("198.51.100.1", "198.51.100.2", "198.51.100.2"):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.backends import database_url_for
 from support.harness import Harness, running_server
 
 pytestmark = pytest.mark.anyio
@@ -38,8 +39,10 @@ async def test_start_creates_no_user_and_sends_nothing_in_the_request(server: Ha
     assert len(server.mail.sent) == 1
 
 
-async def test_closed_signup_never_completes_for_unknown_addresses(tmp_path: Path) -> None:
-    async with running_server(tmp_path, signup_policy="closed") as server:
+async def test_closed_signup_never_completes_for_unknown_addresses(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, signup_policy="closed") as server:
         device = server.device()
         response = await server.start(device, "stranger@example.com")
         assert response.status_code == 202
@@ -63,17 +66,22 @@ async def test_closed_signup_never_completes_for_unknown_addresses(tmp_path: Pat
         assert server.query("SELECT COUNT(*) FROM users") == [(0,)]
 
 
-async def test_closed_signup_answers_like_open_signup(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "open") as open_server:
+async def test_closed_signup_answers_like_open_signup(tmp_path: Path, backend: str) -> None:
+    (tmp_path / "open").mkdir()
+    (tmp_path / "closed").mkdir()
+    async with running_server(tmp_path / "open", backend=backend) as open_server:
         open_answer = await open_server.start(open_server.device(), "x@example.com")
-    async with running_server(tmp_path / "closed", signup_policy="closed") as closed_server:
+    async with running_server(
+        tmp_path / "closed", backend=backend, signup_policy="closed"
+    ) as closed_server:
         closed_answer = await closed_server.start(closed_server.device(), "x@example.com")
     assert shape(open_answer) == shape(closed_answer)
 
 
-async def test_closed_signup_still_lets_existing_accounts_in(tmp_path: Path) -> None:
-    async with running_server(tmp_path, signup_policy="open") as server:
-        await server.login(server.device(), "member@example.com")
-    async with running_server(tmp_path, signup_policy="closed") as server:
-        tokens = await server.login(server.device(), "member@example.com")
-        assert tokens["token_type"] == "DPoP"
+async def test_closed_signup_still_lets_existing_accounts_in(tmp_path: Path, backend: str) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        async with running_server(tmp_path, database_url=url, signup_policy="open") as server:
+            await server.login(server.device(), "member@example.com")
+        async with running_server(tmp_path, database_url=url, signup_policy="closed") as server:
+            tokens = await server.login(server.device(), "member@example.com")
+            assert tokens["token_type"] == "DPoP"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from server.settings import Settings
 from server.signing_keys import ensure_signing_key
 from server.storage.database import Database
 from server.storage.migrate import migrate
+from support import backends
 from support.device import Device
 from support.fakes import FakeClock, RecordingTransport
 
@@ -55,7 +55,7 @@ class Harness:
     client: httpx.AsyncClient
     mail: RecordingTransport
     app: Any
-    db_path: Path
+    database_url: str
     events: list[SecurityEvent] = field(default_factory=list)
 
     def device(self, alg: str = "EdDSA") -> Device:
@@ -136,17 +136,38 @@ class Harness:
             },
         )
 
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.db_path) as conn:
-            return conn.execute(sql, params).fetchall()
+        return backends.query(self.database_url, sql, *params)
 
     def dump_database(self) -> str:
-        with sqlite3.connect(self.db_path) as conn:
-            return "\n".join(conn.iterdump())
+        return backends.dump(self.database_url)
 
 
 @asynccontextmanager
 async def running_server(
+    tmp_path: Path,
+    *,
+    clock: FakeClock | None = None,
+    backend: str = "sqlite",
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
+    if "database_url" in overrides:
+        async with _running_server(tmp_path, clock=clock, **overrides) as harness:
+            yield harness
+        return
+    with backends.database_url_for(backend, tmp_path) as database_url:
+        async with _running_server(
+            tmp_path, clock=clock, database_url=database_url, **overrides
+        ) as harness:
+            yield harness
+
+
+@asynccontextmanager
+async def _running_server(
     tmp_path: Path, *, clock: FakeClock | None = None, **overrides: Any
 ) -> AsyncIterator[Harness]:
     clock = clock or FakeClock()
@@ -170,6 +191,6 @@ async def running_server(
                 client=client,
                 mail=mail,
                 app=app,
-                db_path=tmp_path / "splitlink.db",
+                database_url=settings.database_url,
                 events=events,
             )
