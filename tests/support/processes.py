@@ -35,6 +35,7 @@ class ServerProcess:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     log_path: Path
+    database_url: str
 
     @property
     def mail_dir(self) -> Path:
@@ -64,7 +65,11 @@ def mail_link(message: EmailMessage) -> str:
 
 @contextmanager
 def running_server_process(
-    tmp_path: Path, *, workers: int = 2, extra_env: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[ServerProcess]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -73,7 +78,7 @@ def running_server_process(
         **os.environ,
         "SPLITLINK_PUBLIC_URL": url,
         "SPLITLINK_DATA_DIR": str(data_dir),
-        "SPLITLINK_DATABASE_URL": f"sqlite:///{data_dir / 'splitlink.db'}",
+        "SPLITLINK_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'splitlink.db'}",
         "SPLITLINK_OUTBOX_POLL_INTERVAL": "0.1",
         **(extra_env or {}),
     }
@@ -87,7 +92,14 @@ def running_server_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = ServerProcess(url=url, data_dir=data_dir, env=env, process=process, log_path=log_path)
+    server = ServerProcess(
+        url=url,
+        data_dir=data_dir,
+        env=env,
+        process=process,
+        log_path=log_path,
+        database_url=env["SPLITLINK_DATABASE_URL"],
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -1,0 +1,268 @@
+"""Fixtures for the token-lifecycle tests: refresh, revocation, introspection, key rotation,
+server nonces and `protect()` (attacks.md A11, B8, B10, G1-G7).
+
+Helpers are reached through fixtures (`ops`, `real_device`), never by `from conftest import`:
+with several test directories in one run, the module named `conftest` may be another
+directory's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.device import Device
+from support.harness import Harness, running_server
+from support.processes import ServerProcess, mail_link
+
+from protocol.access_token import issue_access_token
+from protocol.dpop import create_dpop_proof
+from protocol.encoding import b64url_decode, b64url_encode
+from protocol.keys import SigningKey
+from server.login import GRANT_TYPE_MAGIC_LINK
+
+INTROSPECTION_CLIENT = ("orders-api", "introspection-secret-0123456789abcdef")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_server(
+        tmp_path, introspection_clients={INTROSPECTION_CLIENT[0]: INTROSPECTION_CLIENT[1]}
+    ) as harness:
+        yield harness
+
+
+@dataclass
+class SignedIn:
+    device: Device
+    tokens: dict[str, Any]
+
+    @property
+    def access_token(self) -> str:
+        value: str = self.tokens["access_token"]
+        return value
+
+    @property
+    def refresh_token(self) -> str:
+        value: str = self.tokens["refresh_token"]
+        return value
+
+    @property
+    def session_id(self) -> str:
+        value: str = Ops.claims(self.access_token)["sid"]
+        return value
+
+
+class Ops:
+    """Token-lifecycle requests against one in-process server."""
+
+    def __init__(self, server: Harness) -> None:
+        self.server = server
+
+    # JWTs and credentials
+
+    @staticmethod
+    def _part(token: str, index: int) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(b64url_decode(token.split(".")[index]))
+        return value
+
+    @staticmethod
+    def header(token: str) -> dict[str, Any]:
+        return Ops._part(token, 0)
+
+    @staticmethod
+    def claims(token: str) -> dict[str, Any]:
+        return Ops._part(token, 1)
+
+    @staticmethod
+    def basic(client_id: str, secret: str) -> str:
+        return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+    # Requests
+
+    async def sign_in(
+        self, email: str = "a@example.com", *, alg: str = "EdDSA", **kwargs: Any
+    ) -> SignedIn:
+        device = self.server.device(alg)
+        return SignedIn(device=device, tokens=await self.server.login(device, email, **kwargs))
+
+    async def refresh(
+        self,
+        device: Device,
+        refresh_token: str | None,
+        *,
+        proof: str | None = None,
+        with_proof: bool = True,
+    ) -> httpx.Response:
+        form = {"grant_type": "refresh_token"}
+        if refresh_token is not None:
+            form["refresh_token"] = refresh_token
+        headers = {}
+        if with_proof:
+            headers["DPoP"] = proof or device.proof("POST", "/oauth2/token")
+        return await self.server.client.post("/oauth2/token", data=form, headers=headers)
+
+    async def call(
+        self, device: Device, method: str, path: str, access_token: str
+    ) -> httpx.Response:
+        """A request to a DPoP-protected /v1 endpoint with a fresh proof by `device`."""
+        return await self.server.client.request(
+            method,
+            path,
+            headers={
+                "Authorization": f"DPoP {access_token}",
+                "DPoP": device.proof(method, path, access_token=access_token),
+            },
+        )
+
+    async def revoke(self, token: str, hint: str | None = None) -> httpx.Response:
+        form = {"token": token}
+        if hint is not None:
+            form["token_type_hint"] = hint
+        return await self.server.client.post("/oauth2/revoke", data=form)
+
+    async def introspect(
+        self,
+        token: str,
+        *,
+        hint: str | None = None,
+        authorization: str | None = basic(*INTROSPECTION_CLIENT),
+    ) -> httpx.Response:
+        form = {"token": token}
+        if hint is not None:
+            form["token_type_hint"] = hint
+        headers = {} if authorization is None else {"Authorization": authorization}
+        return await self.server.client.post("/oauth2/introspect", data=form, headers=headers)
+
+    # Server state
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [event.fields for event in self.server.events if event.name == name]
+
+    def refresh_rows(self, session_id: str) -> list[tuple[Any, ...]]:
+        """(token_hash, rotated_at, child_hash, revoked_at) for each refresh token, oldest first."""
+        return self.server.query(
+            "SELECT token_hash, rotated_at, child_hash, revoked_at FROM refresh_tokens "
+            "WHERE session_id = ? ORDER BY created_at, rowid",
+            session_id,
+        )
+
+    def mint_access_token(self, like: str, *, lifetime: int = 600) -> str:
+        """An access token for the same session, user and key as `like`, issued now by the
+        server's current key: it probes the session check when every real token has expired."""
+        claims = self.claims(like)
+        current = self.server.app.state.services.keys.key_set.current
+        return issue_access_token(
+            key=current.key,
+            kid=current.kid,
+            issuer=claims["iss"],
+            audience=claims["aud"],
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            session_id=claims["sid"],
+            jkt=claims["cnf"]["jkt"],
+            jti=b64url_encode(os.urandom(16)),
+            issued_at=self.server.clock.now(),
+            lifetime=lifetime,
+            auth_time=claims["auth_time"],
+        )
+
+
+@pytest.fixture
+def ops(server: Harness) -> Ops:
+    return Ops(server)
+
+
+# Real processes (wall clock): a device key that makes proofs for the server's URLs.
+
+
+class RealDevice:
+    def __init__(self, server: ServerProcess, alg: str = "EdDSA") -> None:
+        self.server = server
+        self.key = SigningKey.generate(alg, random_bytes=os.urandom)  # type: ignore[arg-type]
+
+    def proof(
+        self,
+        method: str,
+        path: str,
+        *,
+        access_token: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
+        return create_dpop_proof(
+            key=self.key,
+            method=method,
+            url=self.server.url + path,
+            iat=int(time.time()),
+            jti=b64url_encode(os.urandom(16)),
+            access_token=access_token,
+            nonce=nonce,
+        )
+
+    def login(self, email: str) -> dict[str, Any]:
+        """Start and complete a login through the dev mailbox."""
+        started = httpx.post(
+            self.server.url + "/v1/login/start",
+            json={"email": email},
+            headers={"DPoP": self.proof("POST", "/v1/login/start")},
+        )
+        assert started.status_code == 202, started.text
+        attempt_id = started.json()["attempt_id"]
+        deadline = time.monotonic() + 10
+        link = None
+        while link is None:
+            count = len(list(self.server.mail_dir.glob("*.eml")))
+            links = [mail_link(m) for m in self.server.wait_for_mail(max(count, 1))]
+            link = next((x for x in links if attempt_id in x), None)
+            if link is None:
+                assert time.monotonic() < deadline, f"no mail for attempt {attempt_id}"
+                time.sleep(0.05)
+        response = httpx.post(
+            self.server.url + "/oauth2/token",
+            data={
+                "grant_type": GRANT_TYPE_MAGIC_LINK,
+                "attempt_id": attempt_id,
+                "device_half": started.json()["device_half"],
+                "email_half": link.rsplit("email_half=", 1)[1],
+            },
+            headers={"DPoP": self.proof("POST", "/oauth2/token")},
+        )
+        assert response.status_code == 200, response.text
+        tokens: dict[str, Any] = response.json()
+        return tokens
+
+    def refresh(
+        self, refresh_token: str, *, client: httpx.Client | None = None, proof: str | None = None
+    ) -> httpx.Response:
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers = {"DPoP": proof or self.proof("POST", "/oauth2/token")}
+        if client is not None:
+            return client.post("/oauth2/token", data=form, headers=headers)
+        return httpx.post(self.server.url + "/oauth2/token", data=form, headers=headers)
+
+    def me(self, access_token: str) -> httpx.Response:
+        return httpx.get(
+            self.server.url + "/v1/me",
+            headers={
+                "Authorization": f"DPoP {access_token}",
+                "DPoP": self.proof("GET", "/v1/me", access_token=access_token),
+            },
+        )
+
+
+@pytest.fixture
+def real_device() -> type[RealDevice]:
+    return RealDevice
