@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any
 
@@ -60,6 +61,13 @@ def _refuse_constant(name: str) -> Any:
     raise MalformedInput(f"JSON constant {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise MalformedInput("JSON number out of range")
+    return value
+
+
 def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
     """Parse UTF-8 JSON that must be one object, with no duplicate members and no NaN/Infinity."""
     try:
@@ -68,7 +76,10 @@ def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
         raise MalformedInput(f"{field} is not UTF-8") from exc
     try:
         value = json.loads(
-            text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant
+            text,
+            object_pairs_hook=_refuse_duplicates,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
         )
     except MalformedInput:
         raise

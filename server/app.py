@@ -55,17 +55,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
         status, ErrorCode.INVALID_REQUEST
     )
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     return JSONResponse(
         {"error": code.value, "error_description": "no such endpoint or method"},
         status_code=status,
+        headers=headers,  # 405 keeps its Allow header (RFC 9110 §15.5.6)
     )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Answered by the outermost error middleware, outside SecurityHeadersMiddleware.
     return JSONResponse(
         {"error": ErrorCode.SERVER_ERROR.value, "error_description": "internal error"},
         status_code=500,
+        headers={
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
     )
 
 
@@ -103,6 +111,7 @@ async def build_services(
         keyring=keyring,
         keys=keys,
         rate_limiter=rate_limiter,
+        dpop=dpop,
         clock=clock,
         random_bytes=random_bytes,
         events=events,
@@ -123,6 +132,7 @@ async def build_services(
             db=db,
             keyring=keyring,
             keys=keys,
+            dpop=dpop,
             clock=clock,
             random_bytes=random_bytes,
             events=events,

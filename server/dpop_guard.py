@@ -99,10 +99,3 @@ class DPoPGuard:
 
     async def record(self, proof: VerifiedDPoPProof) -> None:
         await self._replay.record(proof, now=self._clock.now())
-
-    async def verify_and_record(
-        self, headers: Headers, *, method: str, path: str
-    ) -> VerifiedDPoPProof:
-        proof = self.verify(headers, method=method, path=path)
-        await self.record(proof)
-        return proof

@@ -104,6 +104,9 @@ def error_response_parts(exc: SplitlinkError) -> tuple[int, dict[str, str], dict
                 f'DPoP error="{exc.code.value}", '
                 f'error_description="{body["error_description"]}", algs="{DPOP_ALGS}"'
             )
+    extra = getattr(exc, "headers", None)
+    if isinstance(extra, dict):
+        headers.update(extra)
     nonce = getattr(exc, "nonce", None)
     if isinstance(nonce, str):
         headers["DPoP-Nonce"] = nonce

@@ -56,9 +56,11 @@ async def read_form(request: Request, *, limit: int) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedInput("the form body is not valid") from exc
     form: dict[str, str] = {}
+    seen: set[str] = set()
     for name, value in pairs:
-        if name in form:
+        if name in seen:
             raise MalformedInput(f"parameter {name!r} is repeated")
+        seen.add(name)
         if value:
             form[name] = value
     return form

@@ -15,6 +15,7 @@ from protocol.errors import InvalidGrant, MalformedInput
 from protocol.link import build_login_link
 from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
 from server.clock import Clock, RandomBytes
+from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
@@ -67,6 +68,7 @@ class LoginService:
         keyring: Keyring,
         keys: ServerKeys,
         rate_limiter: RateLimiter,
+        dpop: DPoPGuard,
         clock: Clock,
         random_bytes: RandomBytes,
         events: EventSink,
@@ -76,6 +78,7 @@ class LoginService:
         self._keyring = keyring
         self.keys = keys
         self._limits = rate_limiter
+        self._dpop = dpop
         self._clock = clock
         self._random = random_bytes
         self._events = events
@@ -102,6 +105,8 @@ class LoginService:
         await self._limits.hit(
             "start-email", address.canonical, limit=settings.rate_limit_start_per_email, now=now
         )
+        # Recorded once the request is known to be well-formed (attacks.md B6).
+        await self._dpop.record(proof)
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
 
@@ -203,6 +208,7 @@ class LoginService:
         email_hash = _half_hash(
             self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
         )
+        await self._dpop.record(proof)
 
         async def redeem(conn: Connection) -> tuple[str, TokenPair | None]:
             attempt = await conn.fetch_one(
@@ -255,6 +261,15 @@ class LoginService:
         now: int,
     ) -> TokenPair | None:
         settings = self._settings
+        if not attempt["signup_allowed"]:
+            # Closed sign-up: only an existing account may complete. Users are never deleted,
+            # so this answer cannot change before the consume below.
+            existing = await conn.fetch_one(
+                "SELECT id FROM users WHERE email_canonical = :canonical",
+                {"canonical": attempt["email_canonical"]},
+            )
+            if existing is None:
+                return None
         # Single use rests on this one conditional statement (SPEC.md §8.1).
         consumed = await conn.fetch_one(
             "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
@@ -278,8 +293,8 @@ class LoginService:
             "SELECT id FROM users WHERE email_canonical = :canonical",
             {"canonical": attempt["email_canonical"]},
         )
-        if user is None:
-            return None
+        if user is None:  # pragma: no cover - inserted or checked above, in this transaction
+            raise RuntimeError("the account vanished inside the completion transaction")
         session_id = b64url_encode(self._random(16))
         await conn.execute(
             "INSERT INTO sessions (id, user_id, attempt_id, device_name, dpop_jkt, key_alg, "

@@ -15,6 +15,7 @@ from typing import Any
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidGrant, MalformedInput
 from server.clock import Clock, RandomBytes
+from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.sessions import revoke_session_rows
@@ -35,6 +36,7 @@ class RefreshService:
         db: Database,
         keyring: Keyring,
         keys: ServerKeys,
+        dpop: DPoPGuard,
         clock: Clock,
         random_bytes: RandomBytes,
         events: EventSink,
@@ -44,6 +46,7 @@ class RefreshService:
         self._db = db
         self._keyring = keyring
         self._keys = keys
+        self._dpop = dpop
         self._clock = clock
         self._random = random_bytes
         self._events = events
@@ -58,6 +61,7 @@ class RefreshService:
             raise MalformedInput("refresh_token is required")
         if len(presented) > MAX_REFRESH_TOKEN_LENGTH:
             raise InvalidGrant(_REFUSED)
+        await self._dpop.record(proof)
         now = self._clock.now()
         key = self._keyring.hmac_key
         parent_hash = refresh_token_hash(key, presented)

@@ -39,8 +39,11 @@ class SessionStore:
     def _window(self, now: int) -> dict[str, int]:
         return {"now": now, "idle_cutoff": now - self.idle_timeout}
 
-    async def live_session(self, token: VerifiedAccessToken, now: int) -> dict[str, Any] | None:
-        """The token's session if it is live and still bound to the token's user and key."""
+    async def live_session(
+        self, token: VerifiedAccessToken, now: int, *, touch: bool = True
+    ) -> dict[str, Any] | None:
+        """The token's session if it is live and still bound to the token's user and key.
+        `touch` records the use (idle timeout); introspection looks without touching."""
         async with self._db.autocommit() as conn:
             row = await conn.fetch_one(
                 "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
@@ -52,7 +55,7 @@ class SessionStore:
             )
             if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
                 return None
-            if int(row["last_used_at"]) <= now - LAST_USED_RESOLUTION:
+            if touch and int(row["last_used_at"]) <= now - LAST_USED_RESOLUTION:
                 await conn.execute(
                     "UPDATE sessions SET last_used_at = :now "
                     "WHERE id = :id AND last_used_at < :now",

@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     session_idle_timeout: int = Field(7 * DAY, ge=10 * MINUTE, le=90 * DAY)
 
     refresh_grace_period: int = Field(30, ge=0, le=300)
-    key_refresh_interval: float = Field(30.0, gt=0, le=3600)
+    # At most 60 s: `keys rotate` retires old keys access_token_lifetime + 60 s later, and every
+    # worker must have switched to the new key before then.
+    key_refresh_interval: float = Field(30.0, gt=0, le=60)
 
     dpop_max_age: int = Field(60, ge=5, le=300)
     dpop_max_future: int = Field(60, ge=0, le=300)
@@ -82,7 +84,10 @@ class Settings(BaseSettings):
             raise ValueError("public_url must be an absolute http(s) URL")
         if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
             raise ValueError("public_url must be an origin: scheme, host and optional port only")
-        return f"{parts.scheme}://{parts.netloc}".lower()
+        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        port = "" if parts.port in (None, default_port) else f":{parts.port}"
+        return f"{parts.scheme}://{host}{port}".lower()
 
     @property
     def issuer(self) -> str:

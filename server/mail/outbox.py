@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from protocol.encoding import b64url_encode
 from server.clock import Clock, RandomBytes
 from server.errors import TemporarilyUnavailable
-from server.keyring import Keyring
+from server.keyring import Keyring, SealError
 from server.mail.transport import MailTransport, PermanentMailError, TransientMailError
 from server.storage.database import Connection, Database
 
@@ -24,6 +24,8 @@ logger = logging.getLogger("splitlink.outbox")
 
 LEASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 600
+# With backoff capped at 10 minutes, 12 tries span about an hour: longer than any attempt lives.
+MAX_TRIES = 12
 _SEAL_CONTEXT = "outbox:"
 
 
@@ -122,7 +124,13 @@ class OutboxDispatcher:
             ):
                 await self._finish(conn, row["id"], status="expired", now=now)
                 return True
-        message = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
+        try:
+            message = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
+        except SealError:
+            # Sealed under another root secret: it can never be sent.
+            async with self._db.autocommit() as conn:
+                await self._finish(conn, row["id"], status="abandoned", now=now, error="unsealable")
+            return True
         try:
             await self._transport.send(
                 recipient=row["recipient"], message=message, message_key=row["id"]
@@ -132,6 +140,12 @@ class OutboxDispatcher:
                 await self._finish(conn, row["id"], status="abandoned", now=now, error=str(exc))
             return True
         except (TransientMailError, OSError) as exc:
+            if int(row["tries"]) >= MAX_TRIES:
+                async with self._db.autocommit() as conn:
+                    await self._finish(
+                        conn, row["id"], status="abandoned", now=now, error=str(exc)[:200]
+                    )
+                return True
             delay = min(MAX_BACKOFF_SECONDS, 2 ** int(row["tries"]))
             delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter, not a secret)
             async with self._db.autocommit() as conn:

@@ -30,6 +30,7 @@ async def authorization_server_metadata(request: Request) -> Response:
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
         },
         headers={"Cache-Control": "public, max-age=300"},

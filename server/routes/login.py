@@ -26,7 +26,7 @@ _LANDING_HEADERS = {
 
 async def start_login(request: Request) -> Response:
     svc = services(request)
-    proof = await svc.dpop.verify_and_record(request.headers, method="POST", path=LOGIN_START_PATH)
+    proof = svc.dpop.verify(request.headers, method="POST", path=LOGIN_START_PATH)
     body = await read_json_object(request, limit=svc.settings.max_body_bytes)
     started = await svc.login.start(
         email=body.get("email"),

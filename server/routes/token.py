@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from typing import Any
+from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,7 +41,8 @@ async def token(request: Request) -> Response:
     if grant_type not in (GRANT_TYPE_MAGIC_LINK, GRANT_TYPE_REFRESH_TOKEN):
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     # RFC 9449 §5: every grant at this endpoint needs a proof.
-    proof = await svc.dpop.verify_and_record(request.headers, method="POST", path=TOKEN_PATH)
+    # Each grant records the proof in the replay store once its own input is well-formed.
+    proof = svc.dpop.verify(request.headers, method="POST", path=TOKEN_PATH)
     if grant_type == GRANT_TYPE_MAGIC_LINK:
         tokens = await svc.login.complete(
             form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
@@ -116,7 +119,9 @@ def _authenticate_introspection_client(svc: Services, request: Request) -> str:
         decoded = base64.b64decode(values[0][6:].strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise _InvalidClient(challenge) from exc
-    client_id, _, secret = decoded.partition(":")
+    # RFC 6749 §2.3.1: both parts are form-urlencoded before they are joined.
+    raw_id, _, raw_secret = decoded.partition(":")
+    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
     expected = svc.settings.introspection_clients.get(client_id)
     # Compare against something even for an unknown id, so timing does not tell ids apart.
     reference = expected.get_secret_value() if expected is not None else "\0" * 32
@@ -140,37 +145,42 @@ async def introspect(request: Request) -> Response:
     if token is None:
         raise MalformedInput("token is required")
     now = svc.clock.now()
-    inactive = JSONResponse({"active": False}, headers=TOKEN_RESPONSE_HEADERS)
-    if form.get("token_type_hint") != "refresh_token":
-        try:
-            verified = verify_access_token(
-                token=token,
-                keys=svc.keys.verification_keys(),
-                issuer=svc.settings.issuer,
-                audience=svc.settings.token_audience,
-                now=now,
-            )
-        except InvalidToken:
-            verified = None
-        if verified is not None:
-            if await svc.sessions.live_session(verified, now) is None:
-                return inactive
-            return JSONResponse(
-                {
-                    "active": True,
-                    "token_type": "DPoP",
-                    "sub": verified.subject,
-                    "client_id": verified.client_id,
-                    "iss": svc.settings.issuer,
-                    "aud": svc.settings.token_audience,
-                    "exp": verified.expires_at,
-                    "iat": verified.issued_at,
-                    "jti": verified.jti,
-                    "sid": verified.session_id,
-                    "cnf": {"jkt": verified.jkt},
-                },
-                headers=TOKEN_RESPONSE_HEADERS,
-            )
+    # The hint orders the search but never limits it (RFC 7662 §2.1).
+    found = await _introspect_refresh_token(svc, token, now)
+    if found is None:
+        found = await _introspect_access_token(svc, token, now)
+    return JSONResponse(found or {"active": False}, headers=TOKEN_RESPONSE_HEADERS)
+
+
+async def _introspect_access_token(svc: Services, token: str, now: int) -> dict[str, Any] | None:
+    try:
+        verified = verify_access_token(
+            token=token,
+            keys=svc.keys.verification_keys(),
+            issuer=svc.settings.issuer,
+            audience=svc.settings.token_audience,
+            now=now,
+        )
+    except InvalidToken:
+        return None
+    if await svc.sessions.live_session(verified, now, touch=False) is None:
+        return None
+    return {
+        "active": True,
+        "token_type": "DPoP",
+        "sub": verified.subject,
+        "client_id": verified.client_id,
+        "iss": svc.settings.issuer,
+        "aud": svc.settings.token_audience,
+        "exp": verified.expires_at,
+        "iat": verified.issued_at,
+        "jti": verified.jti,
+        "sid": verified.session_id,
+        "cnf": {"jkt": verified.jkt},
+    }
+
+
+async def _introspect_refresh_token(svc: Services, token: str, now: int) -> dict[str, Any] | None:
     async with svc.db.autocommit() as conn:
         row = await conn.fetch_one(
             "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "
@@ -184,18 +194,15 @@ async def introspect(request: Request) -> Response:
             },
         )
     if row is None:
-        return inactive
-    return JSONResponse(
-        {
-            "active": True,
-            "token_type": "refresh_token",
-            "sub": row["user_id"],
-            "client_id": svc.settings.client_id,
-            "iss": svc.settings.issuer,
-            "exp": int(row["expires_at"]),
-            "iat": int(row["created_at"]),
-            "sid": row["id"],
-            "cnf": {"jkt": row["dpop_jkt"]},
-        },
-        headers=TOKEN_RESPONSE_HEADERS,
-    )
+        return None
+    # No token_type: RFC 7662 names access token types (RFC 6749 §7.1), and this is none.
+    return {
+        "active": True,
+        "sub": row["user_id"],
+        "client_id": svc.settings.client_id,
+        "iss": svc.settings.issuer,
+        "exp": int(row["expires_at"]),
+        "iat": int(row["created_at"]),
+        "sid": row["id"],
+        "cnf": {"jkt": row["dpop_jkt"]},
+    }

@@ -112,6 +112,8 @@ class Database:
         which also retries conflicts."""
         async with self._translate_errors(), self._db.connection() as raw:
             if self.dialect == "sqlite":
+                # Per connection, and only outside a transaction: SQLite ignores it inside one.
+                await raw.execute("PRAGMA foreign_keys = ON")
                 await raw.execute("BEGIN IMMEDIATE")
                 try:
                     yield Connection(raw)
