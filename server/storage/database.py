@@ -39,6 +39,8 @@ _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
+    # Raised when a pooled connection that the server terminated is reset on release.
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     asyncio.TimeoutError,

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -36,6 +36,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     log_path: Path
     database_url: str
+    public_url: str
 
     @property
     def mail_dir(self) -> Path:
@@ -70,18 +71,22 @@ def running_server_process(
     workers: int = 2,
     extra_env: dict[str, str] | None = None,
     database_url: str | None = None,
+    preexec: Callable[[], None] | None = None,
+    public_url: str | None = None,
 ) -> Iterator[ServerProcess]:
+    """`public_url` differs from the listening URL for several processes behind one name."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path / "var"
     env = {
         **os.environ,
-        "SPLITLINK_PUBLIC_URL": url,
+        "SPLITLINK_PUBLIC_URL": public_url or url,
         "SPLITLINK_DATA_DIR": str(data_dir),
         "SPLITLINK_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'splitlink.db'}",
         "SPLITLINK_OUTBOX_POLL_INTERVAL": "0.1",
         **(extra_env or {}),
     }
+    data_dir = Path(env["SPLITLINK_DATA_DIR"])
     subprocess.run([str(BIN / "splitlink"), "migrate"], env=env, check=True, capture_output=True)
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
@@ -91,6 +96,7 @@ def running_server_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     server = ServerProcess(
         url=url,
@@ -99,6 +105,7 @@ def running_server_process(
         process=process,
         log_path=log_path,
         database_url=env["SPLITLINK_DATABASE_URL"],
+        public_url=env["SPLITLINK_PUBLIC_URL"],
     )
     try:
         deadline = time.monotonic() + 20

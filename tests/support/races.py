@@ -30,7 +30,7 @@ class HttpDevice:
         return create_dpop_proof(
             key=self.key,
             method=method,
-            url=self.server.url + path,
+            url=self.server.public_url + path,
             iat=int(time.time()),
             jti=b64url_encode(os.urandom(16)),
             access_token=access_token,
@@ -54,7 +54,7 @@ class HttpDevice:
             "email_half": email_half,
         }
 
-    def login(self, email: str, mail_count: int) -> dict[str, str]:
+    def login(self, email: str, mail_count: int = 1) -> dict[str, str]:
         started = self.start(email)
         half = email_half_of(self.server, started["attempt_id"], mail_count)
         response = httpx.post(
@@ -67,11 +67,17 @@ class HttpDevice:
         return tokens
 
 
-def email_half_of(server: ServerProcess, attempt_id: str, mail_count: int) -> str:
-    for message in server.wait_for_mail(mail_count):
-        link = mail_link(message)
-        if attempt_id in link:
-            return link.rsplit("email_half=", 1)[1]
+def email_half_of(
+    server: ServerProcess, attempt_id: str, mail_count: int = 1, timeout: float = 10.0
+) -> str:
+    """The email half from the dev mailbox message for `attempt_id`, waiting for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in server.wait_for_mail(mail_count, timeout=timeout):
+            link = mail_link(message)
+            if attempt_id in link:
+                return link.rsplit("email_half=", 1)[1]
+        time.sleep(0.05)
     raise AssertionError(f"no mail for attempt {attempt_id}")
 
 
