@@ -1,7 +1,7 @@
 """Fixtures for the token-lifecycle tests: refresh, revocation, introspection, key rotation,
 server nonces and `protect()` (attacks.md A11, B8, B10, G1-G7).
 
-Helpers are reached through fixtures (`ops`, `real_device`), never by `from conftest import`:
+Helpers are reached through the `ops` fixture, never by `from conftest import`:
 with several test directories in one run, the module named `conftest` may be another
 directory's.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
+from support.backends import BACKENDS
 from support.device import Device
 from support.harness import Harness, running_server
-from support.processes import ServerProcess, mail_link
 
 from protocol.access_token import issue_access_token
-from protocol.dpop import create_dpop_proof
 from protocol.encoding import b64url_decode, b64url_encode
-from protocol.keys import SigningKey
-from server.login import GRANT_TYPE_MAGIC_LINK
 
 INTROSPECTION_CLIENT = ("orders-api", "introspection-secret-0123456789abcdef")
 
@@ -37,10 +33,30 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Like tests/server: every in-process test runs on SQLite and on PostgreSQL."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Harness]:
+def server_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings for the `server` fixture: override this fixture in a module, or parametrize it
+    with indirect=True."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    return overrides
+
+
+@pytest.fixture
+async def server(
+    tmp_path: Path, backend: str, server_overrides: dict[str, Any]
+) -> AsyncIterator[Harness]:
     async with running_server(
-        tmp_path, introspection_clients={INTROSPECTION_CLIENT[0]: INTROSPECTION_CLIENT[1]}
+        tmp_path,
+        backend=backend,
+        introspection_clients={INTROSPECTION_CLIENT[0]: INTROSPECTION_CLIENT[1]},
+        **server_overrides,
     ) as harness:
         yield harness
 
@@ -68,6 +84,8 @@ class SignedIn:
 
 class Ops:
     """Token-lifecycle requests against one in-process server."""
+
+    introspection_client = INTROSPECTION_CLIENT
 
     def __init__(self, server: Harness) -> None:
         self.server = server
@@ -153,12 +171,21 @@ class Ops:
         return [event.fields for event in self.server.events if event.name == name]
 
     def refresh_rows(self, session_id: str) -> list[tuple[Any, ...]]:
-        """(token_hash, rotated_at, child_hash, revoked_at) for each refresh token, oldest first."""
-        return self.server.query(
+        """(token_hash, rotated_at, child_hash, revoked_at) of each refresh token of the session,
+        in rotation order (parent before child)."""
+        rows = self.server.query(
             "SELECT token_hash, rotated_at, child_hash, revoked_at FROM refresh_tokens "
-            "WHERE session_id = ? ORDER BY created_at, rowid",
+            "WHERE session_id = ?",
             session_id,
         )
+        children = {row[2] for row in rows if row[2] is not None}
+        by_hash = {row[0]: row for row in rows}
+        chain = [row for row in rows if row[0] not in children]
+        assert len(chain) <= 1, f"the family has {len(chain)} roots: {rows}"
+        while chain and chain[-1][2] is not None and chain[-1][2] in by_hash:
+            chain.append(by_hash[chain[-1][2]])
+        assert len(chain) == len(rows), f"the family is not one chain: {rows}"
+        return chain
 
     def mint_access_token(self, like: str, *, lifetime: int = 600) -> str:
         """An access token for the same session, user and key as `like`, issued now by the
@@ -184,85 +211,3 @@ class Ops:
 @pytest.fixture
 def ops(server: Harness) -> Ops:
     return Ops(server)
-
-
-# Real processes (wall clock): a device key that makes proofs for the server's URLs.
-
-
-class RealDevice:
-    def __init__(self, server: ServerProcess, alg: str = "EdDSA") -> None:
-        self.server = server
-        self.key = SigningKey.generate(alg, random_bytes=os.urandom)  # type: ignore[arg-type]
-
-    def proof(
-        self,
-        method: str,
-        path: str,
-        *,
-        access_token: str | None = None,
-        nonce: str | None = None,
-    ) -> str:
-        return create_dpop_proof(
-            key=self.key,
-            method=method,
-            url=self.server.url + path,
-            iat=int(time.time()),
-            jti=b64url_encode(os.urandom(16)),
-            access_token=access_token,
-            nonce=nonce,
-        )
-
-    def login(self, email: str) -> dict[str, Any]:
-        """Start and complete a login through the dev mailbox."""
-        started = httpx.post(
-            self.server.url + "/v1/login/start",
-            json={"email": email},
-            headers={"DPoP": self.proof("POST", "/v1/login/start")},
-        )
-        assert started.status_code == 202, started.text
-        attempt_id = started.json()["attempt_id"]
-        deadline = time.monotonic() + 10
-        link = None
-        while link is None:
-            count = len(list(self.server.mail_dir.glob("*.eml")))
-            links = [mail_link(m) for m in self.server.wait_for_mail(max(count, 1))]
-            link = next((x for x in links if attempt_id in x), None)
-            if link is None:
-                assert time.monotonic() < deadline, f"no mail for attempt {attempt_id}"
-                time.sleep(0.05)
-        response = httpx.post(
-            self.server.url + "/oauth2/token",
-            data={
-                "grant_type": GRANT_TYPE_MAGIC_LINK,
-                "attempt_id": attempt_id,
-                "device_half": started.json()["device_half"],
-                "email_half": link.rsplit("email_half=", 1)[1],
-            },
-            headers={"DPoP": self.proof("POST", "/oauth2/token")},
-        )
-        assert response.status_code == 200, response.text
-        tokens: dict[str, Any] = response.json()
-        return tokens
-
-    def refresh(
-        self, refresh_token: str, *, client: httpx.Client | None = None, proof: str | None = None
-    ) -> httpx.Response:
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
-        headers = {"DPoP": proof or self.proof("POST", "/oauth2/token")}
-        if client is not None:
-            return client.post("/oauth2/token", data=form, headers=headers)
-        return httpx.post(self.server.url + "/oauth2/token", data=form, headers=headers)
-
-    def me(self, access_token: str) -> httpx.Response:
-        return httpx.get(
-            self.server.url + "/v1/me",
-            headers={
-                "Authorization": f"DPoP {access_token}",
-                "DPoP": self.proof("GET", "/v1/me", access_token=access_token),
-            },
-        )
-
-
-@pytest.fixture
-def real_device() -> type[RealDevice]:
-    return RealDevice
