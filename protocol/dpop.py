@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -91,6 +92,7 @@ def verify_dpop_proof(
     max_future: int,
     access_token: str | None = None,
     algorithms: tuple[str, ...] = SUPPORTED_ALGORITHMS,
+    resolve_key: Callable[[Any, str], PublicKey] | None = None,
 ) -> VerifiedDPoPProof:
     """Check one DPoP proof as RFC 9449 §4.3 lists, in that order.
 
@@ -101,6 +103,8 @@ def verify_dpop_proof(
         now: the server clock, seconds since the epoch.
         max_age / max_future: accepted `iat` window in seconds (RFC 9449 §11.1).
         access_token: the presented access token, which makes `ath` required.
+        resolve_key: parses the header's `jwk` for an algorithm; defaults to parse_public_jwk.
+            A caller may memoize it (the result depends on the JWK and algorithm only).
     Raises:
         InvalidDPoPProof (or its subclass InvalidKey) for every failed check.
     """
@@ -120,7 +124,11 @@ def verify_dpop_proof(
     # Step 7: a public key of a type bound to that algorithm.
     if "jwk" not in header:
         raise InvalidDPoPProof("proof header must carry the public key as jwk")
-    key = parse_public_jwk(header["jwk"], alg=alg)
+    key = (
+        resolve_key(header["jwk"], alg)
+        if resolve_key is not None
+        else parse_public_jwk(header["jwk"], alg=alg)
+    )
     # Step 6: the signature.
     try:
         jws.verify_with(key)
@@ -137,9 +145,9 @@ def verify_dpop_proof(
     # Step 8: method.
     if htm != method:
         raise InvalidDPoPProof("proof htm does not match the request method")
-    # Step 9: target URI, both sides normalized.
+    # Step 9: target URI, both sides normalized (an identical string needs no normalizing).
     try:
-        htu_matches = normalize_htu(htu) == normalize_htu(url)
+        htu_matches = htu == url or normalize_htu(htu) == normalize_htu(url)
     except MalformedInput as exc:
         raise InvalidDPoPProof("proof htu is not an http(s) URL") from exc
     if not htu_matches:

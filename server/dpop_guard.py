@@ -3,10 +3,14 @@ server nonce, then recorded in the replay store."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 from starlette.datastructures import Headers
 
 from protocol.dpop import VerifiedDPoPProof, verify_dpop_proof
 from protocol.errors import InvalidDPoPProof
+from protocol.keys import PublicKey, parse_public_jwk
 from protocol.nonce import issue_nonce, nonce_is_fresh
 from server.clock import Clock
 from server.errors import UseDPoPNonce
@@ -16,6 +20,34 @@ from server.replay import ReplayStore
 # the other way round (RFC 9449 §9).
 AS_NONCES = "authorization-server"
 RS_NONCES = "resource-server"
+
+
+class KeyCache:
+    """Parsed device keys by their exact JWK and algorithm. Parsing checks the point (about
+    50 us for Ed25519), and a device sends the same key with every proof. Bounded: the least
+    recently used entries go first."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max_entries = max_entries
+        self._keys: OrderedDict[tuple[Any, ...], PublicKey] = OrderedDict()
+
+    def resolve(self, jwk: Any, alg: str) -> PublicKey:
+        if not isinstance(jwk, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in jwk.items()
+        ):
+            return parse_public_jwk(jwk, alg=alg)
+        # Every member is part of the key, so a JWK with a private member never matches a
+        # cached public one: it is parsed, and refused.
+        cache_key = (alg, *sorted(jwk.items()))
+        key = self._keys.get(cache_key)
+        if key is not None:
+            self._keys.move_to_end(cache_key)
+            return key
+        key = parse_public_jwk(jwk, alg=alg)
+        self._keys[cache_key] = key
+        if len(self._keys) > self._max_entries:
+            self._keys.popitem(last=False)
+        return key
 
 
 class DPoPGuard:
@@ -42,6 +74,7 @@ class DPoPGuard:
         self._clock = clock
         self._nonce_key = nonce_key
         self._nonce_step = nonce_step
+        self._keys = KeyCache()
 
     def fresh_nonce(self, audience: str) -> str | None:
         if self._nonce_key is None:
@@ -82,6 +115,7 @@ class DPoPGuard:
             max_age=self._max_age,
             max_future=self._max_future,
             access_token=access_token,
+            resolve_key=self._keys.resolve,
         )
         if self._nonce_key is not None and not (
             proof.nonce is not None

@@ -224,11 +224,6 @@ class LoginService:
             device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
             email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
             if not (key_ok & device_ok & email_ok):
-                # Committed with the refusal: the count is what locks the attempt.
-                await conn.execute(
-                    "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id",
-                    {"id": attempt_id},
-                )
                 return "mismatch", None
             if attempt["consumed_at"] is not None:
                 return "consumed", None
@@ -242,6 +237,15 @@ class LoginService:
             return ("completed" if tokens is not None else "consumed"), tokens
 
         outcome, tokens = await self._db.run(redeem)
+        if outcome == "mismatch":
+            # The count that locks the attempt. One atomic increment in its own statement, so
+            # concurrent failures all count at every isolation level and none conflicts with
+            # another (attacks.md C6).
+            await self._db.statement(
+                "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id "
+                "RETURNING failed_count",
+                {"id": attempt_id},
+            )
         if tokens is None:
             self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
             if outcome in ("unknown_attempt", "mismatch"):

@@ -26,6 +26,9 @@ from server.resource import ResourceGuard, SessionCheck
 from server.resource_middleware import DPoPAuthMiddleware
 
 MIN_RELOAD_INTERVAL = 5.0
+# The issuer serves its JWKS with max-age=60: keys are refetched at least that often, so a key
+# the issuer retires stops verifying here within a minute.
+MAX_KEY_AGE = 60.0
 
 
 class RemoteJwks:
@@ -39,6 +42,10 @@ class RemoteJwks:
 
     def verification_keys(self) -> Mapping[str, PublicKey]:
         return self._keys
+
+    async def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._last_reload >= MAX_KEY_AGE:
+            await self.reload(force=True)
 
     async def reload(self, *, force: bool = False) -> bool:
         if not force and time.monotonic() - self._last_reload < MIN_RELOAD_INTERVAL:

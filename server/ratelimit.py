@@ -28,17 +28,16 @@ class RateLimiter:
     async def hit(self, scope: str, subject: str, *, limit: int, now: int) -> None:
         """Count one request; raise RateLimited once the window's count passes `limit`."""
         window_start = now - now % self._window
-        async with self._db.autocommit() as conn:
-            row = await conn.fetch_one(
-                "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-                "VALUES (:bucket, :window_start, 1, :expires_at) "
-                "ON CONFLICT (bucket, window_start) "
-                "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
-                {
-                    "bucket": self.bucket(scope, subject),
-                    "window_start": window_start,
-                    "expires_at": window_start + self._window,
-                },
-            )
-        if row is not None and int(row["hits"]) > limit:
+        rows = await self._db.statement(
+            "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+            "VALUES (:bucket, :window_start, 1, :expires_at) "
+            "ON CONFLICT (bucket, window_start) "
+            "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
+            {
+                "bucket": self.bucket(scope, subject),
+                "window_start": window_start,
+                "expires_at": window_start + self._window,
+            },
+        )
+        if rows and int(rows[0]["hits"]) > limit:
             raise RateLimited(retry_after=window_start + self._window - now)

@@ -29,13 +29,12 @@ class DatabaseReplayStore:
         self._retention = retention
 
     async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:
-        async with self._db.autocommit() as conn:
-            row = await conn.fetch_one(
-                "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at) "
-                "ON CONFLICT (replay_key) DO NOTHING RETURNING replay_key",
-                {"key": proof.replay_key, "expires_at": now + self._retention},
-            )
-        if row is None:
+        rows = await self._db.statement(
+            "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at) "
+            "ON CONFLICT (replay_key) DO NOTHING RETURNING replay_key",
+            {"key": proof.replay_key, "expires_at": now + self._retention},
+        )
+        if not rows:
             raise InvalidDPoPProof("DPoP proof has been used before")
 
 

@@ -9,7 +9,9 @@ its proof's `jti` (attacks.md B6).
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +33,10 @@ SessionCheck = Callable[[VerifiedAccessToken, int], Awaitable[dict[str, Any] | N
 
 class VerificationKeys(Protocol):
     def verification_keys(self) -> Mapping[str, PublicKey]: ...
+
+    async def refresh_if_stale(self) -> None:
+        """Fetch keys again if the copy held is older than its source allows."""
+        ...
 
     async def reload(self, *, force: bool = False) -> bool:
         """Fetch keys again; False when skipped (too soon since the last reload)."""
@@ -65,6 +71,34 @@ def read_dpop_credentials(headers: Headers) -> str:
     return token
 
 
+class VerifiedTokenCache:
+    """Access tokens already verified, by their SHA-256, so a token used for many requests pays
+    for one signature check. Expiry is checked again on every hit, and a token whose key has
+    left the verification set is verified again (and refused). Bounded, least recently used out."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max_entries = max_entries
+        self._tokens: OrderedDict[bytes, VerifiedAccessToken] = OrderedDict()
+
+    def get(
+        self, token: str, *, now: int, keys: Mapping[str, PublicKey]
+    ) -> VerifiedAccessToken | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        verified = self._tokens.get(digest)
+        if verified is None:
+            return None
+        if now >= verified.expires_at or verified.kid not in keys:
+            del self._tokens[digest]
+            return None
+        self._tokens.move_to_end(digest)
+        return verified
+
+    def put(self, token: str, verified: VerifiedAccessToken) -> None:
+        self._tokens[hashlib.sha256(token.encode()).digest()] = verified
+        if len(self._tokens) > self._max_entries:
+            self._tokens.popitem(last=False)
+
+
 class ResourceGuard:
     def __init__(
         self,
@@ -82,17 +116,24 @@ class ResourceGuard:
         self.dpop = dpop
         self._clock = clock
         self._session_check = session_check
+        self._verified = VerifiedTokenCache()
 
     async def _verify_token(self, token: str, now: int) -> VerifiedAccessToken:
+        await self._keys.refresh_if_stale()
+        cached = self._verified.get(token, now=now, keys=self._keys.verification_keys())
+        if cached is not None:
+            return cached
         for attempt in range(2):
             try:
-                return verify_access_token(
+                verified = verify_access_token(
                     token=token,
                     keys=self._keys.verification_keys(),
                     issuer=self._issuer,
                     audience=self._audience,
                     now=now,
                 )
+                self._verified.put(token, verified)
+                return verified
             except UnknownSigningKey as exc:
                 # A key created since the last reload (rotation on another host): look once.
                 if attempt == 0 and await self._keys.reload():

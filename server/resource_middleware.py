@@ -43,6 +43,18 @@ async def _send_error(send: Send, exc: SplitlinkError, extra: dict[str, str]) ->
     await send({"type": "http.response.body", "body": payload})
 
 
+def _target_path(scope: Scope) -> str:
+    """The path as the client sent it: `htu` names it percent-encoded, while scope["path"] is
+    already decoded (RFC 9449 §4.3 compares URIs, RFC 3986 §6.2.2)."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes) and raw:
+        try:
+            return raw.decode("ascii").split("?", 1)[0]
+        except UnicodeDecodeError:
+            pass
+    return str(scope["path"])
+
+
 class DPoPAuthMiddleware:
     def __init__(
         self,
@@ -66,7 +78,7 @@ class DPoPAuthMiddleware:
             nonce_headers["DPoP-Nonce"] = nonce
         try:
             principal = await guard.authenticate(
-                Headers(scope=scope), method=scope["method"], path=scope["path"]
+                Headers(scope=scope), method=scope["method"], path=_target_path(scope)
             )
         except SplitlinkError as exc:
             await _send_error(send, exc, nonce_headers)

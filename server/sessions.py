@@ -44,23 +44,22 @@ class SessionStore:
     ) -> dict[str, Any] | None:
         """The token's session if it is live and still bound to the token's user and key.
         `touch` records the use (idle timeout); introspection looks without touching."""
-        async with self._db.autocommit() as conn:
-            row = await conn.fetch_one(
-                "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
-                "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
-                "FROM sessions s JOIN users u ON u.id = s.user_id "
-                "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
-                "AND s.last_used_at > :idle_cutoff",
-                {"id": token.session_id, **self._window(now)},
+        rows = await self._db.statement(
+            "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
+            "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
+            "FROM sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
+            "AND s.last_used_at > :idle_cutoff",
+            {"id": token.session_id, **self._window(now)},
+        )
+        row = rows[0] if rows else None
+        if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
+            return None
+        if touch and int(row["last_used_at"]) <= now - LAST_USED_RESOLUTION:
+            await self._db.statement(
+                "UPDATE sessions SET last_used_at = :now WHERE id = :id AND last_used_at < :now",
+                {"id": token.session_id, "now": now},
             )
-            if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
-                return None
-            if touch and int(row["last_used_at"]) <= now - LAST_USED_RESOLUTION:
-                await conn.execute(
-                    "UPDATE sessions SET last_used_at = :now "
-                    "WHERE id = :id AND last_used_at < :now",
-                    {"id": token.session_id, "now": now},
-                )
         return dict(row)
 
     async def list_live(self, user_id: str, now: int) -> list[dict[str, Any]]:

@@ -154,6 +154,9 @@ class ServerKeys:
     def verification_keys(self) -> Mapping[str, PublicKey]:
         return self.key_set.verification_keys
 
+    async def refresh_if_stale(self) -> None:
+        """Nothing to do: a background task reloads every key_refresh_interval."""
+
     async def reload(self, *, force: bool = False) -> bool:
         """Reload from the database; without `force`, at most every MIN_RELOAD_INTERVAL s."""
         if not force and time.monotonic() - self._last_reload < MIN_RELOAD_INTERVAL:

@@ -257,13 +257,6 @@ async def test_a11_after_the_issuer_rotates_its_key_the_api_fetches_the_jwks_onc
     assert len(api.jwks_fetches) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/resource_middleware.py:69 passes the percent-decoded scope['path'] "
-    "as the request URL for the htu check; a proof for the URL actually requested "
-    "(/files/my%20doc, as protocol.dpop.create_dpop_proof and every client build it) is "
-    "refused with 401 invalid_dpop_proof (RFC 9449 §4.3 step 9; attacks.md B5)",
-)
 async def test_b5_a_proof_for_a_percent_encoded_path_is_accepted(
     server: Harness, signed_in: SignedIn
 ) -> None:
@@ -312,13 +305,6 @@ class _Later:
         return time.time() + self.offset
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/protect.py:40-69 RemoteJwks keeps its key set until an unknown kid "
-    "makes server/resource.py:96-98 reload it, and ignores the JWKS Cache-Control max-age=60 "
-    "(server/routes/discovery.py:43), so a key the issuer has retired (e.g. after a "
-    "compromise) stays trusted by every protect() API until that process restarts (A11)",
-)
 async def test_a11_a_key_retired_by_the_issuer_stops_verifying_at_the_api(
     server: Harness, api: Api, ops: Ops, signed_in: SignedIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:

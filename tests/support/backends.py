@@ -6,6 +6,7 @@ tests skip and say so. Each test gets its own database, cloned from a migrated t
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import sqlite3
@@ -22,7 +23,8 @@ from server.storage.migrate import migrate
 
 POSTGRES_ENV = "SPLITLINK_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgresql"]
-_TEMPLATE = "splitlink_test_template"
+# One template per test process: concurrent runs on one server must not share it.
+_TEMPLATE = f"splitlink_test_template_{os.getpid()}"
 _template_ready = False
 
 
@@ -51,6 +53,12 @@ def _ensure_template(url: str) -> None:
         conn.execute(f"CREATE DATABASE {_TEMPLATE}")
     migrate(_with_database(url, _TEMPLATE))
     _template_ready = True
+    atexit.register(_drop_template, url)
+
+
+def _drop_template(url: str) -> None:
+    with _admin(url) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
 
 
 @contextmanager

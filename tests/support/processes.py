@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -58,10 +59,12 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def mail_link(message: EmailMessage) -> str:
+def mail_link(message: EmailMessage) -> str | None:
+    """The login link in a message; None for mail without one (notices)."""
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
-    return next(word for word in str(part.get_content()).split() if "#attempt_id=" in word)
+    words = str(part.get_content()).split()
+    return next((word for word in words if "#attempt_id=" in word), None)
 
 
 @contextmanager
@@ -80,6 +83,8 @@ def running_server_process(
     data_dir = tmp_path / "var"
     env = {
         **os.environ,
+        # The server under test is this checkout's, whatever the virtualenv was installed from.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "SPLITLINK_PUBLIC_URL": public_url or url,
         "SPLITLINK_DATA_DIR": str(data_dir),
         "SPLITLINK_DATABASE_URL": database_url or f"sqlite:///{data_dir / 'splitlink.db'}",

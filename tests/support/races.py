@@ -75,7 +75,7 @@ def email_half_of(
     while time.monotonic() < deadline:
         for message in server.wait_for_mail(mail_count, timeout=timeout):
             link = mail_link(message)
-            if attempt_id in link:
+            if link is not None and attempt_id in link:
                 return link.rsplit("email_half=", 1)[1]
         time.sleep(0.05)
     raise AssertionError(f"no mail for attempt {attempt_id}")
