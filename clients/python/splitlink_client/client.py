@@ -84,6 +84,9 @@ class SplitlinkClient:
         self._random_bytes = random_bytes
         self._state: DeviceState | None = None
         self._metadata: ServerMetadata | None = None
+        # RFC 9449 §8 and §9: the authorization server (start, token) and the resource server
+        # (/v1) issue nonces independently; each is sent back only to the one that issued it.
+        self._nonces: dict[str, str] = {}
         self._nonce: str | None = None
 
     def __repr__(self) -> str:
@@ -368,18 +371,21 @@ class SplitlinkClient:
     ) -> httpx.Response:
         """Send with a fresh proof; on a nonce challenge, once more with the new nonce."""
         signer = ProofSigner(key, clock=self._clock, random_bytes=self._random_bytes)
+        issuer = "resource" if access_token is not None else "authorization"
 
         def attempt() -> httpx.Response:
+            nonce = self._nonces.get(issuer)
             headers = {
                 "Accept": "application/json",
-                "DPoP": signer.proof(method, url, access_token=access_token, nonce=self._nonce),
+                "DPoP": signer.proof(method, url, access_token=access_token, nonce=nonce),
             }
             if access_token is not None:
                 headers["Authorization"] = f"DPoP {access_token}"
             response = self._transmit(method, url, headers=headers, form=form, json_body=json_body)
-            nonce = response.headers.get("DPoP-Nonce")
-            if nonce:
-                self._nonce = nonce
+            fresh = response.headers.get("DPoP-Nonce")
+            if fresh:
+                self._nonces[issuer] = fresh
+                self._nonce = fresh
             return response
 
         response = attempt()
