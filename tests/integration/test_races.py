@@ -3,9 +3,10 @@ PostgreSQL at READ COMMITTED and SERIALIZABLE (SPEC.md §8.1; attacks.md C2, C6,
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +21,13 @@ pytestmark = pytest.mark.slow
 CONFIGURATIONS = ["sqlite", "postgresql-read-committed", "postgresql-serializable"]
 
 
-@pytest.fixture(params=CONFIGURATIONS)
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=CONFIGURATIONS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server per configuration for the whole module; each test uses its own addresses
+    and counts only its own rows."""
+    tmp_path = tmp_path_factory.mktemp(request.param)
     if request.param == "sqlite":
         with running_server_process(tmp_path, workers=2) as running:
             yield running
@@ -39,9 +45,15 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
         yield running
 
 
-def count(server: ServerProcess, sql: str) -> int:
-    ((value,),) = query(server.database_url, sql)
+def count(server: ServerProcess, sql: str, *params: str) -> int:
+    ((value,),) = query(server.database_url, sql, *params)
     return int(value)
+
+
+def session_of(access_token: str) -> str:
+    payload = access_token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["sid"])
 
 
 def test_concurrent_completions_of_one_attempt_yield_exactly_one_session(
@@ -61,9 +73,21 @@ def test_concurrent_completions_of_one_attempt_yield_exactly_one_session(
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] + [400] * 11, [a.text for a in answers]
     assert {a.json()["error"] for a in answers if a.status_code == 400} == {"invalid_grant"}
-    assert count(server, "SELECT COUNT(*) FROM sessions") == 1
-    assert count(server, "SELECT COUNT(*) FROM refresh_tokens") == 1
-    assert count(server, "SELECT COUNT(*) FROM users") == 1
+    attempt = started["attempt_id"]
+    assert count(server, "SELECT COUNT(*) FROM sessions WHERE attempt_id = ?", attempt) == 1
+    assert (
+        count(
+            server,
+            "SELECT COUNT(*) FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id "
+            "WHERE s.attempt_id = ?",
+            attempt,
+        )
+        == 1
+    )
+    assert (
+        count(server, "SELECT COUNT(*) FROM users WHERE email_canonical = ?", "race@example.com")
+        == 1
+    )
 
 
 def test_concurrent_wrong_halves_cannot_outrun_the_lock(server: ServerProcess) -> None:
@@ -81,7 +105,8 @@ def test_concurrent_wrong_halves_cannot_outrun_the_lock(server: ServerProcess) -
     )
     assert {a.status_code for a in answers} == {400}
     # Every failure was counted: none was lost to a concurrent update.
-    assert count(server, "SELECT failed_count FROM login_attempts") == 20
+    attempt = started["attempt_id"]
+    assert count(server, "SELECT failed_count FROM login_attempts WHERE id = ?", attempt) == 20
     after = httpx.post(
         server.url + "/oauth2/token",
         data=right,
@@ -89,7 +114,7 @@ def test_concurrent_wrong_halves_cannot_outrun_the_lock(server: ServerProcess) -
     )
     assert after.status_code == 400
     assert "locked" in after.json()["error_description"]
-    assert count(server, "SELECT COUNT(*) FROM sessions") == 0
+    assert count(server, "SELECT COUNT(*) FROM sessions WHERE attempt_id = ?", attempt) == 0
 
 
 def test_concurrent_first_logins_with_two_spellings_make_one_user(server: ServerProcess) -> None:
@@ -112,8 +137,17 @@ def test_concurrent_first_logins_with_two_spellings_make_one_user(server: Server
         ],
     )
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-    assert count(server, "SELECT COUNT(*) FROM users") == 1
-    assert count(server, "SELECT COUNT(*) FROM sessions") == 2
+    twin = "twin@example.com"
+    assert count(server, "SELECT COUNT(*) FROM users WHERE email_canonical = ?", twin) == 1
+    assert (
+        count(
+            server,
+            "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id "
+            "WHERE u.email_canonical = ?",
+            twin,
+        )
+        == 2
+    )
 
 
 def test_concurrent_refreshes_of_one_token_yield_one_child(server: ServerProcess) -> None:
@@ -130,9 +164,13 @@ def test_concurrent_refreshes_of_one_token_yield_one_child(server: ServerProcess
     )
     assert [a.status_code for a in answers] == [200] * 10, [a.text for a in answers]
     assert len({a.json()["refresh_token"] for a in answers}) == 1
-    assert count(server, "SELECT COUNT(*) FROM refresh_tokens") == 2
-    assert count(server, "SELECT COUNT(*) FROM refresh_tokens WHERE rotated_at IS NULL") == 1
-    assert count(server, "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL") == 1
+    sid = session_of(tokens["access_token"])
+    family = "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ?"
+    assert count(server, family, sid) == 2
+    assert count(server, family + " AND rotated_at IS NULL", sid) == 1
+    assert (
+        count(server, "SELECT COUNT(*) FROM sessions WHERE id = ? AND revoked_at IS NULL", sid) == 1
+    )
 
 
 def test_revoke_racing_refresh_leaves_nothing_active(server: ServerProcess) -> None:
@@ -147,11 +185,16 @@ def test_revoke_racing_refresh_leaves_nothing_active(server: ServerProcess) -> N
     requests.insert(2, lambda c: c.post("/oauth2/revoke", data={"token": tokens["refresh_token"]}))
     answers = race(server, requests)
     assert answers[2].status_code == 200
-    assert count(server, "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL") == 0
+    sid = session_of(tokens["access_token"])
+    assert (
+        count(server, "SELECT COUNT(*) FROM sessions WHERE id = ? AND revoked_at IS NULL", sid) == 0
+    )
     assert (
         count(
             server,
-            "SELECT COUNT(*) FROM refresh_tokens WHERE revoked_at IS NULL AND rotated_at IS NULL",
+            "SELECT COUNT(*) FROM refresh_tokens WHERE session_id = ? "
+            "AND revoked_at IS NULL AND rotated_at IS NULL",
+            sid,
         )
         == 0
     )
