@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,6 +26,7 @@ from server.housekeeping import run_housekeeping
 from server.keyring import Keyring, load_root_secret
 from server.login import LoginService
 from server.mail.outbox import OutboxDispatcher
+from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
 from server.middleware import SecurityHeadersMiddleware
 from server.ratelimit import RateLimiter
@@ -32,7 +34,7 @@ from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
 from server.resource import ResourceGuard
 from server.resource_middleware import DPoPAuthMiddleware
-from server.routes import account, discovery, login, token
+from server.routes import account, discovery, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings
@@ -152,6 +154,22 @@ async def build_services(
     )
 
 
+def build_mail_transport(settings: Settings) -> MailTransport:
+    """SMTP when `smtp_url` is set, else the development mailbox (SPEC.md §7.4)."""
+    target = settings.smtp
+    if target is None:
+        logger.info("mail: development mailbox in %s", Path(settings.data_dir) / "mail")
+        return DevMailbox(Path(settings.data_dir) / "mail", console=settings.dev_mailbox_console)
+    logger.info("mail: SMTP %s", target.describe())
+    return SmtpTransport(
+        target,
+        sender=settings.mail_envelope_sender,
+        timeout=settings.smtp_timeout,
+        ca_file=settings.smtp_tls_ca_file,
+        local_hostname=urlsplit(settings.public_url).hostname or "localhost",
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -165,9 +183,7 @@ def create_app(
     clock = clock or SystemClock()
     random_bytes = random_bytes or system_random_bytes
     events = events or log_event
-    transport = mail_transport or DevMailbox(
-        Path(settings.data_dir) / "mail", console=settings.dev_mailbox_console
-    )
+    transport = mail_transport or build_mail_transport(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -209,6 +225,9 @@ def create_app(
         Route(discovery.REVOCATION_PATH, token.revoke, methods=["POST"]),
         Route(discovery.INTROSPECTION_PATH, token.introspect, methods=["POST"]),
         Route("/l", login.landing_page, methods=["GET", "HEAD", "OPTIONS"]),
+        # App association files: the OS opens /l links in the app (404 when not configured).
+        Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
+        Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
         # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session.
         Route("/v1/me", account.me, methods=["GET"]),
         Route("/v1/sessions", account.list_sessions, methods=["GET"]),

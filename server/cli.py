@@ -1,4 +1,4 @@
-"""The `splitlink` command: serve, migrate."""
+"""The `splitlink` command: serve, migrate, keys, outbox."""
 
 from __future__ import annotations
 
@@ -121,6 +121,83 @@ def keys_rotate(database_url: str | None) -> None:
 
 def _when(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+OUTBOX_STATUSES = ("queued", "sent", "expired", "abandoned")
+
+
+@main.command()
+@click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
+@click.option(
+    "--limit", default=10, show_default=True, type=click.IntRange(1, 1000), help="Rows per status."
+)
+@click.option("--id", "outbox_id", default=None, help="Show every try of this row instead.")
+def outbox(database_url: str | None, limit: int, outbox_id: str | None) -> None:
+    """Mail in the outbox: counts, and the latest rows of each status (never their contents)."""
+    settings = _settings(database_url)
+
+    async def read() -> tuple[dict[str, int], dict[str, list[Any]], list[Any]]:
+        db = Database(settings.database_url)
+        await db.connect()
+        try:
+            await require_current_schema(db)
+            async with db.autocommit() as conn:
+                counts = {
+                    row["status"]: int(row["n"])
+                    for row in await conn.fetch_all(
+                        "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status"
+                    )
+                }
+                latest = {
+                    status: await conn.fetch_all(
+                        "SELECT id, kind, recipient, tries, not_before, created_at, sent_at, "
+                        "last_error FROM outbox WHERE status = :status "
+                        "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                        {"status": status, "limit": limit},
+                    )
+                    for status in OUTBOX_STATUSES
+                }
+                tries = (
+                    await conn.fetch_all(
+                        "SELECT try_number, tried_at, outcome, detail FROM outbox_tries "
+                        "WHERE outbox_id = :id ORDER BY try_number",
+                        {"id": outbox_id},
+                    )
+                    if outbox_id is not None
+                    else []
+                )
+        finally:
+            await db.disconnect()
+        return counts, latest, tries
+
+    counts, latest, tries = asyncio.run(read())
+    if outbox_id is not None:
+        click.echo(f"tries of {outbox_id}:")
+        for row in tries:
+            detail = row["detail"] or ""
+            click.echo(
+                f"  {row['try_number']:>3}  {_when(row['tried_at'])}  {row['outcome']:<9} {detail}"
+            )
+        if not tries:
+            click.echo("  none recorded")
+        return
+    click.echo("   ".join(f"{status}: {counts.get(status, 0)}" for status in OUTBOX_STATUSES))
+    for status in OUTBOX_STATUSES:
+        rows = latest[status]
+        if not rows:
+            continue
+        click.echo(f"\n{status} (latest {len(rows)} of {counts.get(status, 0)})")
+        click.echo(
+            f"  {'id':<22}  {'kind':<10}  {'recipient':<32}  {'tries':>5}  {'created':<19}  "
+            f"{'next try':<19}  last error"
+        )
+        for row in rows:
+            next_try = _when(row["not_before"]) if status == "queued" else "-"
+            error = (row["last_error"] or "").replace("\n", " ")[:80]
+            click.echo(
+                f"  {row['id']:<22}  {row['kind']:<10}  {row['recipient']:<32}  "
+                f"{row['tries']:>5}  {_when(row['created_at']):<19}  {next_try:<19}  {error}"
+            )
 
 
 @main.command()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from protocol.check_phrase import check_phrase
 from protocol.dpop import VerifiedDPoPProof
 from protocol.email_address import parse_email_address
 from protocol.encoding import b64url_encode
@@ -19,7 +21,8 @@ from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
-from server.mail.render import render_login_link_mail, render_no_account_mail
+from server.mail.qr import qr_png
+from server.mail.render import MailComposer, MailTemplates
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 from server.signing_keys import ServerKeys
@@ -36,6 +39,7 @@ class StartedLogin:
     attempt_id: str
     device_half: str
     expires_in: int
+    check_phrase: str
 
     def __repr__(self) -> str:
         return f"StartedLogin(attempt_id={self.attempt_id!r}, expires_in={self.expires_in})"
@@ -83,6 +87,11 @@ class LoginService:
         self._random = random_bytes
         self._events = events
         self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
+        self._mail = MailComposer(
+            app_name=settings.app_name,
+            sender=settings.mail_from,
+            templates=MailTemplates.load(settings.mail_templates_dir),
+        )
 
     def emit(self, name: str, **fields: Any) -> None:
         self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
@@ -109,6 +118,15 @@ class LoginService:
         await self._dpop.record(proof)
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
+        phrase = check_phrase(proof.jkt)
+        link = build_login_link(
+            public_url=settings.public_url,
+            attempt_id=secrets.attempt_id,
+            email_half=secrets.email_half,
+        )
+        # The QR code takes milliseconds of CPU: drawn outside the event loop and outside the
+        # transaction, for every start alike (the work must not depend on the account).
+        qr, qr_size = await asyncio.to_thread(qr_png, link)
 
         async def record(conn: Connection) -> None:
             user = await conn.fetch_one(
@@ -148,27 +166,20 @@ class LoginService:
                 },
             )
             if signup_allowed:
-                message = render_login_link_mail(
-                    app_name=settings.app_name,
-                    sender=settings.mail_from,
+                message = self._mail.login_link(
                     recipient=recipient,
                     message_id=mail.message_id,
-                    link=build_login_link(
-                        public_url=settings.public_url,
-                        attempt_id=secrets.attempt_id,
-                        email_half=secrets.email_half,
-                    ),
+                    link=link,
                     device_name=name,
                     requested_at=now,
                     expires_in_minutes=settings.attempt_lifetime // 60,
+                    check_phrase=phrase,
+                    qr_png=qr,
+                    qr_size=qr_size,
                 )
             else:
-                message = render_no_account_mail(
-                    app_name=settings.app_name,
-                    sender=settings.mail_from,
-                    recipient=recipient,
-                    message_id=mail.message_id,
-                    requested_at=now,
+                message = self._mail.no_account(
+                    recipient=recipient, message_id=mail.message_id, requested_at=now
                 )
             await outbox.enqueue(
                 conn,
@@ -188,6 +199,7 @@ class LoginService:
             attempt_id=secrets.attempt_id,
             device_half=secrets.device_half,
             expires_in=settings.attempt_lifetime,
+            check_phrase=phrase,
         )
 
     async def complete(
@@ -294,7 +306,7 @@ class LoginService:
                 },
             )
         user = await conn.fetch_one(
-            "SELECT id FROM users WHERE email_canonical = :canonical",
+            "SELECT id, email_address FROM users WHERE email_canonical = :canonical",
             {"canonical": attempt["email_canonical"]},
         )
         if user is None:  # pragma: no cover - inserted or checked above, in this transaction
@@ -314,6 +326,28 @@ class LoginService:
                 "now": now,
                 "expires_at": now + settings.session_absolute_lifetime,
             },
+        )
+        # The new-device notice is committed with the session it reports (NIST SP 800-63B-4
+        # §4.6): no session without its notice, and no notice for a session that never was.
+        notice = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
+        await outbox.enqueue(
+            conn,
+            notice,
+            kind="new_device",
+            attempt_id=None,
+            recipient=user["email_address"],
+            message=self._mail.new_device(
+                recipient=user["email_address"],
+                message_id=notice.message_id,
+                device_name=attempt["device_name"],
+                key_alg=attempt["key_alg"],
+                signed_in_at=now,
+                session_id=session_id,
+                check_phrase=check_phrase(proof.jkt),
+            ),
+            keyring=self._keyring,
+            random_bytes=self._random,
+            now=now,
         )
         refresh_token = await store_refresh_token(
             conn,

@@ -6,18 +6,50 @@ Unknown or out-of-range values stop the process; nothing is silently repaired.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.mail.smtp import SmtpTarget, envelope_sender, parse_smtp_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MINUTE = 60
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{1,63}")
+_APPLE_APP_ID = re.compile(r"[A-Z0-9]{10}\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
+_FINGERPRINT = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){31}")
+# App link schemes that would not open an app, or that a browser treats specially.
+_RESERVED_SCHEMES = frozenset(
+    {"about", "blob", "content", "data", "file", "ftp", "http", "https", "intent", "javascript"}
+    | {"mailto", "sms", "tel", "vbscript", "ws", "wss"}
+)
+
+
+class AndroidApp(BaseModel):
+    """One entry of `android_apps`: an app allowed to open `{public_url}/l` (Android App Links)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    package_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
+    # SHA-256 of the signing certificate, as `keytool -list` prints it: 32 hex pairs, colons.
+    sha256_cert_fingerprints: list[str] = Field(min_length=1)
+
+    @field_validator("sha256_cert_fingerprints")
+    @classmethod
+    def _fingerprints(cls, values: list[str]) -> list[str]:
+        result = [value.upper() for value in values]
+        for value in result:
+            parts = value.split(":")
+            if len(parts) != 32 or any(len(p) != 2 or p.strip("0123456789ABCDEF") for p in parts):
+                raise ValueError("a fingerprint is 32 hex pairs separated by colons")
+        return result
 
 
 class Settings(BaseSettings):
@@ -68,6 +100,74 @@ class Settings(BaseSettings):
     dev_mailbox_console: bool = True
     outbox_poll_interval: float = Field(0.5, gt=0, le=60)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
+
+    # --- Mail delivery, the landing page and app links (SPEC.md §6.10, §7; README "Mail") -----
+    # Where mail goes. Unset: the development mailbox (data_dir/mail and the console).
+    #   smtp://user:password@host:587    STARTTLS required: nothing is sent if it is not offered
+    #   smtps://user:password@host:465   TLS from the first byte
+    #   smtp+insecure://host:25          no TLS and no credentials: a relay on this host or a
+    #                                    private network only, since anyone on the path reads
+    #                                    the login links
+    # User and password are percent-decoded. The whole value is secret (it holds the password),
+    # so it is checked when the application is built (`smtp`), where an error cannot echo it.
+    smtp_url: SecretStr | None = None
+    # Connect timeout, and the longest wait for each SMTP reply, in seconds.
+    smtp_timeout: float = Field(10.0, gt=0, le=30)
+    # CA certificates (PEM) to trust for the SMTP server instead of the system's.
+    smtp_tls_ca_file: Path | None = None
+    # A directory whose files replace built-in mail templates of the same name.
+    mail_templates_dir: Path | None = None
+    # The app's own URL scheme ("myapp"): the landing page then offers "Open the app"
+    # (myapp://login), which opens the app and carries no secret.
+    app_link_scheme: str | None = None
+    # Universal links (iOS): app IDs "TEAMID.bundle.id" for apple-app-site-association.
+    apple_app_ids: list[str] = Field(default_factory=list)
+    # App Links (Android): [{"package_name": ..., "sha256_cert_fingerprints": [...]}].
+    android_apps: list[AndroidApp] = Field(default_factory=list)
+
+    @field_validator("smtp_tls_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError("smtp_tls_ca_file must name a readable file")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_holds_one_address(cls, value: str) -> str:
+        envelope_sender(value)
+        return value
+
+    @field_validator("app_link_scheme")
+    @classmethod
+    def _app_link_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.lower()
+        if not _SCHEME.fullmatch(scheme):
+            raise ValueError("app_link_scheme must be a URL scheme such as myapp")
+        if scheme in _RESERVED_SCHEMES:
+            raise ValueError(f"app_link_scheme cannot be {scheme}")
+        return scheme
+
+    @field_validator("apple_app_ids")
+    @classmethod
+    def _apple_app_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _APPLE_APP_ID.fullmatch(value):
+                raise ValueError("an Apple app ID is TEAMID.bundle.id (a 10-character team ID)")
+        return values
+
+    @property
+    def smtp(self) -> SmtpTarget | None:
+        """The parsed `smtp_url`; ValueError (without the value) if it is malformed."""
+        return None if self.smtp_url is None else parse_smtp_url(self.smtp_url.get_secret_value())
+
+    @property
+    def mail_envelope_sender(self) -> str:
+        return envelope_sender(self.mail_from)
+
+    # --- end of mail settings -------------------------------------------------------------------
 
     # PostgreSQL: isolation level of write transactions, and connections per worker.
     database_isolation: Literal["read_committed", "serializable"] = "read_committed"

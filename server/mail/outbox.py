@@ -1,9 +1,14 @@
-"""The outbox: mail is queued in the same transaction as the attempt it belongs to, and a
-dispatcher inside the server delivers it afterwards (SPEC.md §7).
+"""The outbox: mail is queued in the same transaction as the attempt (or the session) it belongs
+to, and a dispatcher inside each server process delivers it afterwards (SPEC.md §7).
 
-The rendered message is sealed (AES-256-GCM, key derived from the root secret) because a login
-message carries the email half, and secrets never rest in plain form. After delivery, or when its
-attempt can no longer be completed, the sealed message is deleted.
+The message is rendered once, at enqueue, and sealed (AES-256-GCM, key derived from the root
+secret) because a login message carries the email half, and secrets never rest in plain form.
+Every hand-off of a row therefore carries the same bytes: a duplicate delivery (a crash after the
+hand-off, a lease that ran out) repeats the same link and Message-ID. After delivery, or when
+its attempt can no longer be completed, the sealed message is deleted.
+
+Guarantee: at least once, never for an attempt that can no longer complete when its row is
+claimed, and each try is recorded in `outbox_tries`.
 """
 
 from __future__ import annotations
@@ -12,12 +17,20 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any, Literal
 
+from protocol.email_address import parse_email_address
 from protocol.encoding import b64url_encode
+from protocol.errors import SplitlinkError
 from server.clock import Clock, RandomBytes
 from server.errors import TemporarilyUnavailable
 from server.keyring import Keyring, SealError
-from server.mail.transport import MailTransport, PermanentMailError, TransientMailError
+from server.mail.transport import (
+    MailServiceUnavailable,
+    MailTransport,
+    PermanentMailError,
+    TransientMailError,
+)
 from server.storage.database import Connection, Database
 
 logger = logging.getLogger("splitlink.outbox")
@@ -26,7 +39,39 @@ LEASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 600
 # With backoff capped at 10 minutes, 12 tries span about an hour: longer than any attempt lives.
 MAX_TRIES = 12
+# One hand-off may take this long (wall clock) before it counts as a transient failure: well
+# inside the lease, so a slow server rarely causes a second, concurrent delivery.
+SEND_DEADLINE_SECONDS = 45.0
+# Tries of rows that housekeeping has deleted are removed this often (clock seconds).
+PRUNE_TRIES_EVERY = 3600
 _SEAL_CONTEXT = "outbox:"
+
+# One statement claims one row: the oldest due row, and within one second other mail before
+# login links, so a notice queued by one completion never follows the link of a login started
+# later in that second. SQLite runs one writer at a time, so the statement is atomic as it
+# stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different rows
+# instead of queueing behind one lock, and the outer conditions are checked again on the locked
+# row.
+_CLAIM_SQLITE = (
+    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
+    "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
+    "AND (lease_until IS NULL OR lease_until < :now) "
+    "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1) "
+    "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
+    "RETURNING id, kind, attempt_id, recipient, sealed_message, tries"
+)
+_CLAIM_POSTGRESQL = (
+    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
+    "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
+    "AND (lease_until IS NULL OR lease_until < :now) "
+    "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1 "
+    "FOR UPDATE SKIP LOCKED) "
+    "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
+    "RETURNING id, kind, attempt_id, recipient, sealed_message, tries"
+)
+_CLAIM = {"sqlite": _CLAIM_SQLITE, "postgresql": _CLAIM_POSTGRESQL}
+
+Outcome = Literal["sent", "retry", "abandoned", "expired"]
 
 
 @dataclass(frozen=True)
@@ -87,11 +132,15 @@ class OutboxDispatcher:
         self._clock = clock
         self._poll_interval = poll_interval
         self._max_failed = max_failed_completions
+        self._next_prune = 0
 
     async def run_forever(self) -> None:
         while True:
             try:
                 await self.dispatch_due()
+                if self._clock.now() >= self._next_prune:
+                    await purge_tries(self._db)
+                    self._next_prune = self._clock.now() + PRUNE_TRIES_EVERY
             except TemporarilyUnavailable:
                 logger.warning("outbox: database unavailable; will retry")
             except Exception:
@@ -99,65 +148,74 @@ class OutboxDispatcher:
             await asyncio.sleep(self._poll_interval)
 
     async def dispatch_due(self) -> int:
-        """Deliver every message that is due now; returns how many were handled."""
+        """Deliver every message that is due now; returns how many were handled.
+
+        The round ends early when the mail service itself is unavailable: the other due messages
+        would fail the same way, and stay due for the next round."""
         handled = 0
-        while await self._dispatch_one():
+        while (result := await self._dispatch_one()) is not None:
             handled += 1
+            if result == "service_unavailable":
+                break
         return handled
 
-    async def _dispatch_one(self) -> bool:
+    async def _dispatch_one(self) -> str | None:
         now = self._clock.now()
         async with self._db.autocommit() as conn:
             row = await conn.fetch_one(
-                "UPDATE outbox SET lease_until = :lease, tries = tries + 1 "
-                "WHERE id = (SELECT id FROM outbox WHERE status = 'queued' "
-                "AND not_before <= :now AND (lease_until IS NULL OR lease_until < :now) "
-                "ORDER BY not_before, id LIMIT 1) "
-                "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-                "RETURNING id, kind, attempt_id, recipient, sealed_message, tries",
-                {"now": now, "lease": now + LEASE_SECONDS},
+                _CLAIM[self._db.dialect], {"now": now, "lease": now + LEASE_SECONDS}
             )
             if row is None:
-                return False
-            if row["attempt_id"] is not None and not await self._attempt_is_live(
+                return None
+            live = row["attempt_id"] is None or await self._attempt_is_live(
                 conn, row["attempt_id"], now
-            ):
-                await self._finish(conn, row["id"], status="expired", now=now)
-                return True
+            )
+        claim = _Claim(id=row["id"], tries=int(row["tries"]), kind=row["kind"])
+        if not live:
+            await self._record(claim, "expired", now, "the attempt can no longer be completed")
+            return "expired"
+        if not _deliverable_address(row["recipient"]):
+            # attacks.md I6: a poisoned recipient never reaches the wire.
+            await self._record(claim, "abandoned", now, "invalid recipient")
+            return "abandoned"
         try:
             message = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
         except SealError:
             # Sealed under another root secret: it can never be sent.
-            async with self._db.autocommit() as conn:
-                await self._finish(conn, row["id"], status="abandoned", now=now, error="unsealable")
-            return True
+            await self._record(claim, "abandoned", now, "unsealable")
+            return "abandoned"
         try:
-            await self._transport.send(
-                recipient=row["recipient"], message=message, message_key=row["id"]
-            )
-        except PermanentMailError as exc:
-            async with self._db.autocommit() as conn:
-                await self._finish(conn, row["id"], status="abandoned", now=now, error=str(exc))
-            return True
-        except (TransientMailError, OSError) as exc:
-            if int(row["tries"]) >= MAX_TRIES:
-                async with self._db.autocommit() as conn:
-                    await self._finish(
-                        conn, row["id"], status="abandoned", now=now, error=str(exc)[:200]
-                    )
-                return True
-            delay = min(MAX_BACKOFF_SECONDS, 2 ** int(row["tries"]))
-            delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter, not a secret)
-            async with self._db.autocommit() as conn:
-                await conn.execute(
-                    "UPDATE outbox SET lease_until = NULL, not_before = :next, last_error = :error "
-                    "WHERE id = :id",
-                    {"id": row["id"], "next": now + delay, "error": str(exc)[:200]},
+            async with asyncio.timeout(SEND_DEADLINE_SECONDS):
+                await self._transport.send(
+                    recipient=row["recipient"], message=message, message_key=row["id"]
                 )
-            return True
-        async with self._db.autocommit() as conn:
-            await self._finish(conn, row["id"], status="sent", now=self._clock.now())
-        return True
+        except PermanentMailError as exc:
+            await self._record(claim, "abandoned", self._clock.now(), str(exc))
+            logger.warning("outbox: %s %s refused: %s", claim.kind, claim.id, str(exc)[:200])
+            return "abandoned"
+        except (TransientMailError, OSError) as exc:
+            # TimeoutError (the deadline above) is an OSError: the service did not answer.
+            unavailable = isinstance(exc, MailServiceUnavailable | OSError)
+            error = str(exc) or type(exc).__name__
+            now = self._clock.now()
+            if claim.tries >= MAX_TRIES:
+                await self._record(claim, "abandoned", now, f"{error} (after {claim.tries} tries)")
+                logger.warning("outbox: %s %s abandoned: %s", claim.kind, claim.id, error[:200])
+            else:
+                delay = min(MAX_BACKOFF_SECONDS, 2**claim.tries)
+                delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter only)
+                await self._record(claim, "retry", now, error, next_try=now + delay)
+                logger.warning(
+                    "outbox: %s %s try %d failed, next in %d s: %s",
+                    claim.kind,
+                    claim.id,
+                    claim.tries,
+                    delay,
+                    error[:200],
+                )
+            return "service_unavailable" if unavailable else "retry"
+        await self._record(claim, "sent", self._clock.now(), None)
+        return "sent"
 
     async def _attempt_is_live(self, conn: Connection, attempt_id: str, now: int) -> bool:
         row = await conn.fetch_one(
@@ -167,12 +225,72 @@ class OutboxDispatcher:
         )
         return row is not None
 
-    async def _finish(
-        self, conn: Connection, outbox_id: str, *, status: str, now: int, error: str | None = None
+    async def _record(
+        self,
+        claim: _Claim,
+        outcome: Outcome,
+        now: int,
+        detail: str | None,
+        *,
+        next_try: int | None = None,
     ) -> None:
+        """The row's new state and the try, in one transaction."""
+        detail = None if detail is None else detail[:200]
+
+        async def work(conn: Connection) -> None:
+            if outcome == "retry":
+                # Only while this claim still holds the row: after a lease expiry another
+                # dispatcher may have claimed it again (its claim has a higher `tries`).
+                await conn.execute(
+                    "UPDATE outbox SET lease_until = NULL, not_before = :next, "
+                    "last_error = :error WHERE id = :id AND status = 'queued' AND tries = :tries",
+                    {"id": claim.id, "next": next_try, "error": detail, "tries": claim.tries},
+                )
+            else:
+                status = "sent" if outcome == "sent" else outcome
+                # A row another dispatcher already finished keeps its state, except that a
+                # delivery is always recorded as one.
+                await conn.execute(
+                    "UPDATE outbox SET status = :status, sealed_message = NULL, "
+                    "lease_until = NULL, "
+                    "sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END, "
+                    "last_error = COALESCE(:error, last_error) "
+                    "WHERE id = :id AND (status = 'queued' OR :status = 'sent')",
+                    {"id": claim.id, "status": status, "now": now, "error": detail},
+                )
+            await conn.execute(
+                "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome, detail) "
+                "VALUES (:id, :tries, :now, :outcome, :detail)",
+                {
+                    "id": claim.id,
+                    "tries": claim.tries,
+                    "now": now,
+                    "outcome": outcome,
+                    "detail": detail,
+                },
+            )
+
+        await self._db.run(work)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: str
+    tries: int
+    kind: str
+
+
+def _deliverable_address(recipient: Any) -> bool:
+    try:
+        return bool(parse_email_address(recipient).address == recipient)
+    except SplitlinkError:
+        return False
+
+
+async def purge_tries(db: Database) -> None:
+    """Delete the tries of rows that housekeeping has removed (SPEC.md §8.6)."""
+    async with db.autocommit() as conn:
         await conn.execute(
-            "UPDATE outbox SET status = :status, sealed_message = NULL, lease_until = NULL, "
-            "sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END, "
-            "last_error = COALESCE(:error, last_error) WHERE id = :id",
-            {"id": outbox_id, "status": status, "now": now, "error": error},
+            "DELETE FROM outbox_tries WHERE NOT EXISTS "
+            "(SELECT 1 FROM outbox WHERE outbox.id = outbox_tries.outbox_id)"
         )

@@ -15,8 +15,13 @@ class TransientMailError(Exception):
     """Try again later (SMTP 4xx, connection failure)."""
 
 
+class MailServiceUnavailable(TransientMailError):
+    """The mail service itself cannot take mail now (unreachable, timed out, 421, no STARTTLS):
+    other messages would fail the same way, so the dispatcher ends its round."""
+
+
 class PermanentMailError(Exception):
-    """Do not try again (SMTP 5xx)."""
+    """Do not try again (SMTP 5xx about this message)."""
 
 
 class MailTransport(Protocol):

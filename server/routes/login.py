@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+from functools import lru_cache
 from pathlib import Path
+from string import Template
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -12,7 +15,15 @@ from server.http import client_ip, read_json_object
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services
 
-_LANDING_PAGE = (Path(__file__).parent.parent / "static" / "landing.html").read_bytes()
+_LANDING_TEMPLATE = Template(
+    (Path(__file__).parent.parent / "static" / "landing.html").read_text(encoding="utf-8")
+)
+_OPEN_APP = Template(
+    "<p>On that phone, but the link opened here instead of in the app? "
+    '<a href="$href">Open $app_name</a>. This only opens the app: it cannot carry the sign-in, '
+    "which stays in the link. If the app does not finish signing in, go back to the email and "
+    "tap the link again, or long-press it and choose to open it in $app_name.</p>"
+)
 _LANDING_HEADERS = {
     # No script, no style, no frame, no form: the page is inert, and the secret in the fragment
     # stays in the address bar of whoever opened it.
@@ -39,6 +50,7 @@ async def start_login(request: Request) -> Response:
             "attempt_id": started.attempt_id,
             "device_half": started.device_half,
             "expires_in": started.expires_in,
+            "check_phrase": started.check_phrase,
         },
         status_code=202,
         headers={
@@ -49,9 +61,24 @@ async def start_login(request: Request) -> Response:
     )
 
 
+@lru_cache(maxsize=8)
+def landing_page_html(app_name: str, app_link_scheme: str | None) -> bytes:
+    """The page for one configuration: fixed text, the app name, and with an app scheme an
+    "Open the app" link to `<scheme>://login`. The page has no script, so nothing on it can read
+    the fragment: the secret never reaches that link (SPEC.md §6.10)."""
+    name = html.escape(app_name, quote=True)
+    open_app = ""
+    if app_link_scheme is not None:
+        href = html.escape(f"{app_link_scheme}://login", quote=True)
+        open_app = _OPEN_APP.substitute(href=href, app_name=name)
+    return _LANDING_TEMPLATE.substitute(app_name=name, open_app=open_app).encode("utf-8")
+
+
 async def landing_page(request: Request) -> Response:
     if request.method == "OPTIONS":
         return Response(
             status_code=204, headers={"Allow": "GET, HEAD, OPTIONS", **_LANDING_HEADERS}
         )
-    return HTMLResponse(_LANDING_PAGE, headers=_LANDING_HEADERS)
+    settings = services(request).settings
+    page = landing_page_html(settings.app_name, settings.app_link_scheme)
+    return HTMLResponse(page, headers=_LANDING_HEADERS)

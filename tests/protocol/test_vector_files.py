@@ -33,6 +33,7 @@ from protocol import (
     verify_access_token,
     verify_dpop_proof,
 )
+from protocol.check_phrase import WORDS, check_phrase
 from protocol.encoding import canonical_json
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
@@ -148,6 +149,14 @@ def _parse_login_link(i: dict[str, Any]) -> dict[str, Any]:
     return {"attempt_id": link.attempt_id, "email_half": link.email_half}
 
 
+def _check_phrase_words(i: dict[str, Any]) -> dict[str, Any]:
+    return {"words": list(WORDS)}
+
+
+def _check_phrase(i: dict[str, Any]) -> dict[str, Any]:
+    return {"phrase": check_phrase(i["jkt"])}
+
+
 RUNNERS: dict[str, dict[str, Runner]] = {
     "base64url.json": {"b64url_encode": _b64url_encode, "b64url_decode": _b64url_decode},
     "jwk.json": {"jwk_thumbprint": _jwk_thumbprint, "parse_public_jwk": _parse_public_jwk},
@@ -170,6 +179,10 @@ RUNNERS: dict[str, dict[str, Runner]] = {
     "login_link.json": {
         "build_login_link": _build_login_link,
         "parse_login_link": _parse_login_link,
+    },
+    "check_phrase.json": {
+        "check_phrase_words": _check_phrase_words,
+        "check_phrase": _check_phrase,
     },
 }
 

@@ -41,7 +41,7 @@ async def test_start_answers_202_with_attempt_and_device_half(server: Harness) -
     response = await server.start(server.device(), "bob@example.com")
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"attempt_id", "device_half", "expires_in"}
+    assert set(body) == {"attempt_id", "device_half", "expires_in", "check_phrase"}
     assert body["expires_in"] == 600
     assert response.headers["cache-control"] == "no-store"
 

@@ -2024,6 +2024,91 @@ def login_link_cases() -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# check_phrase.json
+
+# An independent copy of the word list (protocol/check_phrase.py): the vector pins it, so a
+# client in another language can check its own copy against the same file.
+CHECK_PHRASE_WORDS = """
+acorn anchor apple apron arrow attic autumn badge bagel bamboo banjo basket beach beacon beaver
+bell berry bison boat book bottle bread brick bridge brook broom brush bucket butter button
+cabin cactus camel camera candle canoe canyon carpet castle cedar chair chalk cherry chess
+circus cliff clock cloud clover coast cocoa coffee comet cookie copper coral cotton crane crayon
+crown daisy desert donkey dragon drum duck dune eagle easel echo elm ember engine falcon fern
+fiddle field fig finch flag flute forest fossil fox frog galaxy garden garlic gecko ginger globe
+goat grape gravel guitar hammer harbor harp hazel hedge helmet heron hill honey horse igloo
+island ivory ivy jacket jade jaguar jam jelly jigsaw jungle kayak kettle kite kiwi koala ladder
+lagoon lake lamp lemon lentil lily lime lion lizard llama locket lotus magnet mango maple marble
+meadow melon mint mirror mitten monkey moon mosaic moss muffin napkin needle nest nickel noodle
+nutmeg oak oasis ocean olive onion orange orbit orchid otter owl paddle panda paper parrot pasta
+peach peanut pearl pebble pencil piano pickle pigeon pillow pine planet plum pocket pony poppy
+potato puppet quail quartz quilt rabbit radish raisin raven reef ribbon river robin rocket ruby
+saddle salmon sandal scarf seal shell silver sketch sled snail spoon spruce squid stamp star
+stone straw sugar summit swan table taco teapot tiger timber tomato topaz torch towel tower
+tulip tuna tunnel turnip turtle twig valley vase velvet violin waffle wagon walnut walrus wand
+wave whale wheat willow window wolf yacht yak yarn yogurt zebra zipper
+""".split()  # noqa: SIM905 (256 words read better as text)
+CHECK_PHRASE_CONTEXT = b"splitlink/v1/check-phrase:"
+
+
+def expected_check_phrase(jkt: str) -> str:
+    digest = hashlib.sha256(CHECK_PHRASE_CONTEXT + jkt.encode("ascii")).digest()
+    return " ".join(CHECK_PHRASE_WORDS[b] for b in digest[:4])
+
+
+def check_phrase_cases() -> list[dict[str, Any]]:
+    assert len(CHECK_PHRASE_WORDS) == len(set(CHECK_PHRASE_WORDS)) == 256
+    assert sorted(CHECK_PHRASE_WORDS) == CHECK_PHRASE_WORDS
+    spec = "SPEC.md §7.5"
+    cases = [
+        case(
+            "check_phrase/word-list",
+            "check_phrase_words",
+            spec,
+            {},
+            output={"words": CHECK_PHRASE_WORDS},
+            description="The byte value of each digest byte indexes this list.",
+        )
+    ]
+    for name, jkt in [
+        ("rfc8037-a1-key", DEVICE_JKT),
+        ("rfc9449-example-key", RFC9449_JKT),
+        ("all-zero-thumbprint", b64u(bytes(32))),
+        ("all-ones-thumbprint", b64u(b"\xff" * 32)),
+        ("counting-thumbprint", b64u(bytes(range(32)))),
+    ]:
+        cases.append(
+            case(
+                f"check_phrase/{name}",
+                "check_phrase",
+                spec,
+                {"jkt": jkt},
+                output={"phrase": expected_check_phrase(jkt)},
+            )
+        )
+    refused = [
+        ("padded", DEVICE_JKT + "="),
+        ("too-short", DEVICE_JKT[:-1]),
+        ("too-long", DEVICE_JKT + "AAAA"),
+        ("standard-alphabet", "+" + DEVICE_JKT[1:]),
+        ("non-canonical-last-character", DEVICE_JKT[:-1] + "l"),
+        ("surrounding-space", " " + DEVICE_JKT),
+        ("not-a-string", 42),
+        ("null", None),
+    ]
+    for name, value in refused:
+        cases.append(
+            case(
+                f"check_phrase/refuses-{name}",
+                "check_phrase",
+                spec,
+                {"jkt": value},
+                error="invalid_request",
+            )
+        )
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------
 
 FILES = {
     "base64url.json": (
@@ -2054,6 +2139,11 @@ FILES = {
     "login_link.json": (
         "The emailed login link (SPEC.md §5.4): attempt id and email half in the fragment.",
         login_link_cases,
+    ),
+    "check_phrase.json": (
+        "The check phrase (SPEC.md §7.5): four words from a device key's JWK thumbprint, shown "
+        "by the app and in the login mail.",
+        check_phrase_cases,
     ),
 }
 

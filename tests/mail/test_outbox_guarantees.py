@@ -1,0 +1,294 @@
+"""The delivery guarantee (SPEC.md §7.4): at least once, identical bytes on a duplicate, never for
+an attempt that can no longer complete, one sender per row among competing dispatchers, and
+nothing lost to an outage or a crash (attacks.md I1, I4, I5, I6, I11)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.backends import database_url_for
+from support.fakes import FakeClock
+from support.harness import Harness
+from support.mail_harness import (
+    complete_from,
+    deliver_until_idle,
+    delivery_for,
+    mail_server,
+    outbox_rows,
+    start,
+    tries_of,
+)
+from support.smtp_sink import SmtpSink, smtp_sink
+
+from server.app import build_mail_transport
+from server.mail import outbox
+from server.mail.outbox import LEASE_SECONDS, MAX_TRIES, OutboxDispatcher
+from server.mail.transport import MailTransport
+from server.storage.database import Database
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_smtp_down_for_minutes_then_every_live_login_completes_none_stale_sent_i1_i4(
+    tmp_path: Path, backend: str
+) -> None:
+    with smtp_sink(tmp_path / "smtp", running=False) as sink:
+        async with mail_server(tmp_path, sink, backend=backend) as server:
+            logins: dict[str, tuple[Any, dict[str, Any]]] = {}
+            t0 = server.clock.now()
+            # Starts at 0 s, 0 s, 300 s and 540 s while the mail server is down; the dispatcher
+            # keeps trying every 30 s. Attempts live 600 s.
+            starts = {0: ["a", "b"], 300: ["c"], 540: ["d"]}
+            for at in range(0, 600, 30):
+                server.clock.advance(t0 + at - server.clock.now())
+                for email in starts.get(at, []):
+                    device = server.device()
+                    logins[email] = (device, await start(server, device, f"{email}@example.com"))
+                await server.deliver()
+            assert sink.deliveries == []
+            assert {row[3] for row in outbox_rows(server)} == {"queued"}
+            # 660 s: the mail server is back; a and b expired at 600 s.
+            server.clock.advance(t0 + 660 - server.clock.now())
+            sink.start()
+            await deliver_until_idle(server)
+            statuses = {row[2]: row[3] for row in outbox_rows(server)}
+            for email in ("c", "d"):
+                device, started = logins[email]
+                response = await complete_from(
+                    server, device, started, delivery_for(sink, started["attempt_id"])
+                )
+                assert response.status_code == 200, email
+            tries = {row[0]: tries_of(server, row[0]) for row in outbox_rows(server)}
+    delivered = {d.link() for d in sink.deliveries}
+    assert len(sink.deliveries) == 2
+    for email in ("a", "b"):
+        attempt_id = logins[email][1]["attempt_id"]
+        assert statuses[attempt_id] == "expired"
+        assert not any(attempt_id in (link or "") for link in delivered)
+    for email in ("c", "d"):
+        assert statuses[logins[email][1]["attempt_id"]] == "sent"
+    # Every try left a record; every failed one says why.
+    for recorded in tries.values():
+        assert [n for n, *_ in recorded] == list(range(1, len(recorded) + 1))
+        assert all(detail for _, _, outcome, detail in recorded if outcome == "retry")
+
+
+async def test_an_unreachable_server_ends_the_round_after_one_try(tmp_path: Path) -> None:
+    with smtp_sink(tmp_path / "smtp", running=False) as sink:
+        async with mail_server(tmp_path, sink) as server:
+            for n in range(3):
+                await start(server, server.device(), f"user{n}@example.com")
+            assert await server.deliver() == 1
+            (count,) = server.query("SELECT COUNT(*) FROM outbox_tries")
+    assert count == (1,)
+
+
+async def test_mail_committed_before_a_crash_is_sent_after_restart_i11(
+    tmp_path: Path, sink: SmtpSink, backend: str
+) -> None:
+    clock = FakeClock()
+    with database_url_for(backend, tmp_path) as database_url:
+        async with mail_server(tmp_path, sink, clock=clock, database_url=database_url) as first:
+            device = first.device()
+            started = await start(first, device, "a@example.com")
+        # The first process is gone without having dispatched anything.
+        assert sink.recorder.ehlos == 0
+        async with mail_server(tmp_path, sink, clock=clock, database_url=database_url) as second:
+            assert await second.deliver() == 1
+            response = await complete_from(
+                second, device, started, delivery_for(sink, started["attempt_id"])
+            )
+    assert response.status_code == 200
+
+
+async def test_two_dispatchers_racing_send_each_message_once_i5(
+    tmp_path: Path, sink: SmtpSink, backend: str
+) -> None:
+    async with mail_server(tmp_path, sink, backend=backend) as server:
+        for n in range(8):
+            await start(server, server.device(), f"user{n}@example.com")
+        dispatchers, databases = [], []
+        for _ in range(2):
+            db = Database(server.database_url)
+            await db.connect()
+            databases.append(db)
+            dispatchers.append(_dispatcher(server, db, build_mail_transport(server.settings)))
+        try:
+            handled = await asyncio.gather(*(d.dispatch_due() for d in dispatchers))
+        finally:
+            for db in databases:
+                await db.disconnect()
+        rows = outbox_rows(server)
+    assert sum(handled) == 8
+    assert {row[3] for row in rows} == {"sent"}
+    assert {row[4] for row in rows} == {1}  # no row was claimed twice
+    per_message = Counter(d.message["Message-ID"] for d in sink.deliveries)
+    assert len(per_message) == 8 and set(per_message.values()) == {1}
+
+
+class _Crash(BaseException):
+    """The process dies after the hand-off, before `sent` is recorded."""
+
+
+class _CrashAfterHandOff:
+    def __init__(self, inner: MailTransport) -> None:
+        self.inner = inner
+
+    async def send(self, *, recipient: str, message: bytes, message_key: str) -> None:
+        await self.inner.send(recipient=recipient, message=message, message_key=message_key)
+        raise _Crash
+
+
+async def test_a_duplicate_after_a_lease_expiry_carries_identical_bytes_i2(
+    tmp_path: Path, sink: SmtpSink, backend: str
+) -> None:
+    async with mail_server(tmp_path, sink, backend=backend) as server:
+        device = server.device()
+        started = await start(server, device, "a@example.com")
+        db = Database(server.database_url)
+        await db.connect()
+        try:
+            crashing = _dispatcher(
+                server, db, _CrashAfterHandOff(build_mail_transport(server.settings))
+            )
+            with pytest.raises(_Crash):
+                await crashing.dispatch_due()
+        finally:
+            await db.disconnect()
+        assert len(sink.deliveries) == 1
+        # While the lease runs, nobody else sends it.
+        server.clock.advance(LEASE_SECONDS - 1)
+        assert await server.deliver() == 0
+        server.clock.advance(2)
+        assert await server.deliver() == 1
+        first, second = sink.deliveries
+        response = await complete_from(server, device, started, second)
+        ((outbox_id, _, _, status, tries, _),) = _login_rows(server)
+        recorded = tries_of(server, outbox_id)
+    assert first.data == second.data
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+    assert first.link() == second.link()
+    assert (status, tries) == ("sent", 2)
+    assert [(n, outcome) for n, _, outcome, _ in recorded] == [(2, "sent")]
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("state", ["consumed", "locked", "expired"])
+async def test_mail_for_an_attempt_that_can_no_longer_complete_is_never_sent_i4(
+    tmp_path: Path, sink: SmtpSink, state: str
+) -> None:
+    async with mail_server(tmp_path, sink) as server:
+        device = server.device()
+        started = await start(server, device, "a@example.com")
+        # The state is set directly: nobody has read the mail, which is still queued.
+        if state == "consumed":
+            _set(server, "consumed_at", server.clock.now(), started["attempt_id"])
+        elif state == "locked":
+            _set(
+                server,
+                "failed_count",
+                server.settings.max_failed_completions,
+                started["attempt_id"],
+            )
+        else:
+            server.clock.advance(server.settings.attempt_lifetime)
+        await server.deliver()
+        ((outbox_id, _, _, status, _, _),) = outbox_rows(server)
+        recorded = tries_of(server, outbox_id)
+        (sealed,) = server.query("SELECT sealed_message FROM outbox")
+    assert sink.recorder.ehlos == 0 and sink.deliveries == []
+    assert status == "expired" and sealed == (None,)
+    assert [outcome for _, _, outcome, _ in recorded] == ["expired"]
+
+
+async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    async with mail_server(tmp_path, sink) as server:
+        svc = server.app.state.services
+        mail = outbox.new_queued_mail(random_bytes=os.urandom, domain="auth.example.test")
+        async with svc.db.transaction() as conn:
+            await outbox.enqueue(
+                conn,
+                mail,
+                kind="no_account",
+                attempt_id=None,
+                recipient="victim@example.com\r\nRCPT TO:<evil@example.net>",
+                message=b"Subject: x\r\n\r\nx\r\n",
+                keyring=svc.keyring,
+                random_bytes=os.urandom,
+                now=server.clock.now(),
+            )
+        await server.deliver()
+        ((outbox_id, _, _, status, _, _),) = outbox_rows(server)
+        ((_, _, outcome, detail),) = tries_of(server, outbox_id)
+    assert sink.recorder.ehlos == 0 and sink.recorder.rcpt_seen == []
+    assert (status, outcome, detail) == ("abandoned", "abandoned", "invalid recipient")
+
+
+async def test_transient_failures_stop_after_max_tries(tmp_path: Path) -> None:
+    with smtp_sink(tmp_path / "smtp") as sink:
+        sink.recorder.replies = ["451 4.3.0 try later"] * (MAX_TRIES + 5)
+        # Closed sign-up: a "no account" notice has no attempt, so only the cap ends it.
+        async with mail_server(tmp_path, sink, signup_policy="closed") as server:
+            await start(server, server.device(), "stranger@example.com")
+            await deliver_until_idle(server)
+            ((outbox_id, kind, _, status, tries, _),) = outbox_rows(server)
+            recorded = tries_of(server, outbox_id)
+            (last_error,) = server.query("SELECT last_error FROM outbox")
+    assert (kind, status, tries) == ("no_account", "abandoned", MAX_TRIES)
+    assert [outcome for _, _, outcome, _ in recorded] == ["retry"] * (MAX_TRIES - 1) + ["abandoned"]
+    # Backoff: each wait at least half of min(600, 2^tries) seconds.
+    times = [tried_at for _, tried_at, _, _ in recorded]
+    for n, (earlier, later) in enumerate(itertools.pairwise(times), start=1):
+        assert later - earlier >= min(600, 2**n) // 2
+    assert "451" in last_error[0]
+    assert sink.deliveries == []
+
+
+def _dispatcher(server: Harness, db: Database, transport: MailTransport) -> OutboxDispatcher:
+    return OutboxDispatcher(
+        db,
+        server.app.state.services.keyring,
+        transport,
+        clock=server.clock,
+        poll_interval=0.1,
+        max_failed_completions=server.settings.max_failed_completions,
+    )
+
+
+def _login_rows(server: Harness) -> list[tuple[Any, ...]]:
+    return [row for row in outbox_rows(server) if row[1] == "login_link"]
+
+
+def _set(server: Harness, column: str, value: int, attempt_id: str) -> None:
+    assert column in ("consumed_at", "failed_count")
+    server.query(
+        f"UPDATE login_attempts SET {column} = ? WHERE id = ? RETURNING id",  # noqa: S608
+        value,
+        attempt_id,
+    )
+
+
+async def test_tries_go_once_housekeeping_has_removed_their_row(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    from server.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
+    from server.mail.outbox import purge_tries
+
+    async with mail_server(tmp_path, sink) as server:
+        await start(server, server.device(), "a@example.com")
+        await server.deliver()
+        db = server.app.state.services.db
+        await purge_tries(db)
+        assert len(server.query("SELECT * FROM outbox_tries")) == 1  # its row is still there
+        await purge_expired(db, now=server.clock.now() + KEEP_FINISHED_SECONDS + 1)
+        await purge_tries(db)
+        assert server.query("SELECT COUNT(*) FROM outbox") == [(0,)]
+        assert server.query("SELECT COUNT(*) FROM outbox_tries") == [(0,)]
