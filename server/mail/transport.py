@@ -41,9 +41,12 @@ class DevMailbox:
     async def send(self, *, recipient: str, message: bytes, message_key: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{message_key}.eml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Written aside and renamed, so a reader of the mailbox never sees half a message.
+        partial = self.directory / f".{message_key}.eml.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(message)
+        os.replace(partial, path)
         if self.console:
             parsed = message_from_bytes(message, _class=EmailMessage, policy=SMTP)
             text_part = parsed.get_body(preferencelist=("plain",))

@@ -4,15 +4,14 @@ connections to 2 real workers on one SQLite file (attacks.md G2, G6; §0 race(n)
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from support.backends import query
-from support.processes import ServerProcess, mail_link, running_server_process
-from support.races import HttpDevice, race
+from support.processes import ServerProcess, running_server_process
+from support.races import HttpDevice, email_half_of, race
 
 from protocol.encoding import b64url_decode
 
@@ -31,19 +30,7 @@ def _login(device: HttpDevice, email: str) -> dict[str, str]:
     """Start and complete a login; mail other than this attempt's link (notices, earlier links)
     is skipped, so the test does not depend on what else the server sends."""
     started = device.start(email)
-    deadline = time.monotonic() + 10
-    half = None
-    while half is None:
-        for message in device.server.wait_for_mail(1):
-            try:
-                link = mail_link(message)
-            except (StopIteration, AssertionError):  # no link in it, or still being written
-                continue
-            if started["attempt_id"] in link:
-                half = link.rsplit("email_half=", 1)[1]
-        if half is None:
-            assert time.monotonic() < deadline, f"no link for attempt {started['attempt_id']}"
-            time.sleep(0.05)
+    half = email_half_of(device.server, started["attempt_id"])
     response = httpx.post(
         device.server.url + "/oauth2/token",
         data=device.completion_form(started, half),
