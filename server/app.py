@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,7 +38,7 @@ from server.resource_middleware import DPoPAuthMiddleware
 from server.routes import account, discovery, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
-from server.settings import Settings
+from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys
 from server.storage.database import Database
 from server.storage.migrate import require_current_schema
@@ -270,4 +271,4 @@ async def _reload_keys(keys: ServerKeys, interval: float) -> None:
 
 def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and for each worker of `splitlink serve`."""
-    return create_app(Settings())
+    return create_app(settings_from_environment(os.environ))

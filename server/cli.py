@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring, load_root_secret
-from server.settings import Settings
+from server.settings import Settings, settings_from_environment
 from server.signing_keys import ensure_signing_key, list_signing_keys, rotate_signing_key
 from server.storage.database import Database
 from server.storage.migrate import head_revision, require_current_schema
@@ -29,8 +29,8 @@ def _settings(database_url: str | None) -> Settings:
         # Workers are separate processes: they read the same value from the environment.
         os.environ["SPLITLINK_DATABASE_URL"] = database_url
     try:
-        return Settings()
-    except ValidationError as exc:
+        return settings_from_environment(os.environ)
+    except (ValidationError, ValueError) as exc:
         raise click.ClickException(f"invalid settings:\n{exc}") from exc
 
 

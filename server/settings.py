@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -199,3 +200,28 @@ class Settings(BaseSettings):
 
     def endpoint(self, path: str) -> str:
         return self.public_url + path
+
+
+# Variables with the prefix that belong to the reference client and to the test suite.
+_NOT_SERVER_SETTINGS = frozenset(
+    {"SPLITLINK_SERVER", "SPLITLINK_CLIENT_STATE", "SPLITLINK_TEST_POSTGRES_URL"}
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """SPLITLINK_* variables that name no setting: a typo would otherwise be ignored silently
+    and leave a default (a permissive one, perhaps) in force."""
+    known = {"SPLITLINK_" + name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith("SPLITLINK_") and name not in known | _NOT_SERVER_SETTINGS
+    )
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> Settings:
+    """The settings of a server process; refuses unknown SPLITLINK_* variables."""
+    unknown = unknown_variables(environ)
+    if unknown:
+        raise ValueError("unknown settings in the environment: " + ", ".join(unknown))
+    return Settings()

@@ -84,3 +84,12 @@ async def test_every_answer_is_uncacheable_and_nosniff(server: Harness) -> None:
     response = await server.client.get("/nope")
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_unknown_splitlink_variable_stops_the_server() -> None:
+    """A misspelt setting must not leave a default silently in force (SPEC.md §10)."""
+    from server.settings import settings_from_environment
+
+    with pytest.raises(ValueError, match="SPLITLINK_RATE_LIMT_START_PER_IP"):
+        settings_from_environment({"SPLITLINK_RATE_LIMT_START_PER_IP": "1000"})
+    settings_from_environment({"SPLITLINK_SERVER": "http://x", "SPLITLINK_APP_NAME": "x"})
