@@ -63,7 +63,12 @@ async def _with_database(
     settings: Settings, action: Callable[[Database, Keyring], Awaitable[T]]
 ) -> T:
     keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        sqlite_busy_timeout=settings.sqlite_busy_timeout,
+        isolation=settings.database_isolation,
+        pool_size=settings.database_pool_size,
+    )
     await db.connect()
     try:
         await require_current_schema(db)
@@ -137,7 +142,12 @@ def outbox(database_url: str | None, limit: int, outbox_id: str | None) -> None:
     settings = _settings(database_url)
 
     async def read() -> tuple[dict[str, int], dict[str, list[Any]], list[Any]]:
-        db = Database(settings.database_url)
+        db = Database(
+            settings.database_url,
+            sqlite_busy_timeout=settings.sqlite_busy_timeout,
+            isolation=settings.database_isolation,
+            pool_size=settings.database_pool_size,
+        )
         await db.connect()
         try:
             await require_current_schema(db)

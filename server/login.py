@@ -243,6 +243,15 @@ class LoginService:
                 return "locked", None
             if int(attempt["expires_at"]) <= now:
                 return "expired", None
+            if not attempt["signup_allowed"]:
+                # Closed sign-up: only an existing account may complete. Users are never
+                # deleted, so this answer cannot change before the consume below.
+                existing = await conn.fetch_one(
+                    "SELECT id FROM users WHERE email_canonical = :canonical",
+                    {"canonical": attempt["email_canonical"]},
+                )
+                if existing is None:
+                    return "no_account", None
             tokens = await self._consume_and_open_session(
                 conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
             )
@@ -260,7 +269,7 @@ class LoginService:
             )
         if tokens is None:
             self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
-            if outcome in ("unknown_attempt", "mismatch"):
+            if outcome in ("unknown_attempt", "mismatch", "no_account"):
                 raise InvalidGrant(_NOT_COMPLETABLE)
             # Only the holder of the right key and both halves learns why.
             raise InvalidGrant(f"the login attempt is {outcome}; start a new login")
@@ -277,15 +286,6 @@ class LoginService:
         now: int,
     ) -> TokenPair | None:
         settings = self._settings
-        if not attempt["signup_allowed"]:
-            # Closed sign-up: only an existing account may complete. Users are never deleted,
-            # so this answer cannot change before the consume below.
-            existing = await conn.fetch_one(
-                "SELECT id FROM users WHERE email_canonical = :canonical",
-                {"canonical": attempt["email_canonical"]},
-            )
-            if existing is None:
-                return None
         # Single use rests on this one conditional statement (SPEC.md §8.1).
         consumed = await conn.fetch_one(
             "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "

@@ -10,6 +10,7 @@ token expires (10 minutes by default) or through introspection (SPEC.md §6.8).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -24,6 +25,8 @@ from server.errors import TemporarilyUnavailable
 from server.replay import MemoryReplayStore, ReplayStore
 from server.resource import ResourceGuard, SessionCheck
 from server.resource_middleware import DPoPAuthMiddleware
+
+logger = logging.getLogger("splitlink.protect")
 
 MIN_RELOAD_INTERVAL = 5.0
 # The issuer serves its JWKS with max-age=60: keys are refetched at least that often, so a key
@@ -45,7 +48,15 @@ class RemoteJwks:
 
     async def refresh_if_stale(self) -> None:
         if time.monotonic() - self._last_reload >= MAX_KEY_AGE:
-            await self.reload(force=True)
+            try:
+                await self.reload(force=True)
+            except TemporarilyUnavailable:
+                # Keep the keys held until the next try; an unreachable issuer must not take
+                # the API down with it, and a retired key is still dropped within a minute of
+                # the issuer answering again.
+                if not self._keys:
+                    raise
+                logger.warning("the issuer's keys could not be refetched; keeping the cached set")
 
     async def reload(self, *, force: bool = False) -> bool:
         if not force and time.monotonic() - self._last_reload < MIN_RELOAD_INTERVAL:

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     # presented with HTTP Basic authentication (RFC 7662 §2.1).
     introspection_clients: dict[str, SecretStr] = Field(default_factory=dict)
 
+    @field_validator("introspection_clients")
+    @classmethod
+    def _introspection_secrets_are_strong(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for client_id, secret in value.items():
+            if not client_id or len(secret.get_secret_value()) < 16:
+                raise ValueError("each introspection client needs an id and a 16+ character secret")
+        return value
+
     rate_limit_start_per_email: int = Field(5, ge=1)
     rate_limit_start_per_ip: int = Field(30, ge=1)
     rate_limit_complete_per_ip: int = Field(60, ge=1)
@@ -183,7 +191,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("public_url must be an absolute http(s) URL")
-        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        if (
+            parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+            or parts.password is not None
+        ):
             raise ValueError("public_url must be an origin: scheme, host and optional port only")
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         default_port = {"http": 80, "https": 443}[parts.scheme]
@@ -215,7 +229,9 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return sorted(
         name
         for name in environ
-        if name.startswith("SPLITLINK_") and name not in known | _NOT_SERVER_SETTINGS
+        # Names are matched without regard to case, as the settings themselves are read.
+        if name.upper().startswith("SPLITLINK_")
+        and name.upper() not in known | _NOT_SERVER_SETTINGS
     )
 
 

@@ -145,7 +145,8 @@ async def introspect(request: Request) -> Response:
     if token is None:
         raise MalformedInput("token is required")
     now = svc.clock.now()
-    # The hint orders the search but never limits it (RFC 7662 §2.1).
+    # Both kinds are always searched, whatever the hint says (RFC 7662 §2.1 lets the hint
+    # only speed the search; each lookup here is one indexed query anyway).
     found = await _introspect_refresh_token(svc, token, now)
     if found is None:
         found = await _introspect_access_token(svc, token, now)

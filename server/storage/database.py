@@ -146,6 +146,10 @@ class _SqliteStatements:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 0")
         self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        # Checkpoints (and their fsync) are left to the pooled connections, which run in
+        # threads: this one runs on the event loop and must not stall it.
+        self._conn.execute("PRAGMA wal_autocheckpoint = 0")
         self._busy_timeout = busy_timeout
 
     async def run(self, query: str, values: Mapping[str, Any]) -> list[Row]:
@@ -181,7 +185,12 @@ class _PostgresStatements:
 
     async def connect(self) -> None:
         self._pool = await asyncpg.create_pool(
-            self._url, min_size=1, max_size=self._pool_size, command_timeout=10
+            self._url,
+            min_size=1,
+            max_size=self._pool_size,
+            command_timeout=10,
+            # Single statements are atomic at READ COMMITTED, whatever the server's default.
+            server_settings={"default_transaction_isolation": "read committed"},
         )
 
     def _translate(self, query: str) -> tuple[str, tuple[str, ...]]:
