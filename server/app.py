@@ -40,7 +40,7 @@ from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys
-from server.storage.database import Database
+from server.storage.database import database_for
 from server.storage.migrate import require_current_schema
 
 logger = logging.getLogger("splitlink")
@@ -88,12 +88,7 @@ async def build_services(
     events: EventSink,
 ) -> Services:
     keyring = Keyring.from_root(load_root_secret(settings, random_bytes=random_bytes))
-    db = Database(
-        settings.database_url,
-        sqlite_busy_timeout=settings.sqlite_busy_timeout,
-        isolation=settings.database_isolation,
-        pool_size=settings.database_pool_size,
-    )
+    db = database_for(settings)
     await db.connect()
     await require_current_schema(db)
     keys = await ServerKeys.load(db, keyring, clock=clock)

@@ -17,7 +17,7 @@ from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring, load_root_secret
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ensure_signing_key, list_signing_keys, rotate_signing_key
-from server.storage.database import Database
+from server.storage.database import Database, database_for
 from server.storage.migrate import head_revision, require_current_schema
 from server.storage.migrate import migrate as apply_migrations
 
@@ -63,12 +63,7 @@ async def _with_database(
     settings: Settings, action: Callable[[Database, Keyring], Awaitable[T]]
 ) -> T:
     keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
-    db = Database(
-        settings.database_url,
-        sqlite_busy_timeout=settings.sqlite_busy_timeout,
-        isolation=settings.database_isolation,
-        pool_size=settings.database_pool_size,
-    )
+    db = database_for(settings)
     await db.connect()
     try:
         await require_current_schema(db)
@@ -141,46 +136,37 @@ def outbox(database_url: str | None, limit: int, outbox_id: str | None) -> None:
     """Mail in the outbox: counts, and the latest rows of each status (never their contents)."""
     settings = _settings(database_url)
 
-    async def read() -> tuple[dict[str, int], dict[str, list[Any]], list[Any]]:
-        db = Database(
-            settings.database_url,
-            sqlite_busy_timeout=settings.sqlite_busy_timeout,
-            isolation=settings.database_isolation,
-            pool_size=settings.database_pool_size,
-        )
-        await db.connect()
-        try:
-            await require_current_schema(db)
-            async with db.autocommit() as conn:
-                counts = {
-                    row["status"]: int(row["n"])
-                    for row in await conn.fetch_all(
-                        "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status"
-                    )
-                }
-                latest = {
-                    status: await conn.fetch_all(
-                        "SELECT id, kind, recipient, tries, not_before, created_at, sent_at, "
-                        "last_error FROM outbox WHERE status = :status "
-                        "ORDER BY created_at DESC, id DESC LIMIT :limit",
-                        {"status": status, "limit": limit},
-                    )
-                    for status in OUTBOX_STATUSES
-                }
-                tries = (
-                    await conn.fetch_all(
-                        "SELECT try_number, tried_at, outcome, detail FROM outbox_tries "
-                        "WHERE outbox_id = :id ORDER BY try_number",
-                        {"id": outbox_id},
-                    )
-                    if outbox_id is not None
-                    else []
+    async def read(
+        db: Database, keyring: Keyring
+    ) -> tuple[dict[str, int], dict[str, list[Any]], list[Any]]:
+        async with db.autocommit() as conn:
+            counts = {
+                row["status"]: int(row["n"])
+                for row in await conn.fetch_all(
+                    "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status"
                 )
-        finally:
-            await db.disconnect()
+            }
+            latest = {
+                status: await conn.fetch_all(
+                    "SELECT id, kind, recipient, tries, not_before, created_at, sent_at, "
+                    "last_error FROM outbox WHERE status = :status "
+                    "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                    {"status": status, "limit": limit},
+                )
+                for status in OUTBOX_STATUSES
+            }
+            tries = (
+                await conn.fetch_all(
+                    "SELECT try_number, tried_at, outcome, detail FROM outbox_tries "
+                    "WHERE outbox_id = :id ORDER BY try_number",
+                    {"id": outbox_id},
+                )
+                if outbox_id is not None
+                else []
+            )
         return counts, latest, tries
 
-    counts, latest, tries = asyncio.run(read())
+    counts, latest, tries = asyncio.run(_with_database(settings, read))
     if outbox_id is not None:
         click.echo(f"tries of {outbox_id}:")
         for row in tries:

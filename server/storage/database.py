@@ -28,6 +28,7 @@ import asyncpg
 import databases
 
 from server.errors import TemporarilyUnavailable
+from server.settings import Settings
 
 Row = Mapping[str, Any]
 T = TypeVar("T")
@@ -357,3 +358,13 @@ class Database:
             return
         async with self._translate_errors(), self._db.connection() as raw:
             yield _DatabasesConnection(raw)
+
+
+def database_for(settings: Settings) -> Database:
+    """The database the settings name, with their pool, isolation and busy timeout."""
+    return Database(
+        settings.database_url,
+        sqlite_busy_timeout=settings.sqlite_busy_timeout,
+        isolation=settings.database_isolation,
+        pool_size=settings.database_pool_size,
+    )
