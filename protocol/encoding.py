@@ -68,6 +68,14 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks would build a new decoder for every document.
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicates,
+    parse_constant=_refuse_constant,
+    parse_float=_finite_float,
+)
+
+
 def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
     """Parse UTF-8 JSON that must be one object, with no duplicate members and no NaN/Infinity."""
     try:
@@ -75,12 +83,7 @@ def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise MalformedInput(f"{field} is not UTF-8") from exc
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_refuse_duplicates,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-        )
+        value = _STRICT_DECODER.decode(text)
     except MalformedInput:
         raise
     except (ValueError, RecursionError) as exc:

@@ -213,6 +213,13 @@ def create_app(
             await svc.db.disconnect()
 
     routes = [
+        # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session. First,
+        # because routes are matched in order and these carry most of the traffic.
+        Route("/v1/me", account.me, methods=["GET"]),
+        Route("/v1/sessions", account.list_sessions, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", account.end_session, methods=["DELETE"]),
+        Route("/v1/logout", account.logout, methods=["POST"]),
+        Route("/v1/logout/all", account.logout_all, methods=["POST"]),
         # Public: discovery, the login start and the token endpoints (each checks DPoP itself).
         Route("/.well-known/oauth-authorization-server", discovery.authorization_server_metadata),
         Route(discovery.JWKS_PATH, discovery.jwks),
@@ -224,12 +231,6 @@ def create_app(
         # App association files: the OS opens /l links in the app (404 when not configured).
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
         Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
-        # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session.
-        Route("/v1/me", account.me, methods=["GET"]),
-        Route("/v1/sessions", account.list_sessions, methods=["GET"]),
-        Route("/v1/sessions/{session_id}", account.end_session, methods=["DELETE"]),
-        Route("/v1/logout", account.logout, methods=["POST"]),
-        Route("/v1/logout/all", account.logout_all, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
