@@ -22,14 +22,16 @@ class FakeClock:
         self.current += seconds
 
 
-@dataclass
-class SentMail:
-    recipient: str
-    raw: bytes
+class MailView:
+    """A raw RFC 5322 message read the way a mail client shows it."""
+
+    @property
+    def raw_message(self) -> bytes:
+        raise NotImplementedError
 
     @property
     def message(self) -> EmailMessage:
-        parsed = message_from_bytes(self.raw, _class=EmailMessage, policy=SMTP)
+        parsed = message_from_bytes(self.raw_message, _class=EmailMessage, policy=SMTP)
         return parsed
 
     @property
@@ -41,6 +43,16 @@ class SentMail:
     def html(self) -> str:
         part = self.message.get_body(preferencelist=("html",))
         return "" if part is None else str(part.get_content())
+
+
+@dataclass
+class SentMail(MailView):
+    recipient: str
+    raw: bytes
+
+    @property
+    def raw_message(self) -> bytes:
+        return self.raw
 
     def login_link(self) -> LoginLink:
         for word in self.text.split():

@@ -20,9 +20,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -35,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from support.fakes import MailView
 from support.processes import free_port
 
 HOST = "127.0.0.1"
@@ -108,7 +106,7 @@ def make_certificate(directory: Path) -> Certificate:
 
 
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(MailView):
     """One accepted message, as it crossed the wire."""
 
     mail_from: str
@@ -119,19 +117,8 @@ class Delivery:
     login: str | None
 
     @property
-    def message(self) -> EmailMessage:
-        parsed = message_from_bytes(self.data, _class=EmailMessage, policy=SMTP_POLICY)
-        return parsed
-
-    @property
-    def text(self) -> str:
-        part = self.message.get_body(preferencelist=("plain",))
-        return "" if part is None else str(part.get_content())
-
-    @property
-    def html(self) -> str:
-        part = self.message.get_body(preferencelist=("html",))
-        return "" if part is None else str(part.get_content())
+    def raw_message(self) -> bytes:
+        return self.data
 
     def link(self) -> str | None:
         return next((word for word in self.text.split() if "#attempt_id=" in word), None)
