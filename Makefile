@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check protocol server clients tests
-	$(BIN)/ruff format --check protocol server clients tests
+	$(BIN)/ruff check protocol server clients tests bench
+	$(BIN)/ruff format --check protocol server clients tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,3 +32,25 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (README.md, Performance). wrk comes from the system's packages.
+.PHONY: bench bench-full soak bench-wrk
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+
+bench: $(BENCH_STAMP) bench-wrk   # about 4 minutes: one table, bench/results/latest.{json,png}
+	$(BIN)/python -m bench
+
+bench-full: $(BENCH_STAMP) bench-wrk   # about 9 minutes: also 100,000 users, PostgreSQL
+	$(BIN)/python -m bench --full --out bench/results/full.json
+
+soak: $(BENCH_STAMP)   # 10 minutes: worker RSS under steady load
+	$(BIN)/python -m bench --soak --out bench/results/soak.json

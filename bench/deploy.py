@@ -1,0 +1,96 @@
+"""A splitlink server for one measurement: a fresh database (SQLite file or PostgreSQL database),
+migrated, optionally pre-seeded, served by bench/serve.py; and the load generator beside it."""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import pg, procs
+from bench.seed import seed
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@contextmanager
+def splitlink(
+    workdir: Path,
+    backend: str,
+    *,
+    workers: int,
+    seed_users: int = 0,
+    info: dict[str, Any] | None = None,
+) -> Iterator[procs.Server]:
+    """Serve splitlink on a fresh database. `info` receives the seeding time."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    port = procs.free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    data_dir = workdir / "var"
+    db_name = f"splitlink_bench_{port}"
+    if backend == "sqlite":
+        database_url = f"sqlite:///{data_dir / 'splitlink.db'}"
+    else:
+        database_url = pg.fresh_database(db_name)
+    env = procs.bench_env(data_dir, database_url, public_url)
+    try:
+        procs.migrate(env)
+        if seed_users:
+            seconds = seed(database_url, seed_users)
+            if info is not None:
+                info["seed_seconds"] = round(seconds, 1)
+        with procs.running("splitlink", workdir=workdir, workers=workers, env=env, port=port) as s:
+            yield s
+    finally:
+        if backend == "postgresql":
+            pg.drop_database(db_name)
+        elif seed_users:
+            shutil.rmtree(data_dir, ignore_errors=True)  # a seeded file is large
+
+
+def mail_dir(server: procs.Server) -> Path:
+    return Path(server.env["SPLITLINK_DATA_DIR"]) / "mail"
+
+
+def loadgen(
+    server: procs.Server, command: str, *options: str, timeout: float = 600
+) -> tuple[dict[str, Any], float]:
+    """Run `python -m bench.loadgen COMMAND` against `server`: its JSON, and its CPU seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            command,
+            "--url",
+            server.url,
+            "--public-url",
+            server.env["SPLITLINK_PUBLIC_URL"],
+            "--mail-dir",
+            str(mail_dir(server)),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=procs.ROOT,
+        env={**server.env},
+        check=False,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"load generator failed:\n{done.stderr[-3000:]}\nserver log:\n{server.log()[-3000:]}"
+        )
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result, cpu

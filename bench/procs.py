@@ -1,0 +1,249 @@
+"""Server processes for the benchmarks, and their own CPU and memory accounting from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stat_fields(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (every thread), in seconds."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    workers: int
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def pids(self) -> list[int]:
+        """The uvicorn parent and everything it started."""
+        return [self.process.pid, *descendants(self.process.pid)]
+
+    def worker_pids(self) -> list[int]:
+        if self.workers == 1:
+            return [self.process.pid]
+        return [p for p in descendants(self.process.pid) if "spawn_main" in _cmdline(p)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += cpu_seconds(pid)
+        return total
+
+    def worker_rss(self) -> dict[int, int]:
+        return {pid: rss_bytes(pid) for pid in self.worker_pids()}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def bench_env(data_dir: Path, database_url: str, public_url: str) -> dict[str, str]:
+    """Settings for benchmark servers: rate limits out of the way, no mail on the console."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITLINK_")}
+    env.update(
+        {
+            "SPLITLINK_PUBLIC_URL": public_url,
+            "SPLITLINK_DATA_DIR": str(data_dir),
+            "SPLITLINK_DATABASE_URL": database_url,
+            # A fixed root secret, so every worker shares it without a file in the data dir.
+            "SPLITLINK_SECRET_KEY": "bench-root-secret-" + "0123456789abcdef" * 3,
+            "SPLITLINK_RATE_LIMIT_START_PER_IP": "100000000",
+            "SPLITLINK_RATE_LIMIT_START_PER_EMAIL": "100000000",
+            "SPLITLINK_RATE_LIMIT_COMPLETE_PER_IP": "100000000",
+            "SPLITLINK_DEV_MAILBOX_CONSOLE": "false",
+            "SPLITLINK_OUTBOX_POLL_INTERVAL": "0.05",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run(
+        [str(Path(sys.executable).parent / "splitlink"), "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback only)
+            return int(answer.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+@contextmanager
+def running(
+    app: str,
+    *,
+    workdir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+) -> Iterator[Server]:
+    """Start `python -m bench.serve APP`, wait until every worker answers, stop it at the end."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{app}-{port}.log"
+    process_env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.serve",
+                app,
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            env=process_env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(app, url, process, workers, log_path, process_env)
+    probe = url + ("/.well-known/jwks.json" if app == "splitlink" else "/v1/me")
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(probe):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start:\n{server.log()[-4000:]}")
+            time.sleep(0.1)
+        # With several workers the first answer proves one of them: wait for the others too.
+        while len(server.worker_pids()) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{app}: fewer than {workers} workers started")
+            time.sleep(0.1)
+        if workers > 1:
+            time.sleep(1.0)
+        yield server
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+class CpuWindow:
+    """CPU used between start and stop: by the server, the load generator (given as seconds),
+    and everything else on the machine (other processes: a noisy neighbour shows up here)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def __enter__(self) -> CpuWindow:
+        self._server0 = self.server.cpu_seconds()
+        self._busy0, self._total0 = machine_busy_seconds()
+        self._wall0 = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server_seconds = self.server.cpu_seconds() - self._server0
+        busy, _ = machine_busy_seconds()
+        self.wall = time.monotonic() - self._wall0
+        self.machine_busy_seconds = busy - self._busy0
+
+    def report(self, generator_seconds: float) -> dict[str, float]:
+        wall = self.wall or 1.0
+        other = self.machine_busy_seconds - self.server_seconds - generator_seconds
+        return {
+            "wall_seconds": round(self.wall, 3),
+            "server_cpu_seconds": round(self.server_seconds, 3),
+            "server_cpu_cores": round(self.server_seconds / wall, 3),
+            "generator_cpu_cores": round(generator_seconds / wall, 3),
+            "other_cpu_cores": round(max(0.0, other) / wall, 3),
+        }
