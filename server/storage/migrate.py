@@ -43,8 +43,9 @@ def sqlalchemy_url(database_url: str) -> str:
     return database_url
 
 
-def migrate(database_url: str) -> None:
-    """Upgrade the schema to the newest revision. Safe to run again; it does nothing then."""
+def migrate(database_url: str, *, revision: str = "head") -> None:
+    """Upgrade the schema to the newest revision (or to `revision`). Safe to run again; it does
+    nothing then."""
     url = sqlalchemy_url(database_url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def migrate(database_url: str) -> None:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             config = _alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
     finally:
         engine.dispose()
 

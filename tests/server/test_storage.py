@@ -3,16 +3,18 @@ query (SPEC.md §8.4, §8.6)."""
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from pathlib import Path
 
 import psycopg
 import pytest
-from support.backends import database_url_for, query
+from support.backends import database_url_for, empty_database_url_for, query
 from support.harness import Harness
 
 from server.housekeeping import purge_expired
 from server.storage.database import Database
-from server.storage.migrate import SchemaBehind, head_revision, require_current_schema
+from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +85,30 @@ async def test_housekeeping_purges_only_what_can_no_longer_matter(server: Harnes
     # The consumed attempt stays with its session; the abandoned one is gone.
     assert server.query("SELECT COUNT(*) FROM login_attempts") == [(1,)]
     assert server.query("SELECT COUNT(*) FROM sessions") == [(1,)]
+
+
+async def test_upgrading_the_replay_table_keeps_every_live_entry(
+    tmp_path: Path, backend: str
+) -> None:
+    # A proof used just before the upgrade must stay used after it (SPEC.md §8.4, revision 0003).
+    used = hashlib.sha256(b"jkt\njti").hexdigest()
+    with empty_database_url_for(backend, tmp_path) as url:
+        migrate(url, revision="0002")
+        insert = "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (?, ?)"
+        if backend == "sqlite":
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                conn.execute(insert, (used, 99))
+        else:
+            with psycopg.connect(url) as conn:
+                conn.execute(insert.replace("?", "%s"), (used, 99))
+        migrate(url)
+        rows = query(url, "SELECT replay_key, expires_at FROM dpop_replay")
+        assert [(bytes(key), expires_at) for key, expires_at in rows] == [
+            (bytes.fromhex(used)[:16], 99)
+        ]
+        db = Database(url)
+        await db.connect()
+        try:
+            await require_current_schema(db)
+        finally:
+            await db.disconnect()

@@ -77,6 +77,23 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
+def empty_database_url_for(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database without any table, for migration tests."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = postgres_url()
+    name = "splitlink_test_empty_" + secrets.token_hex(6)
+    with _admin(url) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield _with_database(url, name)
+    finally:
+        with _admin(url) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
 def database_url_for(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'splitlink.db'}"
