@@ -18,7 +18,7 @@ ACCESS_TOKEN_TYP = "at+jwt"
 _ACCEPTED_TYP = frozenset({"at+jwt", "application/at+jwt"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifiedAccessToken:
     subject: str
     session_id: str

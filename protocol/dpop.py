@@ -25,7 +25,7 @@ MAX_JTI_LENGTH = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifiedDPoPProof:
     """The facts a valid proof establishes."""
 

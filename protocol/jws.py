@@ -18,7 +18,7 @@ from protocol.keys import PublicKey, SigningKey
 MAX_COMPACT_JWS_LENGTH = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompactJws:
     header: dict[str, Any]
     payload: dict[str, Any]

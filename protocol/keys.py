@@ -44,7 +44,7 @@ def jwk_thumbprint(required_members: Mapping[str, str]) -> str:
     return b64url_encode(hashlib.sha256(canonical_json(dict(required_members))).digest())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublicKey:
     """A validated public key. `jwk` holds exactly the RFC 7638 required members."""
 
@@ -77,6 +77,9 @@ def _ed25519_public_key(x: bytes) -> PublicKey:
     return PublicKey("EdDSA", members, jwk_thumbprint(members), verify)
 
 
+_ES256 = ec.ECDSA(hashes.SHA256())  # stateless: one object for every key
+
+
 def _p256_public_key(x: bytes, y: bytes) -> PublicKey:
     x_int, y_int = int.from_bytes(x, "big"), int.from_bytes(y, "big")
     # OpenSSL reduces coordinates modulo p; an unreduced one would give the point a second
@@ -88,7 +91,7 @@ def _p256_public_key(x: bytes, y: bytes) -> PublicKey:
     except ValueError as exc:
         raise InvalidKey("P-256 point is not on the curve") from exc
     members = {"crv": "P-256", "kty": "EC", "x": b64url_encode(x), "y": b64url_encode(y)}
-    algorithm = ec.ECDSA(hashes.SHA256())
+    algorithm = _ES256
 
     def verify(signature: bytes, data: bytes) -> None:
         r = int.from_bytes(signature[:32], "big")

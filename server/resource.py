@@ -43,7 +43,7 @@ class VerificationKeys(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     user_id: str
     session_id: str
