@@ -313,8 +313,16 @@ class _PostgresStatements:
             min_size=1,
             max_size=self._pool_size,
             command_timeout=10,
-            # Single statements are atomic at READ COMMITTED, whatever the server's default.
-            server_settings={"default_transaction_isolation": "read committed"},
+            server_settings={
+                # Single statements are atomic at READ COMMITTED, whatever the server's default.
+                "default_transaction_isolation": "read committed",
+                # The rows these statements write are short-lived (replay entries, rate
+                # counters, last use, failure counts, outbox leases): their commits do not wait
+                # for the WAL flush, as on SQLite they commit with synchronous=NORMAL. A crash of
+                # the database server can lose the last fraction of a second of them, never
+                # leave them half-written (SPEC.md §8.7).
+                "synchronous_commit": "off",
+            },
             # These connections only ever run one autocommit statement at a time and never
             # change session state, so the reset asyncpg runs on every release (a round trip,
             # 15 % of a request's time under load) has nothing to undo.

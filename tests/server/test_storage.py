@@ -112,3 +112,20 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
             await require_current_schema(db)
         finally:
             await db.disconnect()
+
+
+async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_transactions_do(
+    tmp_path: Path,
+) -> None:
+    # SPEC.md §2.3 and §8.7: short-lived rows commit asynchronously, transactions durably.
+    with database_url_for("postgresql", tmp_path) as url:
+        db = Database(url)
+        await db.connect()
+        try:
+            rows = await db.statement("SELECT current_setting('synchronous_commit') AS value")
+            assert rows[0]["value"] == "off"
+            async with db.transaction() as conn:
+                row = await conn.fetch_one("SELECT current_setting('synchronous_commit') AS value")
+            assert row is not None and row["value"] == "on"
+        finally:
+            await db.disconnect()
