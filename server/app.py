@@ -27,6 +27,7 @@ from server.housekeeping import run_housekeeping
 from server.keyring import Keyring, load_root_secret
 from server.login import LoginService
 from server.mail.outbox import OutboxDispatcher
+from server.mail.render import MailComposer, MailTemplates
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
 from server.middleware import SecurityHeadersMiddleware
@@ -150,6 +151,15 @@ async def build_services(
     )
 
 
+def build_mail_composer(settings: Settings) -> MailComposer:
+    """The templates are read and checked here: a broken one stops the server (SPEC.md §7.3)."""
+    return MailComposer(
+        app_name=settings.app_name,
+        sender=settings.mail_from,
+        templates=MailTemplates.load(settings.mail_templates_dir),
+    )
+
+
 def build_mail_transport(settings: Settings) -> MailTransport:
     """SMTP when `smtp_url` is set, else the development mailbox (SPEC.md §7.4)."""
     target = settings.smtp
@@ -183,12 +193,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Before the database is opened, so that a broken template leaves nothing to close.
+        composer = build_mail_composer(settings)
         svc = await build_services(settings, clock=clock, random_bytes=random_bytes, events=events)
         app.state.services = svc
         app.state.outbox = OutboxDispatcher(
             svc.db,
             svc.keyring,
             transport,
+            composer=composer,
             clock=clock,
             poll_interval=settings.outbox_poll_interval,
             max_failed_completions=settings.max_failed_completions,

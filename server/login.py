@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import unicodedata
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
-from server.mail.qr import qr_png
-from server.mail.render import MailComposer, MailTemplates
+from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
 from server.ratelimit import RateLimiter
 from server.settings import Settings
 from server.signing_keys import ServerKeys
@@ -87,11 +85,6 @@ class LoginService:
         self._random = random_bytes
         self._events = events
         self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
-        self._mail = MailComposer(
-            app_name=settings.app_name,
-            sender=settings.mail_from,
-            templates=MailTemplates.load(settings.mail_templates_dir),
-        )
 
     def emit(self, name: str, **fields: Any) -> None:
         self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
@@ -124,9 +117,6 @@ class LoginService:
             attempt_id=secrets.attempt_id,
             email_half=secrets.email_half,
         )
-        # The QR code takes milliseconds of CPU: drawn outside the event loop and outside the
-        # transaction, for every start alike (the work must not depend on the account).
-        qr, qr_size = await asyncio.to_thread(qr_png, link)
 
         async def record(conn: Connection) -> None:
             user = await conn.fetch_one(
@@ -165,8 +155,11 @@ class LoginService:
                     "expires_at": now + settings.attempt_lifetime,
                 },
             )
+            # Either order is a few hundred bytes of JSON, sealed: the same work whether or not
+            # the address has an account. The dispatcher renders it (SPEC.md §7.1).
+            order: MailOrder
             if signup_allowed:
-                message = self._mail.login_link(
+                order = LoginLinkOrder(
                     recipient=recipient,
                     message_id=mail.message_id,
                     link=link,
@@ -174,20 +167,16 @@ class LoginService:
                     requested_at=now,
                     expires_in_minutes=settings.attempt_lifetime // 60,
                     check_phrase=phrase,
-                    qr_png=qr,
-                    qr_size=qr_size,
                 )
             else:
-                message = self._mail.no_account(
+                order = NoAccountOrder(
                     recipient=recipient, message_id=mail.message_id, requested_at=now
                 )
             await outbox.enqueue(
                 conn,
                 mail,
-                kind="login_link" if signup_allowed else "no_account",
+                order,
                 attempt_id=secrets.attempt_id if signup_allowed else None,
-                recipient=recipient,
-                message=message,
                 keyring=self._keyring,
                 random_bytes=self._random,
                 now=now,
@@ -333,10 +322,7 @@ class LoginService:
         await outbox.enqueue(
             conn,
             notice,
-            kind="new_device",
-            attempt_id=None,
-            recipient=user["email_address"],
-            message=self._mail.new_device(
+            NewDeviceOrder(
                 recipient=user["email_address"],
                 message_id=notice.message_id,
                 device_name=attempt["device_name"],
@@ -345,6 +331,7 @@ class LoginService:
                 session_id=session_id,
                 check_phrase=check_phrase(proof.jkt),
             ),
+            attempt_id=None,
             keyring=self._keyring,
             random_bytes=self._random,
             now=now,

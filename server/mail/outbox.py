@@ -1,11 +1,13 @@
 """The outbox: mail is queued in the same transaction as the attempt (or the session) it belongs
 to, and a dispatcher inside each server process delivers it afterwards (SPEC.md §7).
 
-The message is rendered once, at enqueue, and sealed (AES-256-GCM, key derived from the root
-secret) because a login message carries the email half, and secrets never rest in plain form.
-Every hand-off of a row therefore carries the same bytes: a duplicate delivery (a crash after the
-hand-off, a lease that ran out) repeats the same link and Message-ID. After delivery, or when
-its attempt can no longer be completed, the sealed message is deleted.
+A request queues an order (server/mail/orders.py), not a message: rendering, the QR code above
+all, costs milliseconds of CPU that the request need not spend. The order is sealed (AES-256-GCM,
+key derived from the root secret) because a login order carries the email half, and secrets never
+rest in plain form. The dispatcher renders it just before the hand-off; rendering is
+deterministic, so every hand-off of a row carries the same bytes: a duplicate delivery (a crash
+after the hand-off, a lease that ran out) repeats the same link, Message-ID and MIME boundaries.
+After delivery, or when its attempt can no longer be completed, the sealed order is deleted.
 
 Guarantee: at least once, never for an attempt that can no longer complete when its row is
 claimed, and each try is recorded in `outbox_tries`.
@@ -25,6 +27,8 @@ from protocol.errors import SplitlinkError
 from server.clock import Clock, RandomBytes
 from server.errors import TemporarilyUnavailable
 from server.keyring import Keyring, SealError
+from server.mail.orders import MailOrder, OrderError, decode_order, encode_order
+from server.mail.render import MailComposer
 from server.mail.transport import (
     MailServiceUnavailable,
     MailTransport,
@@ -88,27 +92,27 @@ def new_queued_mail(*, random_bytes: RandomBytes, domain: str) -> QueuedMail:
 async def enqueue(
     conn: Connection,
     mail: QueuedMail,
+    order: MailOrder,
     *,
-    kind: str,
     attempt_id: str | None,
-    recipient: str,
-    message: bytes,
     keyring: Keyring,
     random_bytes: RandomBytes,
     now: int,
 ) -> None:
+    if order.message_id != mail.message_id:
+        raise ValueError("the order must carry the Message-ID of its outbox row")
     await conn.execute(
         "INSERT INTO outbox (id, kind, attempt_id, recipient, message_id, sealed_message, status, "
         "tries, not_before, created_at) VALUES (:id, :kind, :attempt_id, :recipient, "
         ":message_id, :sealed, 'queued', 0, :now, :now)",
         {
             "id": mail.id,
-            "kind": kind,
+            "kind": order.kind,
             "attempt_id": attempt_id,
-            "recipient": recipient,
+            "recipient": order.recipient,
             "message_id": mail.message_id,
             "sealed": keyring.seal(
-                message, context=_SEAL_CONTEXT + mail.id, random_bytes=random_bytes
+                encode_order(order), context=_SEAL_CONTEXT + mail.id, random_bytes=random_bytes
             ),
             "now": now,
         },
@@ -122,6 +126,7 @@ class OutboxDispatcher:
         keyring: Keyring,
         transport: MailTransport,
         *,
+        composer: MailComposer,
         clock: Clock,
         poll_interval: float,
         max_failed_completions: int,
@@ -129,6 +134,7 @@ class OutboxDispatcher:
         self._db = db
         self._keyring = keyring
         self._transport = transport
+        self._composer = composer
         self._clock = clock
         self._poll_interval = poll_interval
         self._max_failed = max_failed_completions
@@ -180,10 +186,20 @@ class OutboxDispatcher:
             await self._record(claim, "abandoned", now, "invalid recipient")
             return "abandoned"
         try:
-            message = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
+            opened = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
         except SealError:
             # Sealed under another root secret: it can never be sent.
             await self._record(claim, "abandoned", now, "unsealable")
+            return "abandoned"
+        try:
+            message = await self._render(opened, recipient=row["recipient"])
+        except Exception as exc:
+            # Rendering the same order again would fail the same way: a permanent failure. Any
+            # other exception's text may quote the order, link included, so only its type is
+            # kept; an OrderError's text names fields, never values.
+            reason = str(exc) if isinstance(exc, OrderError) else type(exc).__name__
+            await self._record(claim, "abandoned", self._clock.now(), f"cannot render: {reason}")
+            logger.error("outbox: %s %s cannot be rendered: %s", claim.kind, claim.id, reason)
             return "abandoned"
         try:
             async with asyncio.timeout(SEND_DEADLINE_SECONDS):
@@ -217,6 +233,20 @@ class OutboxDispatcher:
             return "service_unavailable" if unavailable else "retry"
         await self._record(claim, "sent", self._clock.now(), None)
         return "sent"
+
+    async def _render(self, opened: bytes, *, recipient: str) -> bytes:
+        if not opened.startswith(b"{"):
+            # Queued by a release that stored the rendered message itself (a MIME message starts
+            # with a header, never with "{"): it is handed off as it is.
+            return opened
+        order = decode_order(opened)
+        if order.recipient != recipient:
+            # The row's recipient is stored in plain form, the order's is sealed: they differ
+            # only if the row was altered, and then the mail goes nowhere.
+            raise OrderError("the order is for another recipient than its row")
+        # Off the event loop: rendering, the QR code above all, takes milliseconds of CPU, and
+        # the requests of this process go on meanwhile.
+        return await asyncio.to_thread(order.render, self._composer)
 
     async def _attempt_is_live(self, attempt_id: str, now: int) -> bool:
         rows = await self._db.statement(

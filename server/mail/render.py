@@ -6,6 +6,9 @@ placeholders listed in `PLACEHOLDERS`, and every template is checked when the se
 the HTML templates every value is HTML-escaped before substitution (attacks.md D7); the text
 templates get the values as they are.
 
+Rendering is deterministic: the same arguments give the same bytes, MIME boundaries included, so
+the dispatcher can render a queued order again for a second hand-off (SPEC.md §7.4).
+
 Messages are built with `email.message.EmailMessage` under the SMTP policy, which refuses CR and
 LF in header values (D6); every user-influenced value is validated before it gets here (SPEC.md
 §5). Bodies are 7-bit (quoted-printable or base64 where needed), so any SMTP server can carry
@@ -14,6 +17,7 @@ them without the 8BITMIME extension.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,6 +124,20 @@ def _message(
     return message
 
 
+def _stable_bytes(message: EmailMessage, message_id: str) -> bytes:
+    """The message's bytes, with MIME boundaries derived from the Message-ID instead of drawn at
+    random, so that the same order renders to the same bytes every time (SPEC.md §7.4).
+
+    A boundary must not occur in any body. Quoted-printable and base64 never contain "=_"; a 7-bit
+    text part could, but only with the hash of a random Message-ID that nobody who puts text into
+    the message (a device name, a template) knows beforehand."""
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    multiparts = [part for part in message.walk() if part.is_multipart()]
+    for n, part in enumerate(multiparts):
+        part.set_boundary(f"=_{n}.{digest}")
+    return message.as_bytes()
+
+
 def qr_content_id(message_id: str) -> str:
     """The Content-ID of the QR image: derived from the Message-ID, so unique and stable."""
     return "qr." + message_id.strip("<>")
@@ -180,7 +198,7 @@ class MailComposer:
             filename="sign-in-code.png",
         )
         html_part.set_param("type", "text/html")  # RFC 2387 §3.1: the root part's type
-        return message.as_bytes()
+        return _stable_bytes(message, message_id)
 
     def no_account(self, *, recipient: str, message_id: str, requested_at: int) -> bytes:
         values = {
@@ -196,7 +214,7 @@ class MailComposer:
             sent_at=requested_at,
         )
         message.set_content(self.templates.text("no_account.txt", values))
-        return message.as_bytes()
+        return _stable_bytes(message, message_id)
 
     def new_device(
         self,
@@ -229,4 +247,4 @@ class MailComposer:
         )
         message.set_content(self.templates.text("new_device.txt", values))
         message.add_alternative(self.templates.html("new_device.html", values), subtype="html")
-        return message.as_bytes()
+        return _stable_bytes(message, message_id)

@@ -26,8 +26,9 @@ from support.mail_harness import (
 )
 from support.smtp_sink import SmtpSink, smtp_sink
 
-from server.app import build_mail_transport
+from server.app import build_mail_composer, build_mail_transport
 from server.mail import outbox
+from server.mail.orders import NoAccountOrder
 from server.mail.outbox import LEASE_SECONDS, MAX_TRIES, OutboxDispatcher
 from server.mail.transport import MailTransport
 from server.storage.database import Database
@@ -217,10 +218,12 @@ async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
             await outbox.enqueue(
                 conn,
                 mail,
-                kind="no_account",
+                NoAccountOrder(
+                    recipient="victim@example.com\r\nRCPT TO:<evil@example.net>",
+                    message_id=mail.message_id,
+                    requested_at=server.clock.now(),
+                ),
                 attempt_id=None,
-                recipient="victim@example.com\r\nRCPT TO:<evil@example.net>",
-                message=b"Subject: x\r\n\r\nx\r\n",
                 keyring=svc.keyring,
                 random_bytes=os.urandom,
                 now=server.clock.now(),
@@ -257,6 +260,7 @@ def _dispatcher(server: Harness, db: Database, transport: MailTransport) -> Outb
         db,
         server.app.state.services.keyring,
         transport,
+        composer=build_mail_composer(server.settings),
         clock=server.clock,
         poll_interval=0.1,
         max_failed_completions=server.settings.max_failed_completions,

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from support.backends import database_url_for
 from support.harness import Harness, running_server
+from support.mail_harness import record_rendering
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +38,30 @@ async def test_start_creates_no_user_and_sends_nothing_in_the_request(server: Ha
     assert server.query("SELECT status FROM outbox") == [("queued",)]
     await server.deliver()
     assert len(server.mail.sent) == 1
+
+
+async def test_start_queues_an_unrendered_order_for_known_and_unknown_addresses_alike(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(tmp_path, backend=backend, signup_policy="closed") as server:
+        server.query(
+            "INSERT INTO users (id, email_canonical, email_address, created_at) "
+            "VALUES ('member', 'member@example.com', 'member@example.com', 0) RETURNING id"
+        )
+        rendering = record_rendering(monkeypatch)
+        for email in ("member@example.com", "stranger@example.com"):
+            assert (await server.start(server.device(), email)).status_code == 202
+        # A login link for one, a "no account" notice for the other, and for both only a sealed
+        # order in the request: the QR code and the message come later, from the dispatcher.
+        assert rendering == []
+        rows = server.query("SELECT recipient, kind, sealed_message FROM outbox ORDER BY recipient")
+        assert [(recipient, kind) for recipient, kind, _ in rows] == [
+            ("member@example.com", "login_link"),
+            ("stranger@example.com", "no_account"),
+        ]
+        assert all(sealed for _, _, sealed in rows)
+        await server.deliver()
+    assert sorted(rendering) == ["login_link", "no_account", "qr_png"]
 
 
 async def test_closed_signup_never_completes_for_unknown_addresses(

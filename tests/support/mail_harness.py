@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from protocol.link import parse_login_link
 from server.app import create_app
 from server.events import SecurityEvent
+from server.mail import orders
+from server.mail.render import MailComposer
 from support import backends
 from support.device import Device
 from support.fakes import FakeClock, RecordingTransport
@@ -117,3 +120,20 @@ async def deliver_until_idle(server: Harness, *, max_rounds: int = 50) -> None:
             return
         server.clock.advance(max(0, int(next_try) - server.clock.now()))
     raise AssertionError("the outbox did not drain")
+
+
+def record_rendering(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every QR code drawn and every message composed from now on, by name, in order."""
+    calls: list[str] = []
+
+    def counting(name: str, original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(orders, "qr_png", counting("qr_png", orders.qr_png))
+    for name in ("login_link", "no_account", "new_device"):
+        monkeypatch.setattr(MailComposer, name, counting(name, getattr(MailComposer, name)))
+    return calls
