@@ -51,8 +51,9 @@ def parse_device_name(value: Any) -> str | None:
     name = value.strip()
     if not name or len(name) > MAX_DEVICE_NAME_LENGTH:
         raise MalformedInput(f"device_name must have 1 to {MAX_DEVICE_NAME_LENGTH} characters")
-    # Control and format characters (CR, LF, bidi overrides) could forge lines in the email.
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+    # Control and format characters (CR, LF, bidi overrides) could forge lines in the email;
+    # a lone surrogate (Cs) cannot be stored or sent as UTF-8.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
         raise MalformedInput("device_name must not contain control characters")
     return name
 
