@@ -249,6 +249,20 @@ def login_rows(logins: dict[str, Any]) -> list[Row]:
                     note=_incomplete(entry),
                 )
             )
+        with_mail = entry.get("with_mail_logins_per_second")
+        if with_mail is not None:
+            rows.append(
+                Row(
+                    section,
+                    "logins/s, mail wait counted",
+                    with_mail,
+                    "/s",
+                    "completed logins/s",
+                    value,
+                    _ratio(with_mail, value),
+                    "orientation",
+                )
+            )
         for phase, label in (("start", "start"), ("complete", "completion")):
             for q in ("p50", "p99"):
                 latency = entry[phase]["latency_ms"].get(q)
