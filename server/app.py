@@ -205,6 +205,7 @@ def create_app(
             clock=clock,
             poll_interval=settings.outbox_poll_interval,
             max_failed_completions=settings.max_failed_completions,
+            concurrency=settings.outbox_concurrency,
         )
         tasks = []
         if background_tasks:

@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     mail_from: str = "splitlink <no-reply@localhost>"
     dev_mailbox_console: bool = True
     outbox_poll_interval: float = Field(0.5, gt=0, le=60)
+    # Messages each process hands off at once (SPEC.md §7.2).
+    outbox_concurrency: int = Field(4, ge=1, le=64)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
 
     # --- Mail delivery, the landing page and app links (SPEC.md §6.10, §7; README "Mail") -----

@@ -119,7 +119,9 @@ async def test_two_dispatchers_racing_send_each_message_once_i5(
             db = Database(server.database_url)
             await db.connect()
             databases.append(db)
-            dispatchers.append(_dispatcher(server, db, build_mail_transport(server.settings)))
+            dispatchers.append(
+                _dispatcher(server, db, build_mail_transport(server.settings), concurrency=4)
+            )
         try:
             handled = await asyncio.gather(*(d.dispatch_due() for d in dispatchers))
         finally:
@@ -255,7 +257,9 @@ async def test_transient_failures_stop_after_max_tries(tmp_path: Path) -> None:
     assert sink.deliveries == []
 
 
-def _dispatcher(server: Harness, db: Database, transport: MailTransport) -> OutboxDispatcher:
+def _dispatcher(
+    server: Harness, db: Database, transport: MailTransport, *, concurrency: int = 1
+) -> OutboxDispatcher:
     return OutboxDispatcher(
         db,
         server.app.state.services.keyring,
@@ -264,7 +268,65 @@ def _dispatcher(server: Harness, db: Database, transport: MailTransport) -> Outb
         clock=server.clock,
         poll_interval=0.1,
         max_failed_completions=server.settings.max_failed_completions,
+        concurrency=concurrency,
     )
+
+
+class _SlowHandOff:
+    """A mail server 50 ms away: counts the hand-offs in flight at once."""
+
+    def __init__(self, inner: MailTransport) -> None:
+        self.inner = inner
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def send(self, *, recipient: str, message: bytes, message_key: str) -> None:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            await self.inner.send(recipient=recipient, message=message, message_key=message_key)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_process_hands_off_up_to_outbox_concurrency_messages_at_once_each_once(
+    tmp_path: Path, sink: SmtpSink, backend: str
+) -> None:
+    # SPEC.md §7.2: lanes of one dispatcher claim different rows, as competing processes do.
+    async with mail_server(tmp_path, sink, backend=backend) as server:
+        for n in range(12):
+            await start(server, server.device(), f"user{n}@example.com")
+        slow = _SlowHandOff(build_mail_transport(server.settings))
+        dispatcher = _dispatcher(server, server.app.state.services.db, slow, concurrency=4)
+        assert await dispatcher.dispatch_due() == 12
+        rows = outbox_rows(server)
+    assert slow.most_in_flight == 4
+    assert {row[3] for row in rows} == {"sent"}
+    assert {row[4] for row in rows} == {1}
+    per_message = Counter(d.message["Message-ID"] for d in sink.deliveries)
+    assert len(per_message) == 12 and set(per_message.values()) == {1}
+
+
+async def test_with_several_lanes_an_outage_still_costs_one_try_per_round(
+    tmp_path: Path, backend: str
+) -> None:
+    with smtp_sink(tmp_path / "smtp", running=False) as sink:
+        async with mail_server(tmp_path, sink, backend=backend) as server:
+            for n in range(12):
+                await start(server, server.device(), f"user{n}@example.com")
+            dispatcher = _dispatcher(
+                server,
+                server.app.state.services.db,
+                build_mail_transport(server.settings),
+                concurrency=4,
+            )
+            handled = await dispatcher.dispatch_due()
+            rows = outbox_rows(server)
+    # The first message of a round goes alone: an outage costs one try of one message.
+    assert handled == 1
+    assert sum(row[4] for row in rows) == 1
+    assert {row[3] for row in rows} == {"queued"}
 
 
 def _login_rows(server: Harness) -> list[tuple[Any, ...]]:
