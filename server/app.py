@@ -102,6 +102,7 @@ async def build_services(
         clock=clock,
         nonce_key=keyring.nonce_key if settings.use_dpop_nonce else None,
         nonce_step=settings.dpop_nonce_step,
+        key_cache_size=settings.device_key_cache_size,
     )
     rate_limiter = RateLimiter(db, hmac_key=keyring.hmac_key, window=settings.rate_limit_window)
     login_service = LoginService(
@@ -147,6 +148,7 @@ async def build_services(
             # The server's own endpoints see a revocation at once: every request checks the
             # session (SPEC.md §6.6).
             session_check=sessions.live_session,
+            token_cache_size=settings.verified_token_cache_size,
         ),
     )
 

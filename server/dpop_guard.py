@@ -27,7 +27,7 @@ class KeyCache:
     50 us for Ed25519), and a device sends the same key with every proof. Bounded: the least
     recently used entries go first."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 4096) -> None:
         self._max_entries = max_entries
         self._keys: OrderedDict[tuple[Any, ...], PublicKey] = OrderedDict()
 
@@ -44,9 +44,10 @@ class KeyCache:
             self._keys.move_to_end(cache_key)
             return key
         key = parse_public_jwk(jwk, alg=alg)
-        self._keys[cache_key] = key
-        if len(self._keys) > self._max_entries:
-            self._keys.popitem(last=False)
+        if self._max_entries > 0:
+            self._keys[cache_key] = key
+            if len(self._keys) > self._max_entries:
+                self._keys.popitem(last=False)
         return key
 
 
@@ -66,6 +67,7 @@ class DPoPGuard:
         clock: Clock,
         nonce_key: bytes | None = None,
         nonce_step: int = 60,
+        key_cache_size: int = 4096,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._max_age = max_age
@@ -74,7 +76,7 @@ class DPoPGuard:
         self._clock = clock
         self._nonce_key = nonce_key
         self._nonce_step = nonce_step
-        self._keys = KeyCache()
+        self._keys = KeyCache(max_entries=key_cache_size)
 
     def fresh_nonce(self, audience: str) -> str | None:
         if self._nonce_key is None:

@@ -76,7 +76,7 @@ class VerifiedTokenCache:
     for one signature check. Expiry is checked again on every hit, and a token whose key has
     left the verification set is verified again (and refused). Bounded, least recently used out."""
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 4096) -> None:
         self._max_entries = max_entries
         self._tokens: OrderedDict[bytes, VerifiedAccessToken] = OrderedDict()
 
@@ -94,6 +94,8 @@ class VerifiedTokenCache:
         return verified
 
     def put(self, token: str, verified: VerifiedAccessToken) -> None:
+        if self._max_entries <= 0:
+            return
         self._tokens[hashlib.sha256(token.encode()).digest()] = verified
         if len(self._tokens) > self._max_entries:
             self._tokens.popitem(last=False)
@@ -109,6 +111,7 @@ class ResourceGuard:
         dpop: DPoPGuard,
         clock: Clock,
         session_check: SessionCheck | None = None,
+        token_cache_size: int = 4096,
     ) -> None:
         self._issuer = issuer
         self._audience = audience
@@ -116,7 +119,7 @@ class ResourceGuard:
         self.dpop = dpop
         self._clock = clock
         self._session_check = session_check
-        self._verified = VerifiedTokenCache()
+        self._verified = VerifiedTokenCache(max_entries=token_cache_size)
 
     async def _verify_token(self, token: str, now: int) -> VerifiedAccessToken:
         await self._keys.refresh_if_stale()
