@@ -12,7 +12,8 @@ every other candidate differs from it by modules that depend on the version alon
 per version from `qrcode`'s own placement), and each candidate is one integer, a bit per module,
 whose four penalty rules are a few shifts, ANDs and popcounts over all rows and columns at once
 (about 8 µs a candidate). `qrcode` then builds the symbol with the chosen mask, and `qr_png` takes
-about 2.2 ms, most of it `qrcode`'s encoding and placement and the PNG's compression.
+about 1.9 ms, most of it `qrcode`'s encoding and placement; the PNG's compression, at zlib's
+default level, about 0.1 ms of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from qrcode.constants import ERROR_CORRECT_M
 
 MODULE_PIXELS = 6
 QUIET_ZONE_MODULES = 4  # ISO/IEC 18004 §7.3.8
+# zlib's default level. Measured on the PNG of a login link (318 x 318 pixels, 13 kB of rows):
+# level 9 took 0.32 ms and gave 668 bytes, level 6 takes 0.10 ms and gives 664. Over links of 116
+# to 266 characters the PNG at level 6 was between 1 % smaller and 2 % larger than at level 9.
+_DEFLATE_LEVEL = 6
 
 MASK_PATTERNS = 8
 _BIT_CHARS = bytes.maketrans(b"\x00\x01", b"01")
@@ -190,7 +195,7 @@ def png_from_matrix(matrix: list[list[bool]], *, scale: int = MODULE_PIXELS) -> 
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(b"".join(rows), 9))
+        + _chunk(b"IDAT", zlib.compress(b"".join(rows), _DEFLATE_LEVEL))
         + _chunk(b"IEND", b"")
     )
 
