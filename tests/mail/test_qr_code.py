@@ -1,34 +1,51 @@
-"""The QR code's mask (SPEC.md §7.3): the penalty computed in server/mail/qr.py is the one of
-`qrcode`, so the symbol is exactly the one `qrcode` draws by itself."""
+"""The QR code (SPEC.md §7.3): what server/mail/qr.py computes itself (the version, the codewords
+and their Reed-Solomon blocks, the placement, the mask's penalty, the PNG) equals what `qrcode`
+does, so the symbol is exactly the one `qrcode` draws by itself."""
 
 from __future__ import annotations
 
 import random
+import struct
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
 import qrcode
+import qrcode.base
 import qrcode.util
 from qrcode.constants import ERROR_CORRECT_M
 
 from server.mail.qr import (
     MASK_PATTERNS,
+    MODULE_PIXELS,
     QUIET_ZONE_MODULES,
+    codewords,
+    ec_codewords,
     mask_deltas,
     mask_penalty,
     pack_modules,
+    png_from_matrix,
     qr_matrix,
+    qr_png,
 )
 
 DIGITS = "0123456789"
 ALPHANUMERIC = DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 URL = DIGITS + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.~:/?#&="
 WIDE = "éüßж€日本"  # 2 and 3 bytes in UTF-8
+BASE64URL = DIGITS + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_"
+
+
+def _link(rng: random.Random) -> str:
+    attempt_id = "".join(rng.choices(BASE64URL, k=22))
+    email_half = "".join(rng.choices(BASE64URL, k=43))
+    return f"https://auth.example.test/l#attempt_id={attempt_id}&email_half={email_half}"
 
 
 def _corpus(count: int) -> list[str]:
-    """Texts of 1 to 300 characters in numeric, alphanumeric and byte mode, and mixes of them."""
+    """Texts of 1 to 300 characters in numeric, alphanumeric and byte mode, and mixes of them;
+    then login links, the empty text, single characters, and longer texts."""
     rng = random.Random(18004)
     texts = []
     for index in range(count):
@@ -46,7 +63,33 @@ def _corpus(count: int) -> list[str]:
                 alphabet = rng.choice([DIGITS, ALPHANUMERIC, URL, URL + WIDE])
                 text += "".join(rng.choices(alphabet, k=rng.randint(1, 30)))
             texts.append(text[:length])
+    texts += [_link(rng) for _ in range(4)]  # version 7
+    texts += ["", "0", "A", "a", "€", WIDE * 20, "日本" * 60]  # versions 1 and 14
+    texts.append("".join(rng.choices(URL + WIDE, k=330)))  # version 15
     return texts
+
+
+def _reference_png(matrix: Sequence[Sequence[bool]], scale: int = MODULE_PIXELS) -> bytes:
+    """A 1-bit greyscale PNG written the plain way, a row of pixels at a time."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    size = len(matrix) * scale
+    rows = []
+    for row in matrix:
+        bits = "".join(("0" if dark else "1") * scale for dark in row)
+        bits += "1" * (-len(bits) % 8)
+        packed = int(bits, 2).to_bytes(len(bits) // 8, "big")
+        rows.extend([b"\x00" + packed] * scale)
+    header = struct.pack(">IIBBBBB", size, size, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 @dataclass(frozen=True)
@@ -83,7 +126,10 @@ def references() -> Iterator[list[Reference]]:
 
 
 def test_corpus_covers_several_versions_and_modes(references: list[Reference]) -> None:
-    assert len({reference.version for reference in references}) >= 10
+    assert {reference.version for reference in references} >= set(range(1, 16))
+    assert any(
+        reference.version == 7 and "email_half=" in reference.text for reference in references
+    )
     modes = set()
     for reference in references:
         code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
@@ -133,6 +179,139 @@ def test_fast_penalty_equals_qrcode_lost_point_on_any_square() -> None:
             assert mask_penalty(pack_modules(square), size) == qrcode.util.lost_point(square)
 
 
-def test_chosen_matrix_is_the_one_qrcode_chooses(references: list[Reference]) -> None:
+def test_matrix_and_png_are_the_ones_of_qrcode(references: list[Reference]) -> None:
+    """The PNG of `qrcode`'s matrix, by `png_from_matrix` and by the plain writer above."""
     for reference in references:
         assert qr_matrix(reference.text) == reference.matrix, reference.text
+        png, width = qr_png(reference.text)
+        assert png == png_from_matrix(reference.matrix), reference.text
+        assert png == _reference_png(reference.matrix), reference.text
+        assert width == len(reference.matrix) * MODULE_PIXELS
+
+
+def test_png_from_matrix_equals_the_plain_writer() -> None:
+    rng = random.Random(11)
+    for size in (0, 1, 7, 8, 9, 21, 29, 53, 57, 64, 85):
+        square = [[rng.random() < 0.5 for _ in range(size)] for _ in range(size)]
+        for scale in (1, 2, 3, 4, 5, 6, 7, 8, 9, 12):
+            assert png_from_matrix(square, scale=scale) == _reference_png(square, scale)
+    with pytest.raises(ValueError, match="square"):
+        png_from_matrix([[True, False]])
+
+
+def _qrcode_codewords(text: str) -> tuple[int, bytes]:
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
+    code.add_data(text)
+    version = code.best_fit()
+    return version, bytes(qrcode.util.create_data(version, ERROR_CORRECT_M, code.data_list))
+
+
+def _qrcode_version(text: str) -> int:
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
+    code.add_data(text)
+    version: int = code.best_fit()
+    return version
+
+
+def test_version_and_codewords_equal_qrcode_at_every_capacity_boundary() -> None:
+    """For prefixes of texts in each mode, up to version 16: at each length where `best_fit`
+    moves to a larger version, found by bisection, the codewords on both sides are those of
+    `util.create_data` (the data fill the capacity or nearly; at version 10 the length fields
+    widen, which `best_fit` finds with a second try); the version is compared at every length
+    tried on the way."""
+    rng = random.Random(18)
+    texts = [
+        "".join(rng.choices(DIGITS, k=1100)),
+        "".join(rng.choices(ALPHANUMERIC, k=660)),
+        "".join(rng.choices(URL, k=450)),
+        "".join(rng.choices(WIDE, k=200)),
+        "".join(  # runs that make segments of each mode
+            "".join(
+                rng.choices(rng.choice([DIGITS, ALPHANUMERIC, URL + WIDE]), k=rng.randint(1, 40))
+            )
+            for _ in range(30)
+        ),
+    ]
+    versions: dict[str, int] = {}  # prefix: the version `best_fit` chooses
+
+    def version_of(prefix: str) -> int:
+        if prefix not in versions:
+            versions[prefix] = _qrcode_version(prefix)
+        return versions[prefix]
+
+    for text in texts:
+        shorter = 0
+        while version_of(text[:shorter]) < version_of(text):
+            longer = len(text)  # the version there exceeds the one at `shorter`
+            while longer - shorter > 1:
+                middle = (shorter + longer) // 2
+                if version_of(text[:middle]) > version_of(text[:shorter]):
+                    longer = middle
+                else:
+                    shorter = middle
+            for prefix in (text[:shorter], text[:longer]):
+                assert codewords(prefix) == _qrcode_codewords(prefix), prefix
+            shorter = longer
+    for prefix, version in versions.items():
+        assert codewords(prefix)[0] == version, prefix
+    assert set(versions.values()) >= set(range(1, 17))
+
+
+def test_too_long_a_text_fails_as_in_qrcode() -> None:
+    for text in ("a" * 2332, "1" * 5597):  # a byte or a digit more than version 40 holds at M
+        code = qrcode.QRCode(error_correction=ERROR_CORRECT_M)
+        code.add_data(text)
+        with pytest.raises(ValueError, match="Invalid version"):
+            code.make(fit=True)
+        with pytest.raises(ValueError, match="Invalid version"):
+            qr_png(text)
+    assert codewords("a" * 2331) == _qrcode_codewords("a" * 2331)
+
+
+def _qrcode_ec(data: bytes, ec_count: int) -> bytes:
+    buffer = qrcode.util.BitBuffer()
+    buffer.buffer = list(data)
+    block = qrcode.base.RSBlock(len(data) + ec_count, len(data))
+    return bytes(qrcode.util.create_bytes(buffer, [block])[len(data) :])
+
+
+def test_reed_solomon_codewords_equal_qrcode_for_every_ec_block_length() -> None:
+    """Every block size of every version and level, lengths outside `qrcode`'s table of
+    generator polynomials (which it then multiplies out), and data with leading zeros."""
+    blocks = {
+        (block.total_count - block.data_count, block.data_count)
+        for version in range(1, 41)
+        for level in range(4)
+        for block in qrcode.base.rs_blocks(version, level)
+    }
+    assert {ec_count for ec_count, _ in blocks} >= {10, 16, 18, 22, 24, 26, 28, 30}
+    blocks |= {(ec_count, 20) for ec_count in (2, 5, 8, 12, 31)}
+    rng = random.Random(5)
+    for ec_count, data_count in sorted(blocks):
+        for data in (
+            rng.randbytes(data_count),
+            rng.randbytes(data_count),
+            bytes(3) + rng.randbytes(data_count - 3),
+            bytes(data_count - 1) + b"\x01",
+            b"\xff" * data_count,
+        ):
+            assert ec_codewords(data, ec_count) == _qrcode_ec(data, ec_count), (ec_count, data)
+
+
+def test_block_of_zero_codewords_is_drawn_where_qrcode_fails() -> None:
+    """Version 4 has two blocks; 62 NUL characters fill the second with zero codewords, which
+    `qrcode` cannot divide (`glog(0)`). The remainder of zero is zero: the symbol is drawn, and
+    with these codewords, `qrcode` places them and chooses the mask as here."""
+    text = "\x00" * 62
+    code = qrcode.QRCode(error_correction=ERROR_CORRECT_M, border=QUIET_ZONE_MODULES)
+    code.add_data(text)
+    with pytest.raises(ValueError, match="glog"):
+        code.make(fit=True)
+    version, stream = codewords(text)
+    assert version == 4 and len(stream) == 100  # two blocks of 32 data and 18 EC codewords
+    first, second = stream[0:64:2], stream[1:64:2]
+    assert second == bytes(32) and stream[65::2] == bytes(18)
+    assert stream[64::2] == _qrcode_ec(first, 18)
+    code.data_cache = list(stream)
+    code.make(fit=True)
+    assert qr_matrix(text) == [[bool(module) for module in row] for row in code.get_matrix()]
