@@ -213,18 +213,41 @@ class _SqliteLoopConnection(Connection):
         self._raw.execute(query, values or {})
 
 
-class _SqliteTransactions:
-    """Write transactions on one sqlite3 connection driven from the event loop, with
-    synchronous=FULL: a committed login, rotation or revocation survives a power failure.
-    Through a thread (aiosqlite) every statement of a transaction cost two thread hops, about
-    1 ms per login transaction on 2 cores; here the whole transaction is one stretch of CPU plus
-    the commit's fsync (about 0.1 ms here). BEGIN IMMEDIATE takes the write lock up front and
-    is retried without blocking while another process holds it; one transaction at a time per
-    process (the lock below), so a transaction whose work does yield cannot interleave with
-    another on this connection."""
+async def _in_thread_to_the_end(call: Callable[[], T]) -> T:
+    """Run `call` in a thread and wait for it to finish even if the waiting task is cancelled
+    meanwhile (the cancellation is passed on afterwards): a connection must never be used by
+    the loop while a thread still uses it."""
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                break  # finished meanwhile: take its outcome below
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return future.result()
 
-    def __init__(self, path: str, *, busy_timeout: float) -> None:
-        self._conn = _open_in_loop(path, synchronous="FULL")
+
+class _SqliteTransactions:
+    """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
+    (aiosqlite) every statement of a transaction cost two thread hops, about 1 ms per login
+    transaction on 2 cores; here the statements are one stretch of CPU on the loop, and only the
+    COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms here),
+    during which the loop serves other requests (measured: 229 logins/s with the COMMIT on the
+    loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up front and
+    is retried without blocking while another process holds it; one transaction at a time per
+    connection (the lock below), so a transaction whose work does yield cannot interleave with
+    another on this connection.
+
+    `synchronous` is FULL for what must survive a power failure (a login, a rotation, a
+    revocation) and NORMAL for records whose loss only repeats work (SPEC.md §8.5)."""
+
+    def __init__(self, path: str, *, busy_timeout: float, synchronous: str) -> None:
+        self._conn = _open_in_loop(path, synchronous=synchronous)
         self._busy_timeout = busy_timeout
         self._lock = asyncio.Lock()
 
@@ -238,7 +261,7 @@ class _SqliteTransactions:
             )
             try:
                 yield _SqliteLoopConnection(self._conn)
-                self._conn.execute("COMMIT")
+                await _in_thread_to_the_end(lambda: self._conn.execute("COMMIT"))
             finally:
                 # After an exception in the work, or a COMMIT that failed (disk full, I/O error).
                 if self._conn.in_transaction:
@@ -398,6 +421,7 @@ class Database:
         self._sqlite: _SqlitePool | None = None
         self._statements: _SqliteStatements | _PostgresStatements | None = None
         self._sqlite_transactions: _SqliteTransactions | None = None
+        self._sqlite_records: _SqliteTransactions | None = None
         self._checkpointer: _Checkpointer | None = None
         self._busy_timeout = sqlite_busy_timeout
         if self.dialect == "sqlite":
@@ -418,7 +442,10 @@ class Database:
                     self.sqlite_path, busy_timeout=self._busy_timeout
                 )
                 self._sqlite_transactions = _SqliteTransactions(
-                    self.sqlite_path, busy_timeout=self._busy_timeout
+                    self.sqlite_path, busy_timeout=self._busy_timeout, synchronous="FULL"
+                )
+                self._sqlite_records = _SqliteTransactions(
+                    self.sqlite_path, busy_timeout=self._busy_timeout, synchronous="NORMAL"
                 )
                 self._checkpointer = _Checkpointer(
                     self.sqlite_path, interval=SQLITE_CHECKPOINT_INTERVAL
@@ -437,8 +464,9 @@ class Database:
             await self._sqlite.close()
             if self._statements is not None:
                 await self._statements.close()
-            if self._sqlite_transactions is not None:
-                await self._sqlite_transactions.close()
+            for transactions in (self._sqlite_transactions, self._sqlite_records):
+                if transactions is not None:
+                    await transactions.close()
         else:
             await self._db.disconnect()
             await self._pg_statements.close()
@@ -469,13 +497,16 @@ class Database:
             self._db._connection = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[Connection]:
         """A read-write transaction that commits when the block ends normally. Prefer `run`,
-        which also retries conflicts."""
+        which also retries conflicts. `durable=False` is for records whose loss in a power
+        failure only means work is done again (outbox delivery records): on SQLite they commit
+        without an fsync of their own; on PostgreSQL every transaction is durable."""
         if self._sqlite is not None:
-            if self._sqlite_transactions is None:
+            transactions = self._sqlite_transactions if durable else self._sqlite_records
+            if transactions is None:
                 raise TemporarilyUnavailable("the database is not connected")
-            async with self._translate_errors(), self._sqlite_transactions.transaction() as conn:
+            async with self._translate_errors(), transactions.transaction() as conn:
                 yield conn
             return
         async with self._translate_errors(), self._db.connection() as raw:
@@ -483,12 +514,12 @@ class Database:
             async with raw.transaction(isolation=isolation):
                 yield _AsyncpgConnection(raw.raw_connection, self._pg_statements)
 
-    async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+    async def run(self, work: Callable[[Connection], Awaitable[T]], *, durable: bool = True) -> T:
         """Run `work` in a transaction; run it again on a serialization conflict, up to
         MAX_TRANSACTION_ATTEMPTS times. `work` must have no effect outside the database."""
         for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
             try:
-                async with self.transaction() as conn:
+                async with self.transaction(durable=durable) as conn:
                     return await work(conn)
             except TransactionConflict:
                 if attempt == MAX_TRANSACTION_ATTEMPTS:
