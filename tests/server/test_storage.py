@@ -129,3 +129,47 @@ async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_tran
             assert row is not None and row["value"] == "on"
         finally:
             await db.disconnect()
+
+
+async def test_a_cancelled_wait_for_a_commit_returns_only_after_the_commit_finished() -> None:
+    # SPEC.md §8.5: the connection is never used by the loop while the COMMIT's thread uses it.
+    import asyncio
+    import threading
+    import time
+
+    from server.storage.database import _in_thread_to_the_end
+
+    finished = threading.Event()
+
+    def slow_commit() -> str:
+        time.sleep(0.2)
+        finished.set()
+        return "committed"
+
+    task = asyncio.create_task(_in_thread_to_the_end(slow_commit))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()
+
+
+async def test_a_durable_and_a_non_durable_transaction_both_commit(
+    tmp_path: Path, backend: str
+) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        await db.connect()
+        try:
+            for durable in (True, False):
+                async with db.transaction(durable=durable) as conn:
+                    await conn.execute(
+                        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+                        "VALUES (:bucket, 0, 1, 0)",
+                        {"bucket": f"durable={durable}"},
+                    )
+        finally:
+            await db.disconnect()
+        rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
+    assert rows == [("durable=False",), ("durable=True",)]
