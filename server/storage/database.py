@@ -40,6 +40,7 @@ Isolation = Literal["read_committed", "serializable"]
 
 MAX_TRANSACTION_ATTEMPTS = 8
 SQLITE_CHECKPOINT_INTERVAL = 0.5
+POOL_PAGE_CACHE_KIB = 256
 
 logger = logging.getLogger("splitlink.storage")
 
@@ -115,7 +116,14 @@ class _SqlitePool:
     async def _open(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        for pragma in ("PRAGMA foreign_keys = ON", "PRAGMA synchronous = FULL"):
+        for pragma in (
+            "PRAGMA foreign_keys = ON",
+            "PRAGMA synchronous = FULL",
+            # Off the per-request path (housekeeping, listings): a small page cache each, so
+            # that the pool's connections do not grow every worker by 2 MB apiece (SQLite's
+            # default) as housekeeping walks the tables.
+            f"PRAGMA cache_size = -{POOL_PAGE_CACHE_KIB}",
+        ):
             await conn.execute(pragma)
         self._all.append(conn)
         return conn
