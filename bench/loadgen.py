@@ -144,48 +144,39 @@ class Flow:
 
     async def complete(self, logins: list[Login]) -> Phase:
         ready = [login for login in logins if login.email_half]
-        url = self.public_url + "/oauth2/token"
-        proofs = [proof(login.key, "POST", url) for login in ready]
-
-        def job(i: int) -> Job:
-            login = ready[i]
-            body = urlencode(
-                {
-                    "grant_type": GRANT_MAGIC_LINK,
-                    "attempt_id": login.attempt_id,
-                    "device_half": login.device_half,
-                    "email_half": login.email_half,
-                }
-            ).encode()
-            return lambda c: c.request(
-                "POST", "/oauth2/token", headers={"DPoP": proofs[i]}, body=body, content_type=FORM
-            )
-
-        phase = await run_phase(
-            "complete", [job(i) for i in range(len(ready))], self.connections, 200
-        )
-        for login, answer in zip(ready, phase.answers, strict=True):
-            if answer is not None and answer.status == 200:
-                tokens = json.loads(answer.body)
-                login.access_token = tokens["access_token"]
-                login.refresh_token = tokens["refresh_token"]
-        return phase
+        forms = [
+            {
+                "grant_type": GRANT_MAGIC_LINK,
+                "attempt_id": login.attempt_id,
+                "device_half": login.device_half,
+                "email_half": login.email_half,
+            }
+            for login in ready
+        ]
+        return await self._token_requests("complete", ready, forms)
 
     async def refresh(self, logins: list[Login]) -> Phase:
         ready = [login for login in logins if login.refresh_token]
+        forms = [
+            {"grant_type": "refresh_token", "refresh_token": login.refresh_token} for login in ready
+        ]
+        return await self._token_requests("refresh", ready, forms)
+
+    async def _token_requests(
+        self, name: str, ready: list[Login], forms: list[dict[str, str]]
+    ) -> Phase:
+        """One token request per login, each with a fresh proof; the tokens of every 200 are
+        kept for the next phase."""
         url = self.public_url + "/oauth2/token"
         proofs = [proof(login.key, "POST", url) for login in ready]
 
         def job(i: int) -> Job:
-            form = {"grant_type": "refresh_token", "refresh_token": ready[i].refresh_token}
-            body = urlencode(form).encode()
+            body = urlencode(forms[i]).encode()
             return lambda c: c.request(
                 "POST", "/oauth2/token", headers={"DPoP": proofs[i]}, body=body, content_type=FORM
             )
 
-        phase = await run_phase(
-            "refresh", [job(i) for i in range(len(ready))], self.connections, 200
-        )
+        phase = await run_phase(name, [job(i) for i in range(len(ready))], self.connections, 200)
         for login, answer in zip(ready, phase.answers, strict=True):
             if answer is not None and answer.status == 200:
                 tokens = json.loads(answer.body)

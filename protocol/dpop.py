@@ -37,6 +37,8 @@ class VerifiedDPoPProof:
     htu: str
     nonce: str | None
     replay_key: str
+    # With an access token: base64url(SHA-256(token)), checked against the proof's `ath`.
+    ath: str | None = None
 
 
 def access_token_hash(access_token: str) -> str:
@@ -158,6 +160,7 @@ def verify_dpop_proof(
     if iat > now + max_future:
         raise InvalidDPoPProof("proof iat is in the future")
     # Step 12: bound to the presented access token.
+    expected_ath = None
     if access_token is not None:
         ath = payload.get("ath")
         if not isinstance(ath, str):
@@ -178,6 +181,7 @@ def verify_dpop_proof(
         htu=htu,
         nonce=nonce,
         replay_key=replay_key,
+        ath=expected_ath,
     )
 
 

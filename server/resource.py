@@ -9,7 +9,6 @@ its proof's `jti` (attacks.md B6).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from starlette.datastructures import Headers
 
 from protocol.access_token import VerifiedAccessToken, verify_access_token
+from protocol.dpop import access_token_hash
 from protocol.errors import ErrorCode, InvalidDPoPProof, InvalidToken, UnknownSigningKey
 from protocol.keys import PublicKey
 from server.clock import Clock
@@ -72,31 +72,32 @@ def read_dpop_credentials(headers: Headers) -> str:
 
 
 class VerifiedTokenCache:
-    """Access tokens already verified, by their SHA-256, so a token used for many requests pays
-    for one signature check. Expiry is checked again on every hit, and a token whose key has
-    left the verification set is verified again (and refused). Bounded, least recently used out."""
+    """Access tokens already verified, by the token's SHA-256 in base64url (the `ath` that the
+    proof check has computed and compared already), so a token used for many requests pays for
+    one signature check and is hashed once per request. Expiry is checked again on every hit,
+    and a token whose key has left the verification set is verified again (and refused).
+    Bounded, least recently used out."""
 
     def __init__(self, max_entries: int = 4096) -> None:
         self._max_entries = max_entries
-        self._tokens: OrderedDict[bytes, VerifiedAccessToken] = OrderedDict()
+        self._tokens: OrderedDict[str, VerifiedAccessToken] = OrderedDict()
 
     def get(
-        self, token: str, *, now: int, keys: Mapping[str, PublicKey]
+        self, token_hash: str, *, now: int, keys: Mapping[str, PublicKey]
     ) -> VerifiedAccessToken | None:
-        digest = hashlib.sha256(token.encode()).digest()
-        verified = self._tokens.get(digest)
+        verified = self._tokens.get(token_hash)
         if verified is None:
             return None
         if now >= verified.expires_at or verified.kid not in keys:
-            del self._tokens[digest]
+            del self._tokens[token_hash]
             return None
-        self._tokens.move_to_end(digest)
+        self._tokens.move_to_end(token_hash)
         return verified
 
-    def put(self, token: str, verified: VerifiedAccessToken) -> None:
+    def put(self, token_hash: str, verified: VerifiedAccessToken) -> None:
         if self._max_entries <= 0:
             return
-        self._tokens[hashlib.sha256(token.encode()).digest()] = verified
+        self._tokens[token_hash] = verified
         if len(self._tokens) > self._max_entries:
             self._tokens.popitem(last=False)
 
@@ -121,9 +122,9 @@ class ResourceGuard:
         self._session_check = session_check
         self._verified = VerifiedTokenCache(max_entries=token_cache_size)
 
-    async def _verify_token(self, token: str, now: int) -> VerifiedAccessToken:
+    async def _verify_token(self, token: str, token_hash: str, now: int) -> VerifiedAccessToken:
         await self._keys.refresh_if_stale()
-        cached = self._verified.get(token, now=now, keys=self._keys.verification_keys())
+        cached = self._verified.get(token_hash, now=now, keys=self._keys.verification_keys())
         if cached is not None:
             return cached
         for attempt in range(2):
@@ -135,7 +136,7 @@ class ResourceGuard:
                     audience=self._audience,
                     now=now,
                 )
-                self._verified.put(token, verified)
+                self._verified.put(token_hash, verified)
                 return verified
             except UnknownSigningKey as exc:
                 # A key created since the last reload (rotation on another host): look once.
@@ -157,7 +158,9 @@ class ResourceGuard:
         except InvalidDPoPProof as exc:
             raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
         now = self._clock.now()
-        verified = await self._verify_token(token, now)
+        # The proof check has hashed this very token for `ath`; the cache reuses that hash.
+        token_hash = proof.ath if proof.ath is not None else access_token_hash(token)
+        verified = await self._verify_token(token, token_hash, now)
         if verified.jkt != proof.jkt:
             raise ResourceError(ErrorCode.INVALID_TOKEN, "the proof key is not the token's key")
         session: dict[str, Any] = {}

@@ -306,7 +306,9 @@ class _Checkpointer:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await asyncio.to_thread(self.checkpoint)
+                # Waits for a checkpoint in progress even when stopped, so that `stop` never
+                # closes the connection under the thread that is using it.
+                await _in_thread_to_the_end(self.checkpoint)
             except sqlite3.Error as exc:  # busy, or the disk: the next round tries again
                 logger.debug("sqlite checkpoint skipped: %s", exc)
 

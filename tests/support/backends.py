@@ -62,13 +62,14 @@ def _drop_template(url: str) -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A new, migrated, empty database; dropped afterwards."""
+def postgres_database(*, migrated: bool = True) -> Iterator[str]:
+    """A new database, migrated and empty (or without any table); dropped afterwards."""
     url = postgres_url()
-    _ensure_template(url)
+    if migrated:
+        _ensure_template(url)
     name = "splitlink_test_" + secrets.token_hex(6)
     with _admin(url) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {_TEMPLATE}" if migrated else ""))
     try:
         yield _with_database(url, name)
     finally:
@@ -82,15 +83,8 @@ def empty_database_url_for(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    url = postgres_url()
-    name = "splitlink_test_empty_" + secrets.token_hex(6)
-    with _admin(url) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield _with_database(url, name)
-    finally:
-        with _admin(url) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with postgres_database(migrated=False) as url:
+        yield url
 
 
 @contextmanager
