@@ -9,14 +9,17 @@ templates get the values as they are.
 Rendering is deterministic: the same arguments give the same bytes, MIME boundaries included, so
 the dispatcher can render a queued order again for a second hand-off (SPEC.md §7.4).
 
-Messages are built with the `email.mime` classes and written by `BytesGenerator` under
-`policy.compat32` (see `_POLICY`), with CRLF line endings, as `EmailMessage.as_bytes` wrote them
-under the SMTP policy. That policy's header registry (every value parsed when set, and folded
-again when written) and its content manager took most of the time, and rendering most of the
-dispatcher's CPU under a login load. Measured (medians of `timeit`, QR code excluded): a login
-mail took 2.1 ms and takes 0.4 ms, a new-device notice 1.35 ms and 0.25 ms, a no-account notice
-0.75 ms and 0.06 ms. compat32 writes what it is given, so what the SMTP policy did for these
-messages is done here:
+Messages are written by `write_message` with CRLF line endings, byte for byte as the
+`email.mime` classes and `BytesGenerator` under `policy.compat32` (see `_POLICY`) write them,
+which is how `EmailMessage.as_bytes` wrote them under the SMTP policy before. Header values still
+pass through compat32's folding and text through the package's quoted-printable encoder; the
+MIME structure around them is written here. The SMTP policy's header registry and content
+manager took most of the dispatcher's CPU under a login load, and `email.mime` with its
+generator still most of a rendering. Measured back to back on one machine (means over 300,
+QR code excluded): a login mail took 0.84 ms through `email.mime` and takes 0.28 ms, a
+new-device notice 0.45 ms and 0.18 ms (under the SMTP policy, on another machine: 2.1 ms and
+1.35 ms). compat32 writes what it is given, so what the SMTP policy did for these messages is
+done here:
 
 - Header injection (attacks.md D6): compat32 refuses a line break in a header value only where
   what follows looks like a header field (CR LF "Bcc: ..."); it writes other line breaks, NUL
@@ -39,30 +42,28 @@ messages is done here:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email import quoprimime
 from email.charset import QP, Charset
-from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
-from email.message import Message
-from email.mime.image import MIMEImage
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import SMTP, Compat32
 from email.utils import format_datetime
-from io import BytesIO
 from pathlib import Path
 from string import Template
 from typing import Any
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-# Text in UTF-8, quoted-printable in bodies and in RFC 2047 encoded words ("Q"). An instance of
-# its own: `email.charset.add_charset` would change the default for every user of the package.
+# Text in UTF-8, quoted-printable in RFC 2047 encoded words ("Q") and, for the email package's
+# own writer (the reference in the tests), in bodies. An instance of its own:
+# `email.charset.add_charset` would change the default for every user of the package.
 _UTF8 = Charset("utf-8")
 _UTF8.header_encoding = QP
 _UTF8.body_encoding = QP
@@ -258,19 +259,89 @@ def _boundaries(message_id: str) -> tuple[str, str]:
     return f"=_0.{digest}", f"=_1.{digest}"
 
 
-def _body_part(part: Message) -> Message:
-    """A part inside a multipart: MIME-Version belongs to the message's header alone
-    (RFC 2045 §4); the `email.mime` classes put it in every part."""
-    del part["MIME-Version"]
-    return part
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """UTF-8 text in quoted-printable: 7-bit, lines of at most 76 characters."""
+
+    subtype: str
+    text: str
 
 
-def _text(text: str, subtype: str) -> MIMENonMultipart:
-    """UTF-8 text, quoted-printable: 7-bit, lines of at most 76 characters. (What `MIMEText`
-    does with a `Charset`, which its annotations do not admit.)"""
-    part = MIMENonMultipart("text", subtype, policy=_POLICY)
-    part.set_payload(text, _UTF8)  # charset="utf-8", Content-Transfer-Encoding: quoted-printable
-    return part
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """A PNG image in base64, shown inline and named by its Content-ID (`cid:` in the HTML)."""
+
+    png: bytes
+    content_id: str
+    filename: str
+
+
+@dataclass(frozen=True, slots=True)
+class Multipart:
+    subtype: str
+    boundary: str
+    parts: tuple[MimePart, ...]
+    # RFC 2387 §3.1: the `type` parameter of multipart/related names its root part's type.
+    root_type: str | None = None
+
+
+MimePart = TextPart | ImagePart | Multipart
+Headers = list[tuple[str, "str | Header"]]
+
+_CRLF = b"\r\n"
+
+
+def content_headers(part: MimePart) -> list[tuple[str, str]]:
+    """A part's MIME headers, in the order and form `email.mime` gives them."""
+    if isinstance(part, TextPart):
+        return [
+            ("Content-Type", f'text/{part.subtype}; charset="utf-8"'),
+            ("Content-Transfer-Encoding", "quoted-printable"),
+        ]
+    if isinstance(part, ImagePart):
+        return [
+            ("Content-Type", "image/png"),
+            ("Content-Transfer-Encoding", "base64"),
+            ("Content-Disposition", f'inline; filename="{part.filename}"'),
+            ("Content-ID", _address("Content-ID", f"<{part.content_id}>")),
+        ]
+    root = f'; type="{part.root_type}"' if part.root_type is not None else ""
+    return [("Content-Type", f'multipart/{part.subtype}{root}; boundary="{part.boundary}"')]
+
+
+def _encoded_body(part: MimePart) -> bytes:
+    if isinstance(part, TextPart):
+        # What `Charset.body_encode` does: the UTF-8 bytes, one code point each, through the
+        # package's own quoted-printable encoder; its lines end in LF.
+        encoded = quoprimime.body_encode(part.text.encode("utf-8").decode("latin-1"))
+        return encoded.replace("\n", "\r\n").encode("ascii")
+    if isinstance(part, ImagePart):
+        return base64.encodebytes(part.png).replace(b"\n", _CRLF)
+    # RFC 2046 §5.1.1: the first delimiter, each part after a delimiter, the close delimiter.
+    delimiter = b"--" + part.boundary.encode("ascii")
+    out = [delimiter, _CRLF]
+    for index, child in enumerate(part.parts):
+        if index:
+            out += [_CRLF, delimiter, _CRLF]
+        out.append(_entity(content_headers(child), child))
+    out += [_CRLF, delimiter, b"--", _CRLF]
+    return b"".join(out)
+
+
+def _entity(headers: Sequence[tuple[str, str | Header]], part: MimePart) -> bytes:
+    folded = b"".join(_POLICY.fold_binary(name, value) for name, value in headers)
+    return folded + _CRLF + _encoded_body(part)
+
+
+def write_message(headers: Headers, body: MimePart) -> bytes:
+    """The message: `headers`, then the MIME headers and the encoded content of `body`.
+
+    Writes the bytes that `BytesGenerator` under `_POLICY` writes for the same message built
+    with the `email.mime` classes (tests/mail/test_message_format.py compares the two over every
+    kind of message), at a fifth of the cost: the package's generator and `Message` machinery
+    took most of a rendering. Header values still go through the policy's own folding, and
+    text through the package's quoted-printable encoder."""
+    return _entity([*headers, *content_headers(body)], body)
 
 
 def qr_content_id(message_id: str) -> str:
@@ -294,25 +365,18 @@ class MailComposer:
         object.__setattr__(self, "_from", _from_value(self.sender))
 
     def _bytes(
-        self, body: Message, *, recipient: str, subject: str, message_id: str, sent_at: int
+        self, body: MimePart, *, recipient: str, subject: str, message_id: str, sent_at: int
     ) -> bytes:
-        """The message: its own headers, then the MIME headers and the payload of `body`."""
-        message: Message[str, str | Header] = Message(policy=_POLICY)
-        message["From"] = self._from
-        message["To"] = _address("To", recipient)
-        message["Subject"] = _unstructured("Subject", subject)
-        message["Message-ID"] = _address("Message-ID", message_id)
-        message["Date"] = format_datetime(datetime.fromtimestamp(sent_at, UTC))
-        message["Auto-Submitted"] = "auto-generated"
-        message["MIME-Version"] = "1.0"
-        for name, value in body.raw_items():
-            if name != "MIME-Version":
-                message[name] = value
-        message.set_payload(body.get_payload())
-        out = BytesIO()
-        # Not compat32's default: that writes a body line "From ..." as ">From ..." (for mbox).
-        BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(message)
-        return out.getvalue()
+        headers: Headers = [
+            ("From", self._from),
+            ("To", _address("To", recipient)),
+            ("Subject", _unstructured("Subject", subject)),
+            ("Message-ID", _address("Message-ID", message_id)),
+            ("Date", format_datetime(datetime.fromtimestamp(sent_at, UTC))),
+            ("Auto-Submitted", "auto-generated"),
+            ("MIME-Version", "1.0"),
+        ]
+        return write_message(headers, body)
 
     def login_link(
         self,
@@ -341,20 +405,20 @@ class MailComposer:
         content_id = qr_content_id(message_id)
         html_values = {**values, "qr_src": f"cid:{content_id}", "qr_size": str(qr_size)}
         alternative_boundary, related_boundary = _boundaries(message_id)
-        image = MIMEImage(qr_png, "png", policy=_POLICY)
-        image.add_header("Content-Disposition", "inline", filename="sign-in-code.png")
-        image["Content-ID"] = _address("Content-ID", f"<{content_id}>")
-        # RFC 2387 §3.1: `type` is the root part's type.
-        related = MIMEMultipart(
-            "related", boundary=related_boundary, policy=_POLICY, type="text/html"
+        related = Multipart(
+            "related",
+            related_boundary,
+            (
+                TextPart("html", self.templates.html("login_link.html", html_values)),
+                ImagePart(qr_png, content_id, "sign-in-code.png"),
+            ),
+            root_type="text/html",
         )
-        related.attach(
-            _body_part(_text(self.templates.html("login_link.html", html_values), "html"))
+        body = Multipart(
+            "alternative",
+            alternative_boundary,
+            (TextPart("plain", self.templates.text("login_link.txt", values)), related),
         )
-        related.attach(_body_part(image))
-        body = MIMEMultipart("alternative", boundary=alternative_boundary, policy=_POLICY)
-        body.attach(_body_part(_text(self.templates.text("login_link.txt", values), "plain")))
-        body.attach(_body_part(related))
         return self._bytes(
             body,
             recipient=recipient,
@@ -370,7 +434,7 @@ class MailComposer:
             "requested_at": utc_time(requested_at),
         }
         return self._bytes(
-            _text(self.templates.text("no_account.txt", values), "plain"),
+            TextPart("plain", self.templates.text("no_account.txt", values)),
             recipient=recipient,
             subject=self.templates.subject("no_account.subject.txt", values),
             message_id=message_id,
@@ -400,9 +464,14 @@ class MailComposer:
             "check_phrase": check_phrase,
         }
         alternative_boundary, _ = _boundaries(message_id)
-        body = MIMEMultipart("alternative", boundary=alternative_boundary, policy=_POLICY)
-        body.attach(_body_part(_text(self.templates.text("new_device.txt", values), "plain")))
-        body.attach(_body_part(_text(self.templates.html("new_device.html", values), "html")))
+        body = Multipart(
+            "alternative",
+            alternative_boundary,
+            (
+                TextPart("plain", self.templates.text("new_device.txt", values)),
+                TextPart("html", self.templates.html("new_device.html", values)),
+            ),
+        )
         return self._bytes(
             body,
             recipient=recipient,

@@ -14,8 +14,10 @@ from string import Template
 from typing import Protocol
 
 import pytest
+from support.mime_reference import library_bytes
 
 from server.app import build_mail_composer
+from server.mail import render as render_module
 from server.mail.qr import qr_png
 from server.mail.render import (
     HeaderError,
@@ -23,6 +25,7 @@ from server.mail.render import (
     MailTemplates,
     TemplateError,
     qr_content_id,
+    write_message,
 )
 from server.settings import Settings
 
@@ -336,3 +339,33 @@ def test_a_body_line_starting_with_from_is_kept_as_written(tmp_path: Path) -> No
     (tmp_path / "no_account.txt").write_text("From $app_name:\nFrom here on, nothing.\n")
     message = _parse(_no_account(_composer(tmp_path)))
     assert message.get_content() == "From splitlink:\r\nFrom here on, nothing.\r\n"
+
+
+def test_the_mime_writer_writes_what_the_email_package_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `write_message` replaces email.mime + BytesGenerator on the dispatcher's hot path: for
+    # every message of the corpus it must give the very bytes that the package gives.
+    compared: list[bytes] = []
+
+    def both(headers: render_module.Headers, body: render_module.MimePart) -> bytes:
+        fast = write_message(headers, body)
+        assert fast == library_bytes(headers, body)
+        compared.append(fast)
+        return fast
+
+    monkeypatch.setattr(render_module, "write_message", both)
+    (tmp_path / "long").mkdir()
+    mails = _all_mails(tmp_path / "long")
+    # Text that the quoted-printable encoder treats specially: CRLF and CR line ends, trailing
+    # white space, lines longer than 76, "=" and "From " at a line's start, no final newline.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    body = "From $app_name\r\n=?x?= \t\r" + "y" * 200 + " \n\u00e9" * 80 + "\n\n  \nend $link"
+    (odd / "login_link.txt").write_text(body, newline="")
+    (odd / "login_link.html").write_text(body + " <img src='$qr_src'>", newline="")
+    (odd / "new_device.txt").write_text("$device $signed_in_at \n\n", newline="")
+    (odd / "new_device.html").write_text("$device$signed_in_at", newline="")
+    composer = _composer(odd)
+    mails += [render_kind(composer) for render_kind in KINDS.values()]
+    assert len(compared) == len(mails) == 21
