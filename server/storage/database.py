@@ -243,8 +243,8 @@ async def _in_thread_to_the_end(call: Callable[[], T]) -> T:
 class _SqliteTransactions:
     """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
     (aiosqlite) every statement of a transaction cost two thread hops, about 1 ms per login
-    transaction on 2 cores; here the statements are one stretch of CPU on the loop, and only the
-    COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms here),
+    transaction on 2 cores; here the statements are one stretch of CPU on the loop, and only a
+    durable COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms here),
     during which the loop serves other requests (measured: 229 logins/s with the COMMIT on the
     loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up front and
     is retried without blocking while another process holds it; one transaction at a time per
@@ -258,6 +258,10 @@ class _SqliteTransactions:
         self._conn = _open_in_loop(path, synchronous=synchronous)
         self._busy_timeout = busy_timeout
         self._lock = asyncio.Lock()
+        # With NORMAL a COMMIT appends to the log and never waits for the disk (the in-loop
+        # connections never checkpoint): it runs on the loop, which saves the two thread
+        # switches that cost more than the COMMIT itself.
+        self._commit_waits_for_disk = synchronous != "NORMAL"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
@@ -269,7 +273,10 @@ class _SqliteTransactions:
             )
             try:
                 yield _SqliteLoopConnection(self._conn)
-                await _in_thread_to_the_end(lambda: self._conn.execute("COMMIT"))
+                if self._commit_waits_for_disk:
+                    await _in_thread_to_the_end(lambda: self._conn.execute("COMMIT"))
+                else:
+                    self._conn.execute("COMMIT")
             finally:
                 # After an exception in the work, or a COMMIT that failed (disk full, I/O error).
                 if self._conn.in_transaction:

@@ -173,3 +173,37 @@ async def test_a_durable_and_a_non_durable_transaction_both_commit(
             await db.disconnect()
         rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
     assert rows == [("durable=False",), ("durable=True",)]
+
+
+async def test_on_sqlite_only_a_durable_commit_waits_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A durable COMMIT waits for an fsync, off the event loop; a non-durable one never waits for
+    # the disk, and the two thread switches would cost more than the COMMIT.
+    from server.storage import database
+
+    waited_in_thread: list[bool] = []
+    real = database._in_thread_to_the_end
+
+    async def recorded(call):  # type: ignore[no-untyped-def]
+        waited_in_thread.append(True)
+        return await real(call)
+
+    monkeypatch.setattr(database, "_in_thread_to_the_end", recorded)
+    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # no checkpoint meanwhile
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    db = Database(url)
+    await db.connect()
+    try:
+        for durable in (False, True):
+            async with db.transaction(durable=durable) as conn:
+                await conn.execute(
+                    "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+                    "VALUES (:bucket, 0, 1, 0)",
+                    {"bucket": f"durable={durable}"},
+                )
+            assert waited_in_thread == ([True] if durable else [])
+    finally:
+        await db.disconnect()
+    assert len(query(url, "SELECT bucket FROM rate_limits")) == 2
