@@ -56,13 +56,20 @@ _SEAL_CONTEXT = "outbox:"
 # stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different rows
 # instead of queueing behind one lock, and the outer conditions are checked again on the locked
 # row.
+# Whether the message is still worth sending, read by the claim itself: mail without an attempt
+# always is; a login link only while its attempt can still be completed.
+_LIVE = (
+    "CASE WHEN outbox.attempt_id IS NULL OR EXISTS (SELECT 1 FROM login_attempts a "
+    "WHERE a.id = outbox.attempt_id AND a.consumed_at IS NULL AND a.expires_at > :now "
+    "AND a.failed_count < :max_failed) THEN 1 ELSE 0 END AS live"
+)
 _CLAIM_SQLITE = (
     "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
     "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
     "AND (lease_until IS NULL OR lease_until < :now) "
     "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1) "
     "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-    "RETURNING id, kind, attempt_id, recipient, sealed_message, tries"
+    f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
 )
 _CLAIM_POSTGRESQL = (
     "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
@@ -71,7 +78,7 @@ _CLAIM_POSTGRESQL = (
     "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1 "
     "FOR UPDATE SKIP LOCKED) "
     "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-    "RETURNING id, kind, attempt_id, recipient, sealed_message, tries"
+    f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
 )
 _CLAIM = {"sqlite": _CLAIM_SQLITE, "postgresql": _CLAIM_POSTGRESQL}
 
@@ -197,14 +204,14 @@ class OutboxDispatcher:
         # (on SQLite without an fsync of their own): if a crash loses the claim, the lease
         # simply is not there and the message is claimed again, which at-least-once allows.
         rows = await self._db.statement(
-            _CLAIM[self._db.dialect], {"now": now, "lease": now + LEASE_SECONDS}
+            _CLAIM[self._db.dialect],
+            {"now": now, "lease": now + LEASE_SECONDS, "max_failed": self._max_failed},
         )
         if not rows:
             return None
         row = rows[0]
-        live = row["attempt_id"] is None or await self._attempt_is_live(row["attempt_id"], now)
         claim = _Claim(id=row["id"], tries=int(row["tries"]), kind=row["kind"])
-        if not live:
+        if not row["live"]:
             await self._record(claim, "expired", now, "the attempt can no longer be completed")
             return "expired"
         if not _deliverable_address(row["recipient"]):
@@ -279,14 +286,6 @@ class OutboxDispatcher:
         message = order.render(self._composer)
         await asyncio.sleep(0)
         return message
-
-    async def _attempt_is_live(self, attempt_id: str, now: int) -> bool:
-        rows = await self._db.statement(
-            "SELECT 1 AS live FROM login_attempts WHERE id = :id AND consumed_at IS NULL "
-            "AND expires_at > :now AND failed_count < :max",
-            {"id": attempt_id, "now": now, "max": self._max_failed},
-        )
-        return bool(rows)
 
     async def _record(
         self,
