@@ -63,8 +63,9 @@ _LIVE = (
     "WHERE a.id = outbox.attempt_id AND a.consumed_at IS NULL AND a.expires_at > :now "
     "AND a.failed_count < :max_failed) THEN 1 ELSE 0 END AS live"
 )
+# (Constants only in the f-strings below: nothing from a request reaches the text.)
 _CLAIM_SQLITE = (
-    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
+    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
     "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
     "AND (lease_until IS NULL OR lease_until < :now) "
     "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1) "
@@ -72,7 +73,7 @@ _CLAIM_SQLITE = (
     f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
 )
 _CLAIM_POSTGRESQL = (
-    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("
+    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
     "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
     "AND (lease_until IS NULL OR lease_until < :now) "
     "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1 "

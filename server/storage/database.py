@@ -244,12 +244,12 @@ class _SqliteTransactions:
     """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
     (aiosqlite) every statement of a transaction cost two thread hops, about 1 ms per login
     transaction on 2 cores; here the statements are one stretch of CPU on the loop, and only a
-    durable COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms here),
-    during which the loop serves other requests (measured: 229 logins/s with the COMMIT on the
-    loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up front and
-    is retried without blocking while another process holds it; one transaction at a time per
-    connection (the lock below), so a transaction whose work does yield cannot interleave with
-    another on this connection.
+    durable COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms
+    here), during which the loop serves other requests (measured: 229 logins/s with the COMMIT
+    on the loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up
+    front and is retried without blocking while another process holds it; one transaction at a
+    time per connection (the lock below), so a transaction whose work does yield cannot
+    interleave with another on this connection.
 
     `synchronous` is FULL for what must survive a power failure (a login, a rotation, a
     revocation) and NORMAL for records whose loss only repeats work (SPEC.md §8.5)."""
