@@ -55,7 +55,8 @@ _SEAL_CONTEXT = "outbox:"
 # later in that second. SQLite runs one writer at a time, so the statement is atomic as it
 # stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different rows
 # instead of queueing behind one lock, and the outer conditions are checked again on the locked
-# row.
+# row. Both walk the index (status, not_before, kind DESC, id) in its order ('new_device' and
+# 'no_account' sort after 'login_link') and stop at the first row they can take (revision 0004).
 # Whether the message is still worth sending, read by the claim itself: mail without an attempt
 # always is; a login link only while its attempt can still be completed.
 _LIVE = (
@@ -68,7 +69,7 @@ _CLAIM_SQLITE = (
     "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
     "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
     "AND (lease_until IS NULL OR lease_until < :now) "
-    "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1) "
+    "ORDER BY not_before, kind DESC, id LIMIT 1) "
     "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
     f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
 )
@@ -76,7 +77,7 @@ _CLAIM_POSTGRESQL = (
     "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
     "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
     "AND (lease_until IS NULL OR lease_until < :now) "
-    "ORDER BY not_before, CASE WHEN kind = 'login_link' THEN 1 ELSE 0 END, id LIMIT 1 "
+    "ORDER BY not_before, kind DESC, id LIMIT 1 "
     "FOR UPDATE SKIP LOCKED) "
     "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
     f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"

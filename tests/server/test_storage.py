@@ -55,6 +55,31 @@ async def test_every_hot_query_is_backed_by_an_index(server: Harness, name: str)
         assert "Seq Scan" not in plan, plan
 
 
+async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
+    server: Harness,
+) -> None:
+    # SPEC.md §7.2 and revision 0004: during a burst hundreds of rows are due in one second; a
+    # claim that sorted them all on every call cost more than the rest of a delivery.
+    from server.mail.outbox import _CLAIM
+
+    sql = _CLAIM[server.backend]
+    values = {"now": 5, "lease": 65, "max_failed": 5}
+    if server.backend == "sqlite":
+        with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute("EXPLAIN QUERY PLAN " + sql, values).fetchall()
+        plan = " | ".join(str(row[-1]) for row in rows)
+        assert "USING INDEX outbox_claim_order" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+    else:
+        with psycopg.connect(server.database_url) as conn:
+            conn.execute("SET enable_seqscan = off")
+            explained = sql.replace(":now", "5").replace(":lease", "65")
+            explained = explained.replace(":max_failed", "5")
+            plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + explained).fetchall())
+        assert "outbox_claim_order" in plan, plan
+        assert "Sort" not in plan, plan
+
+
 async def test_server_refuses_a_schema_that_is_behind(tmp_path: Path, backend: str) -> None:
     with database_url_for(backend, tmp_path) as url:
         if backend == "postgresql":
