@@ -180,6 +180,11 @@ async def _until_not_busy(
         delay = min(delay * 2, 0.01)
 
 
+def _writes(query: str) -> bool:
+    """Whether a single statement needs SQLite's write lock: every statement but a SELECT."""
+    return not query.lstrip()[:6].upper().startswith("SELECT")
+
+
 class _SqliteStatements:
     """One sqlite3 connection used from the event loop itself, for single autocommit statements
     on the per-request path (replay entries, session lookups, rate counters): about 10 us each,
@@ -187,17 +192,23 @@ class _SqliteStatements:
     Commits here use synchronous=NORMAL: in WAL mode they survive a process crash, and only the
     last ones may be lost on power failure, which is acceptable for these short-lived rows."""
 
-    def __init__(self, path: str, *, busy_timeout: float) -> None:
+    def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
         self._conn = _open_in_loop(path, synchronous="NORMAL")
         self._busy_timeout = busy_timeout
+        self._writer = writer
 
     async def run(self, query: str, values: Mapping[str, Any]) -> list[Row]:
         loop = asyncio.get_running_loop()
-        return await _until_not_busy(
-            lambda: [_row(row) for row in self._conn.execute(query, values).fetchall()],
-            deadline=loop.time() + self._busy_timeout,
-            loop=loop,
-        )
+        deadline = loop.time() + self._busy_timeout
+
+        def attempt() -> list[Row]:
+            return [_row(row) for row in self._conn.execute(query, values).fetchall()]
+
+        if not _writes(query):
+            return await _until_not_busy(attempt, deadline=deadline, loop=loop)
+        # Behind this process's own write transaction, wait for its end rather than poll.
+        async with self._writer:
+            return await _until_not_busy(attempt, deadline=deadline, loop=loop)
 
     async def close(self) -> None:
         self._conn.close()
@@ -247,17 +258,20 @@ class _SqliteTransactions:
     durable COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms
     here), during which the loop serves other requests (measured: 229 logins/s with the COMMIT
     on the loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up
-    front and is retried without blocking while another process holds it; one transaction at a
-    time per connection (the lock below), so a transaction whose work does yield cannot
-    interleave with another on this connection.
+    front and is retried without blocking while another process holds it. Within the process,
+    `writer` (shared with the other in-loop connections) admits one writer at a time, so a
+    transaction whose work does yield cannot interleave with another on this connection, and
+    the next writer starts as soon as this one has committed.
 
     `synchronous` is FULL for what must survive a power failure (a login, a rotation, a
     revocation) and NORMAL for records whose loss only repeats work (SPEC.md §8.5)."""
 
-    def __init__(self, path: str, *, busy_timeout: float, synchronous: str) -> None:
+    def __init__(
+        self, path: str, *, busy_timeout: float, synchronous: str, writer: asyncio.Lock
+    ) -> None:
         self._conn = _open_in_loop(path, synchronous=synchronous)
         self._busy_timeout = busy_timeout
-        self._lock = asyncio.Lock()
+        self._writer = writer
         # With NORMAL a COMMIT appends to the log and never waits for the disk (the in-loop
         # connections never checkpoint): it runs on the loop, which saves the two thread
         # switches that cost more than the COMMIT itself.
@@ -267,7 +281,7 @@ class _SqliteTransactions:
     async def transaction(self) -> AsyncIterator[Connection]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
-        async with self._lock:
+        async with self._writer:
             await _until_not_busy(
                 lambda: self._conn.execute("BEGIN IMMEDIATE"), deadline=deadline, loop=loop
             )
@@ -455,14 +469,25 @@ class Database:
     async def connect(self) -> None:
         if self._sqlite is not None:
             async with self._translate_errors():
+                # SQLite has one writer at a time. Within this process the in-loop connections
+                # queue for it here, so a writer waits exactly until the one before it is done
+                # (an fsync in a thread, say) instead of polling with growing sleeps; only
+                # writers of other processes are polled for (`_until_not_busy`).
+                writer = asyncio.Lock()
                 self._statements = _SqliteStatements(
-                    self.sqlite_path, busy_timeout=self._busy_timeout
+                    self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer
                 )
                 self._sqlite_transactions = _SqliteTransactions(
-                    self.sqlite_path, busy_timeout=self._busy_timeout, synchronous="FULL"
+                    self.sqlite_path,
+                    busy_timeout=self._busy_timeout,
+                    synchronous="FULL",
+                    writer=writer,
                 )
                 self._sqlite_records = _SqliteTransactions(
-                    self.sqlite_path, busy_timeout=self._busy_timeout, synchronous="NORMAL"
+                    self.sqlite_path,
+                    busy_timeout=self._busy_timeout,
+                    synchronous="NORMAL",
+                    writer=writer,
                 )
                 self._checkpointer = _Checkpointer(
                     self.sqlite_path, interval=SQLITE_CHECKPOINT_INTERVAL

@@ -232,3 +232,44 @@ async def test_on_sqlite_only_a_durable_commit_waits_in_a_thread(
     finally:
         await db.disconnect()
     assert len(query(url, "SELECT bucket FROM rate_limits")) == 2
+
+
+async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_its_end(
+    tmp_path: Path,
+) -> None:
+    # SPEC.md §8.5: within a process, writers queue for SQLite's one write lock instead of
+    # polling for it: a write statement issued while a transaction of the same process holds the
+    # lock (here far longer than the busy timeout) runs once that transaction has committed.
+    import asyncio
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    db = Database(url, sqlite_busy_timeout=0.05)
+    await db.connect()
+    holding = asyncio.Event()
+    order: list[str] = []
+    insert = (
+        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES (:bucket, 0, 1, 0)"
+    )
+    try:
+
+        async def long_transaction() -> None:
+            async with db.transaction() as conn:
+                await conn.execute(insert, {"bucket": "transaction"})
+                holding.set()
+                await asyncio.sleep(0.3)
+            order.append("transaction committed")
+
+        async def statement() -> None:
+            await holding.wait()
+            await db.statement(insert, {"bucket": "statement"})
+            order.append("statement")
+
+        await asyncio.gather(long_transaction(), statement())
+    finally:
+        await db.disconnect()
+    assert order == ["transaction committed", "statement"]
+    assert sorted(query(url, "SELECT bucket FROM rate_limits")) == [
+        ("statement",),
+        ("transaction",),
+    ]
