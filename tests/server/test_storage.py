@@ -142,18 +142,59 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
 async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_transactions_do(
     tmp_path: Path,
 ) -> None:
-    # SPEC.md §2.3 and §8.7: short-lived rows commit asynchronously, transactions durably.
+    # SPEC.md §2.3 and §8.7: short-lived rows commit asynchronously, transactions durably, and
+    # a non-durable transaction (outbox records) asynchronously for itself only.
+    setting = "SELECT current_setting('synchronous_commit') AS value"
     with database_url_for("postgresql", tmp_path) as url:
-        db = Database(url)
+        db = Database(url, pool_size=1)  # one connection: the same one every time below
         await db.connect()
         try:
-            rows = await db.statement("SELECT current_setting('synchronous_commit') AS value")
+            rows = await db.statement(setting)
             assert rows[0]["value"] == "off"
-            async with db.transaction() as conn:
-                row = await conn.fetch_one("SELECT current_setting('synchronous_commit') AS value")
-            assert row is not None and row["value"] == "on"
+            seen = []
+            for durable in (True, False, True):
+                async with db.transaction(durable=durable) as conn:
+                    row = await conn.fetch_one(setting)
+                assert row is not None
+                seen.append(row["value"])
+            assert seen == ["on", "off", "on"]
         finally:
             await db.disconnect()
+
+
+async def test_postgres_a_transaction_left_open_is_rolled_back_before_its_connection_is_reused(
+    tmp_path: Path,
+) -> None:
+    # The pool skips asyncpg's reset query (SPEC.md §8.7), but never the rollback of a
+    # transaction that a cancelled request left open.
+    import asyncio
+
+    with database_url_for("postgresql", tmp_path) as url:
+        db = Database(url, pool_size=1)
+        await db.connect()
+        inside = asyncio.Event()
+        try:
+
+            async def abandoned() -> None:
+                async with db.transaction() as conn:
+                    await conn.execute(
+                        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+                        "VALUES ('left open', 0, 1, 0)"
+                    )
+                    inside.set()
+                    await asyncio.sleep(30)
+
+            task = asyncio.create_task(abandoned())
+            await inside.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            async with db.transaction() as conn:
+                row = await conn.fetch_one("SELECT count(*) AS n FROM rate_limits")
+            assert row is not None and row["n"] == 0
+        finally:
+            await db.disconnect()
+        assert query(url, "SELECT count(*) FROM rate_limits") == [(0,)]
 
 
 async def test_a_cancelled_wait_for_a_commit_returns_only_after_the_commit_finished() -> None:
