@@ -220,32 +220,16 @@ async def test_a_cancelled_wait_for_a_commit_returns_only_after_the_commit_finis
     assert finished.is_set()
 
 
+_INSERT_BUCKET = (
+    "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES (:bucket, 0, 1, 0)"
+)
+
+
 async def test_a_durable_and_a_non_durable_transaction_both_commit(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with database_url_for(backend, tmp_path) as url:
-        migrate(url)
-        db = Database(url)
-        await db.connect()
-        try:
-            for durable in (True, False):
-                async with db.transaction(durable=durable) as conn:
-                    await conn.execute(
-                        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-                        "VALUES (:bucket, 0, 1, 0)",
-                        {"bucket": f"durable={durable}"},
-                    )
-        finally:
-            await db.disconnect()
-        rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
-    assert rows == [("durable=False",), ("durable=True",)]
-
-
-async def test_on_sqlite_only_a_durable_commit_waits_in_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A durable COMMIT waits for an fsync, off the event loop; a non-durable one never waits for
-    # the disk, and the two thread switches would cost more than the COMMIT.
+    # On SQLite a durable COMMIT waits for an fsync off the event loop; a non-durable one never
+    # waits for the disk, and the two thread switches would cost more than the COMMIT.
     from server.storage import database
 
     waited_in_thread: list[bool] = []
@@ -257,22 +241,20 @@ async def test_on_sqlite_only_a_durable_commit_waits_in_a_thread(
 
     monkeypatch.setattr(database, "_in_thread_to_the_end", recorded)
     monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # no checkpoint meanwhile
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    migrate(url)
-    db = Database(url)
-    await db.connect()
-    try:
-        for durable in (False, True):
-            async with db.transaction(durable=durable) as conn:
-                await conn.execute(
-                    "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-                    "VALUES (:bucket, 0, 1, 0)",
-                    {"bucket": f"durable={durable}"},
-                )
-            assert waited_in_thread == ([True] if durable else [])
-    finally:
-        await db.disconnect()
-    assert len(query(url, "SELECT bucket FROM rate_limits")) == 2
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        await db.connect()
+        try:
+            for durable in (False, True):
+                async with db.transaction(durable=durable) as conn:
+                    await conn.execute(_INSERT_BUCKET, {"bucket": f"durable={durable}"})
+                if backend == "sqlite":
+                    assert waited_in_thread == ([True] if durable else [])
+        finally:
+            await db.disconnect()
+        rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
+    assert rows == [("durable=False",), ("durable=True",)]
 
 
 async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_its_end(
@@ -289,21 +271,18 @@ async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_it
     await db.connect()
     holding = asyncio.Event()
     order: list[str] = []
-    insert = (
-        "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES (:bucket, 0, 1, 0)"
-    )
     try:
 
         async def long_transaction() -> None:
             async with db.transaction() as conn:
-                await conn.execute(insert, {"bucket": "transaction"})
+                await conn.execute(_INSERT_BUCKET, {"bucket": "transaction"})
                 holding.set()
                 await asyncio.sleep(0.3)
             order.append("transaction committed")
 
         async def statement() -> None:
             await holding.wait()
-            await db.statement(insert, {"bucket": "statement"})
+            await db.statement(_INSERT_BUCKET, {"bucket": "statement"})
             order.append("statement")
 
         await asyncio.gather(long_transaction(), statement())
