@@ -293,3 +293,36 @@ async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_it
         ("statement",),
         ("transaction",),
     ]
+
+
+async def test_a_single_statement_translates_driver_errors_and_passes_others_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC.md §8.5 and §8.7: a locked or full database is `503 temporarily_unavailable`; an
+    # exception the server does not know is passed on unchanged, never wrapped in itself.
+    from server.errors import TemporarilyUnavailable
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    migrate(url)
+    db = Database(url)
+    await db.connect()
+    try:
+        raised: list[BaseException] = []
+
+        async def failing(query: str, values: object) -> list[object]:
+            raise raised[-1]
+
+        assert db._statements is not None
+        monkeypatch.setattr(db._statements, "run", failing)
+        locked = sqlite3.OperationalError("database is locked")
+        raised.append(locked)
+        with pytest.raises(TemporarilyUnavailable) as translated:
+            await db.statement("SELECT 1")
+        assert translated.value.__cause__ is locked
+        other = AssertionError("something else")
+        raised.append(other)
+        with pytest.raises(AssertionError) as passed_on:
+            await db.statement("SELECT 1")
+        assert passed_on.value is other and other.__cause__ is None
+    finally:
+        await db.disconnect()
