@@ -64,25 +64,24 @@ _LIVE = (
     "WHERE a.id = outbox.attempt_id AND a.consumed_at IS NULL AND a.expires_at > :now "
     "AND a.failed_count < :max_failed) THEN 1 ELSE 0 END AS live"
 )
-# (Constants only in the f-strings below: nothing from a request reaches the text.)
-_CLAIM_SQLITE = (
-    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
-    "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
-    "AND (lease_until IS NULL OR lease_until < :now) "
-    "ORDER BY not_before, kind DESC, id LIMIT 1) "
-    "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-    f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
-)
-_CLAIM_POSTGRESQL = (
-    "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
-    "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
-    "AND (lease_until IS NULL OR lease_until < :now) "
-    "ORDER BY not_before, kind DESC, id LIMIT 1 "
-    "FOR UPDATE SKIP LOCKED) "
-    "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-    f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
-)
-_CLAIM = {"sqlite": _CLAIM_SQLITE, "postgresql": _CLAIM_POSTGRESQL}
+
+
+def _claim_statement(row_lock: str) -> str:
+    """The claim of one dialect; `row_lock` ends its subquery. Built from constants only."""
+    return (
+        "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
+        "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
+        "AND (lease_until IS NULL OR lease_until < :now) "
+        f"ORDER BY not_before, kind DESC, id LIMIT 1{row_lock}) "
+        "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
+        f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
+    )
+
+
+_CLAIM = {
+    "sqlite": _claim_statement(""),
+    "postgresql": _claim_statement(" FOR UPDATE SKIP LOCKED"),
+}
 
 Outcome = Literal["sent", "retry", "abandoned", "expired"]
 
@@ -202,9 +201,9 @@ class OutboxDispatcher:
 
     async def _dispatch_one(self) -> str | None:
         now = self._clock.now()
-        # The claim and the liveness check are single statements on the database's fast path
-        # (on SQLite without an fsync of their own): if a crash loses the claim, the lease
-        # simply is not there and the message is claimed again, which at-least-once allows.
+        # The claim, which also reads whether the attempt is live, is a single statement on the
+        # database's fast path (on SQLite without an fsync of its own): if a crash loses it, the
+        # lease simply is not there and the message is claimed again, which at-least-once allows.
         rows = await self._db.statement(
             _CLAIM[self._db.dialect],
             {"now": now, "lease": now + LEASE_SECONDS, "max_failed": self._max_failed},

@@ -61,12 +61,10 @@ from typing import Any
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 
-# Text in UTF-8, quoted-printable in RFC 2047 encoded words ("Q") and, for the email package's
-# own writer (the reference in the tests), in bodies. An instance of its own:
-# `email.charset.add_charset` would change the default for every user of the package.
+# Header text in UTF-8, as quoted-printable RFC 2047 encoded words ("Q"). An instance of its
+# own: `email.charset.add_charset` would change the default for every user of the package.
 _UTF8 = Charset("utf-8")
 _UTF8.header_encoding = QP
-_UTF8.body_encoding = QP
 
 # What no header value may hold: C0 and C1 controls (CR, LF, TAB, NUL, ...), DEL, the line and
 # paragraph separators (str.splitlines() and so the header folding break lines at them, as at

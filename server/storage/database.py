@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import aiosqlite
 import asyncpg
@@ -60,7 +60,7 @@ _PG_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
 )
-# Every exception `_translated` turns into one of the server's.
+# Every exception `Database._raise_translated` may turn into one of the server's.
 _TRANSLATED: tuple[type[BaseException], ...] = (
     sqlite3.OperationalError,
     *_PG_CONFLICTS,
@@ -535,25 +535,22 @@ class Database:
         try:
             yield
         except _TRANSLATED as exc:
-            translated = self._translated(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+            self._raise_translated(exc)
 
-    def _translated(self, exc: BaseException) -> BaseException:
-        """The server's error for a driver's exception (`exc` itself if it has none)."""
+    def _raise_translated(self, exc: BaseException) -> NoReturn:
+        """Raise the server's error for a driver's exception, or `exc` itself if it has none."""
         if isinstance(exc, sqlite3.OperationalError):
             # "database is locked", "disk I/O error", "database or disk is full"
-            return TemporarilyUnavailable()
+            raise TemporarilyUnavailable() from exc
         if isinstance(exc, _PG_CONFLICTS):
-            return TransactionConflict()
+            raise TransactionConflict() from exc
         if isinstance(exc, AssertionError) and "already acquired" not in str(exc):
-            return exc
+            raise exc
         # `databases` keeps one connection object per task and, when a release fails on a
         # connection the server terminated, leaves it marked acquired: every later use in that
         # task asserts ("already acquired"). Forget it, so the next use opens a fresh one.
         self._forget_task_connection()
-        return TemporarilyUnavailable()
+        raise TemporarilyUnavailable() from exc
 
     def _forget_task_connection(self) -> None:
         if self._sqlite is None:
@@ -604,10 +601,7 @@ class Database:
             async with self.autocommit() as conn:
                 return await conn.fetch_all(query, values)
         except _TRANSLATED as exc:
-            translated = self._translated(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+            self._raise_translated(exc)
 
     @asynccontextmanager
     async def autocommit(self) -> AsyncIterator[Connection]:

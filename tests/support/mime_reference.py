@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from email.charset import QP, Charset
 from email.generator import BytesGenerator
 from email.message import Message
 from email.mime.image import MIMEImage
@@ -12,19 +13,22 @@ from io import BytesIO
 
 from server.mail.render import (
     _POLICY,
-    _UTF8,
     Headers,
     ImagePart,
     MimePart,
     TextPart,
 )
 
+# UTF-8 text bodies in quoted-printable, as `write_message` writes them.
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+
 
 def _library_part(part: MimePart) -> Message:
     built: Message
     if isinstance(part, TextPart):
         built = MIMENonMultipart("text", part.subtype, policy=_POLICY)
-        built.set_payload(part.text, _UTF8)  # charset="utf-8", quoted-printable
+        built.set_payload(part.text, _UTF8_QP)  # charset="utf-8", quoted-printable
     elif isinstance(part, ImagePart):
         built = MIMEImage(part.png, "png", policy=_POLICY)
         built.add_header("Content-Disposition", "inline", filename=part.filename)
