@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import sqlite3
@@ -258,34 +259,107 @@ async def _in_thread_to_the_end(call: Callable[[], T]) -> T:
     return future.result()
 
 
+class _WalSync:
+    """Makes committed transactions durable after SQLite's write lock is released: one fsync of
+    the write-ahead log, in a thread, covers every commit made before it started (group
+    commit). The log is append-only, so a transaction that read another's writes commits after
+    it in the log, and the fsync that makes it durable makes the other durable too: what a
+    caller is told has committed survives a power failure, as with synchronous=FULL, while the
+    next writer already runs (SPEC.md §8.5). The log's inode stays the same while this
+    process keeps its connections open (SQLite deletes the file only when the last connection
+    to the database closes), so one descriptor serves the process's lifetime.
+
+    After a failed fsync the kernel may have dropped the pages it could not write, and a later
+    fsync can succeed without them: the failure is permanent for this process, which refuses
+    durable writes from then on (PostgreSQL stops for the same reason)."""
+
+    def __init__(self, wal_path: str) -> None:
+        self._wal_path = wal_path
+        self._fd: int | None = None
+        self._waiting: asyncio.Future[None] | None = None
+        self._syncing: asyncio.Task[None] | None = None
+        self.failed: OSError | None = None
+
+    async def after_commit(self) -> None:
+        """Return once an fsync that started after this call has finished."""
+        loop = asyncio.get_running_loop()
+        if self._waiting is None:
+            self._waiting = loop.create_future()
+            if self._syncing is None:
+                self._syncing = loop.create_task(self._sync_while_waited_for())
+        # A cancelled caller leaves the fsync running for the others.
+        await asyncio.shield(self._waiting)
+
+    async def _sync_while_waited_for(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting is not None:
+                # Every caller in this group committed before the fsync below starts.
+                group, self._waiting = self._waiting, None
+                try:
+                    if self.failed is not None:
+                        raise self.failed
+                    if self._fd is None:
+                        self._fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
+                    await loop.run_in_executor(None, os.fsync, self._fd)
+                except OSError as exc:
+                    if self.failed is None:
+                        logger.critical("sqlite: fsync of the log failed, writes refused: %s", exc)
+                    self.failed = exc
+                    group.set_exception(TemporarilyUnavailable("the database cannot write"))
+                    group.exception()  # retrieved here too: no warning if nobody waits
+                else:
+                    group.set_result(None)
+        finally:
+            self._syncing = None
+
+    async def close(self) -> None:
+        if self._syncing is not None:
+            await asyncio.shield(self._syncing)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class _SqliteTransactions:
     """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
     (aiosqlite) every statement of a transaction cost two thread hops, about 1 ms per login
-    transaction on 2 cores; here the statements are one stretch of CPU on the loop, and only a
-    durable COMMIT goes to a thread: with synchronous=FULL it waits for an fsync (0.2 to 0.5 ms
-    here), during which the loop serves other requests (measured: 229 logins/s with the COMMIT
-    on the loop, the loop idle through every fsync). BEGIN IMMEDIATE takes the write lock up
-    front and is retried without blocking while another process holds it. Within the process,
-    `writer` (shared with the other in-loop connections) admits one writer at a time, so a
-    transaction whose work does yield cannot interleave with another on this connection, and
-    the next writer starts as soon as this one has committed.
+    transaction on 2 cores; here the statements and the COMMIT are one stretch of CPU on the
+    loop, with no await while the write lock is held (unless another process holds it at
+    BEGIN). BEGIN IMMEDIATE takes the write lock up front and is retried without blocking while
+    another process holds it. Within the process, `writer` (shared with the other in-loop
+    connections) admits one writer at a time.
 
-    `synchronous` is FULL for what must survive a power failure (a login, a rotation, a
-    revocation) and NORMAL for records whose loss only repeats work (SPEC.md §8.5)."""
+    The COMMIT itself never waits for the disk (synchronous=NORMAL). A durable transaction (a
+    login, a rotation, a revocation) then waits for `wal_sync`, after releasing the lock: the
+    fsync no longer holds up every other writer of every worker (measured with the COMMIT's
+    fsync under the lock: 190 to 250 logins/s, two workers no faster than one, requests queued
+    for the lock for milliseconds). Records whose loss only repeats work (outbox delivery
+    records) do not wait (SPEC.md §8.5)."""
 
     def __init__(
-        self, path: str, *, busy_timeout: float, synchronous: str, writer: asyncio.Lock
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        writer: asyncio.Lock,
+        wal_sync: _WalSync | None,
     ) -> None:
-        self._conn = _open_in_loop(path, synchronous=synchronous)
+        self._conn = _open_in_loop(path, synchronous="NORMAL")
         self._busy_timeout = busy_timeout
         self._writer = writer
-        # With NORMAL a COMMIT appends to the log and never waits for the disk (the in-loop
-        # connections never checkpoint): it runs on the loop, which saves the two thread
-        # switches that cost more than the COMMIT itself.
-        self._commit_waits_for_disk = synchronous != "NORMAL"
+        self._wal_sync = wal_sync
+        (journal_mode,) = self._conn.execute("PRAGMA journal_mode").fetchone()
+        if wal_sync is not None and journal_mode != "wal":
+            # Not a migrated database (migrations switch it to WAL): no log to sync, so the
+            # COMMIT itself waits for the disk.
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._wal_sync = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
+        if self._wal_sync is not None and self._wal_sync.failed is not None:
+            raise TemporarilyUnavailable("the database cannot write")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
         async with self._writer:
@@ -294,14 +368,13 @@ class _SqliteTransactions:
             )
             try:
                 yield _SqliteLoopConnection(self._conn)
-                if self._commit_waits_for_disk:
-                    await _in_thread_to_the_end(lambda: self._conn.execute("COMMIT"))
-                else:
-                    self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT")
             finally:
                 # After an exception in the work, or a COMMIT that failed (disk full, I/O error).
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
+        if self._wal_sync is not None:
+            await self._wal_sync.after_commit()
 
     async def close(self) -> None:
         self._conn.close()
@@ -461,6 +534,7 @@ class Database:
         self._sqlite_transactions: _SqliteTransactions | None = None
         self._sqlite_records: _SqliteTransactions | None = None
         self._checkpointer: _Checkpointer | None = None
+        self._wal_sync: _WalSync | None = None
         self._busy_timeout = sqlite_busy_timeout
         if self.dialect == "sqlite":
             self.sqlite_path = databases.DatabaseURL(url).database
@@ -488,23 +562,21 @@ class Database:
             async with self._translate_errors():
                 # SQLite has one writer at a time. Within this process the in-loop connections
                 # queue for it here, so a writer waits exactly until the one before it is done
-                # (an fsync in a thread, say) instead of polling with growing sleeps; only
-                # writers of other processes are polled for (`_until_not_busy`).
+                # instead of polling with growing sleeps; only writers of other processes are
+                # polled for (`_until_not_busy`).
                 writer = asyncio.Lock()
                 self._statements = _SqliteStatements(
                     self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer
                 )
+                self._wal_sync = _WalSync(self.sqlite_path + "-wal")
                 self._sqlite_transactions = _SqliteTransactions(
                     self.sqlite_path,
                     busy_timeout=self._busy_timeout,
-                    synchronous="FULL",
                     writer=writer,
+                    wal_sync=self._wal_sync,
                 )
                 self._sqlite_records = _SqliteTransactions(
-                    self.sqlite_path,
-                    busy_timeout=self._busy_timeout,
-                    synchronous="NORMAL",
-                    writer=writer,
+                    self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer, wal_sync=None
                 )
                 self._checkpointer = _Checkpointer(
                     self.sqlite_path, interval=SQLITE_CHECKPOINT_INTERVAL
@@ -526,6 +598,8 @@ class Database:
             for transactions in (self._sqlite_transactions, self._sqlite_records):
                 if transactions is not None:
                     await transactions.close()
+            if self._wal_sync is not None:
+                await self._wal_sync.close()
         else:
             await self._db.disconnect()
             await self._pg_statements.close()

@@ -3,8 +3,14 @@ query (SPEC.md §8.4, §8.6)."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
+import os
 import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -12,6 +18,7 @@ import pytest
 from support.backends import database_url_for, empty_database_url_for, query
 from support.harness import Harness
 
+from server.errors import TemporarilyUnavailable
 from server.housekeeping import purge_expired
 from server.storage.database import Database
 from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
@@ -228,18 +235,8 @@ _INSERT_BUCKET = (
 async def test_a_durable_and_a_non_durable_transaction_both_commit(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # On SQLite a durable COMMIT waits for an fsync off the event loop; a non-durable one never
-    # waits for the disk, and the two thread switches would cost more than the COMMIT.
     from server.storage import database
 
-    waited_in_thread: list[bool] = []
-    real = database._in_thread_to_the_end
-
-    async def recorded(call):  # type: ignore[no-untyped-def]
-        waited_in_thread.append(True)
-        return await real(call)
-
-    monkeypatch.setattr(database, "_in_thread_to_the_end", recorded)
     monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # no checkpoint meanwhile
     with database_url_for(backend, tmp_path) as url:
         migrate(url)
@@ -249,12 +246,157 @@ async def test_a_durable_and_a_non_durable_transaction_both_commit(
             for durable in (False, True):
                 async with db.transaction(durable=durable) as conn:
                     await conn.execute(_INSERT_BUCKET, {"bucket": f"durable={durable}"})
-                if backend == "sqlite":
-                    assert waited_in_thread == ([True] if durable else [])
         finally:
             await db.disconnect()
         rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
     assert rows == [("durable=False",), ("durable=True",)]
+
+
+class _RecordedFsyncs:
+    """Stands in for os.fsync in server.storage.database: records which file each call synced
+    and what another connection could read when it started; can hold calls or fail them."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.files: list[str] = []
+        self.committed_when_started: list[list[str]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.error: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        self.files.append(os.readlink(f"/proc/self/fd/{fd}"))
+        with sqlite3.connect(self.db_path) as reader:
+            buckets = reader.execute("SELECT bucket FROM rate_limits ORDER BY bucket").fetchall()
+        self.committed_when_started.append([bucket for (bucket,) in buckets])
+        self.release.wait(10)
+        if self.error is not None:
+            raise self.error
+        time.sleep(0.02)  # as long as a slow disk: commits pile up behind it
+
+
+@pytest.fixture
+async def sqlite_db(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Database, _RecordedFsyncs]]:
+    from server.storage import database
+
+    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # its fsyncs are not ours
+    with database_url_for("sqlite", tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        fsyncs = _RecordedFsyncs(Path(db.sqlite_path))
+        monkeypatch.setattr(os, "fsync", fsyncs)
+        await db.connect()
+        try:
+            yield db, fsyncs
+        finally:
+            fsyncs.release.set()
+            await db.disconnect()
+
+
+async def test_on_sqlite_a_durable_transaction_returns_after_a_log_fsync_begun_after_its_commit(
+    sqlite_db: tuple[Database, _RecordedFsyncs],
+) -> None:
+    # SPEC.md §8.5: the COMMIT does not wait for the disk; the caller does, for the log.
+    db, fsyncs = sqlite_db
+    async with db.transaction(durable=False) as conn:
+        await conn.execute(_INSERT_BUCKET, {"bucket": "record"})
+    assert fsyncs.files == []
+    async with db.transaction() as conn:
+        await conn.execute(_INSERT_BUCKET, {"bucket": "login"})
+    assert fsyncs.files == [db.sqlite_path + "-wal"]
+    assert fsyncs.committed_when_started == [["login", "record"]]
+
+
+async def test_on_sqlite_other_writers_run_while_a_durable_transaction_waits_for_the_disk(
+    sqlite_db: tuple[Database, _RecordedFsyncs],
+) -> None:
+    # The write lock is released before the fsync: a slow disk delays only the transactions
+    # that must be durable, not every writer of every worker.
+    db, fsyncs = sqlite_db
+    fsyncs.release.clear()
+
+    async def durable_write() -> None:
+        async with db.transaction() as conn:
+            await conn.execute(_INSERT_BUCKET, {"bucket": "durable"})
+
+    waiting = asyncio.create_task(durable_write())
+    while not fsyncs.files:
+        await asyncio.sleep(0.005)
+    await db.statement(_INSERT_BUCKET, {"bucket": "single"})
+    async with db.transaction(durable=False) as conn:
+        await conn.execute(_INSERT_BUCKET, {"bucket": "record"})
+    assert not waiting.done()
+    fsyncs.release.set()
+    await waiting
+    assert query(db.url, "SELECT count(*) FROM rate_limits") == [(3,)]
+
+
+async def test_on_sqlite_concurrent_durable_commits_share_an_fsync(
+    sqlite_db: tuple[Database, _RecordedFsyncs],
+) -> None:
+    db, fsyncs = sqlite_db
+
+    async def durable_write(n: int) -> None:
+        async with db.transaction() as conn:
+            await conn.execute(_INSERT_BUCKET, {"bucket": f"login {n:02}"})
+
+    # Twenty commits in one turn of the event loop: one fsync, begun after all of them.
+    await asyncio.gather(*(durable_write(n) for n in range(20)))
+    assert len(fsyncs.files) == 1
+    assert len(fsyncs.committed_when_started[0]) == 20
+    # Commits made while an fsync runs wait for the next one, which they share.
+    fsyncs.release.clear()
+    first = asyncio.create_task(durable_write(20))
+    while len(fsyncs.files) < 2:
+        await asyncio.sleep(0.005)
+    later = [asyncio.create_task(durable_write(n)) for n in range(21, 31)]
+    await asyncio.sleep(0.05)
+    assert not first.done() and len(fsyncs.files) == 2
+    fsyncs.release.set()
+    await asyncio.gather(first, *later)
+    assert len(fsyncs.files) == 3
+    assert len(fsyncs.committed_when_started[1]) == 21
+    assert len(fsyncs.committed_when_started[2]) == 31
+
+
+async def test_on_sqlite_a_failed_fsync_refuses_every_later_durable_write(
+    sqlite_db: tuple[Database, _RecordedFsyncs],
+) -> None:
+    # After a failed fsync the kernel may have dropped the pages it could not write, and a later
+    # fsync may succeed without them: no durable write is acknowledged again by this process.
+    db, fsyncs = sqlite_db
+    fsyncs.error = OSError(errno.EIO, "Input/output error")
+    for bucket in ("first", "second"):
+        with pytest.raises(TemporarilyUnavailable):
+            async with db.transaction() as conn:
+                await conn.execute(_INSERT_BUCKET, {"bucket": bucket})
+    assert len(fsyncs.files) == 1
+    # The first was committed, never acknowledged; the second never began.
+    assert query(db.url, "SELECT bucket FROM rate_limits") == [("first",)]
+
+
+async def test_on_sqlite_a_cancelled_wait_for_durability_leaves_the_fsync_running(
+    sqlite_db: tuple[Database, _RecordedFsyncs],
+) -> None:
+    db, fsyncs = sqlite_db
+    fsyncs.release.clear()
+
+    async def durable_write() -> None:
+        async with db.transaction() as conn:
+            await conn.execute(_INSERT_BUCKET, {"bucket": "cancelled"})
+
+    cancelled = asyncio.create_task(durable_write())
+    while not fsyncs.files:
+        await asyncio.sleep(0.005)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    fsyncs.release.set()
+    async with db.transaction() as conn:  # the next durable write gets an fsync of its own
+        await conn.execute(_INSERT_BUCKET, {"bucket": "next"})
+    assert len(fsyncs.files) == 2
 
 
 async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_its_end(
@@ -278,7 +420,7 @@ async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_it
                 await conn.execute(_INSERT_BUCKET, {"bucket": "transaction"})
                 holding.set()
                 await asyncio.sleep(0.3)
-            order.append("transaction committed")
+                order.append("transaction ends")
 
         async def statement() -> None:
             await holding.wait()
@@ -288,7 +430,7 @@ async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_it
         await asyncio.gather(long_transaction(), statement())
     finally:
         await db.disconnect()
-    assert order == ["transaction committed", "statement"]
+    assert order == ["transaction ends", "statement"]
     assert sorted(query(url, "SELECT bucket FROM rate_limits")) == [
         ("statement",),
         ("transaction",),
