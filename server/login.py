@@ -16,12 +16,12 @@ from protocol.errors import InvalidGrant, MalformedInput
 from protocol.link import build_login_link
 from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
 from server.clock import Clock, RandomBytes
-from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
 from server.ratelimit import RateLimiter
+from server.replay import DatabaseReplayStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import Connection, Database
@@ -71,7 +71,7 @@ class LoginService:
         keyring: Keyring,
         keys: ServerKeys,
         rate_limiter: RateLimiter,
-        dpop: DPoPGuard,
+        replay: DatabaseReplayStore,
         clock: Clock,
         random_bytes: RandomBytes,
         events: EventSink,
@@ -81,7 +81,7 @@ class LoginService:
         self._keyring = keyring
         self.keys = keys
         self._limits = rate_limiter
-        self._dpop = dpop
+        self._replay = replay
         self._clock = clock
         self._random = random_bytes
         self._events = events
@@ -108,8 +108,6 @@ class LoginService:
         await self._limits.hit(
             "start-email", address.canonical, limit=settings.rate_limit_start_per_email, now=now
         )
-        # Recorded once the request is known to be well-formed (attacks.md B6).
-        await self._dpop.record(proof)
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
         phrase = check_phrase(proof.jkt)
@@ -120,6 +118,9 @@ class LoginService:
         )
 
         async def record(conn: Connection) -> None:
+            # Recorded once the request is known to be well-formed (attacks.md B6), with the
+            # attempt it starts (SPEC.md §4.4).
+            await self._replay.record_in(conn, proof, now=now)
             user = await conn.fetch_one(
                 "SELECT email_address FROM users WHERE email_canonical = :canonical",
                 {"canonical": address.canonical},
@@ -210,9 +211,10 @@ class LoginService:
         email_hash = _half_hash(
             self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
         )
-        await self._dpop.record(proof)
 
         async def redeem(conn: Connection) -> tuple[str, TokenPair | None]:
+            # Every outcome below commits, so a refused completion has used up its proof.
+            await self._replay.record_in(conn, proof, now=now)
             attempt = await conn.fetch_one(
                 "SELECT dpop_jkt, device_half_hash, email_half_hash, expires_at, consumed_at, "
                 "failed_count, signup_allowed, email_canonical, email_address, device_name, "

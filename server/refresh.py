@@ -15,9 +15,9 @@ from typing import Any
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidGrant, MalformedInput
 from server.clock import Clock, RandomBytes
-from server.dpop_guard import DPoPGuard
 from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
+from server.replay import DatabaseReplayStore
 from server.sessions import revoke_session_rows
 from server.settings import Settings
 from server.signing_keys import ServerKeys
@@ -36,7 +36,7 @@ class RefreshService:
         db: Database,
         keyring: Keyring,
         keys: ServerKeys,
-        dpop: DPoPGuard,
+        replay: DatabaseReplayStore,
         clock: Clock,
         random_bytes: RandomBytes,
         events: EventSink,
@@ -46,7 +46,7 @@ class RefreshService:
         self._db = db
         self._keyring = keyring
         self._keys = keys
-        self._dpop = dpop
+        self._replay = replay
         self._clock = clock
         self._random = random_bytes
         self._events = events
@@ -61,7 +61,6 @@ class RefreshService:
             raise MalformedInput("refresh_token is required")
         if len(presented) > MAX_REFRESH_TOKEN_LENGTH:
             raise InvalidGrant(_REFUSED)
-        await self._dpop.record(proof)
         now = self._clock.now()
         key = self._keyring.hmac_key
         parent_hash = refresh_token_hash(key, presented)
@@ -69,6 +68,8 @@ class RefreshService:
         child_hash = refresh_token_hash(key, child)
 
         async def rotate(conn: Connection) -> tuple[str, dict[str, Any] | None]:
+            # Every outcome commits, so a refused refresh has used up its proof (SPEC.md §4.4).
+            await self._replay.record_in(conn, proof, now=now)
             return await self._rotate(
                 conn, parent_hash=parent_hash, child_hash=child_hash, proof=proof, now=now
             )

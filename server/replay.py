@@ -14,7 +14,7 @@ from typing import Protocol
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidDPoPProof
 from server.errors import TemporarilyUnavailable
-from server.storage.database import Database
+from server.storage.database import Connection, Database
 
 REPLAY_KEY_BYTES = 16
 
@@ -31,18 +31,28 @@ class ReplayStore(Protocol):
         ...
 
 
+_RECORD = (
+    "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at) "
+    "ON CONFLICT (replay_key) DO NOTHING RETURNING expires_at"
+)
+
+
 class DatabaseReplayStore:
     def __init__(self, db: Database, *, retention: int) -> None:
         self._db = db
         self._retention = retention
 
+    def _values(self, proof: VerifiedDPoPProof, now: int) -> dict[str, object]:
+        return {"key": stored_replay_key(proof), "expires_at": now + self._retention}
+
     async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:
-        rows = await self._db.statement(
-            "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at) "
-            "ON CONFLICT (replay_key) DO NOTHING RETURNING expires_at",
-            {"key": stored_replay_key(proof), "expires_at": now + self._retention},
-        )
-        if not rows:
+        if not await self._db.statement(_RECORD, self._values(proof, now)):
+            raise InvalidDPoPProof("DPoP proof has been used before")
+
+    async def record_in(self, conn: Connection, proof: VerifiedDPoPProof, *, now: int) -> None:
+        """The same entry, written by the transaction of the work the proof admits: it commits
+        with that work, and a replay raises before the work begins (SPEC.md §4.4)."""
+        if await conn.fetch_one(_RECORD, self._values(proof, now)) is None:
             raise InvalidDPoPProof("DPoP proof has been used before")
 
 

@@ -4,6 +4,7 @@ attacks.md A9, B1-B7, B9, B11)."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,87 @@ async def test_completion_requires_a_proof_by_the_starting_key(server: Harness) 
     other = await server.complete(server.device(), **halves)
     assert other.json()["error"] == "invalid_grant"
     assert (await server.complete(device, **halves)).status_code == 200
+
+
+async def test_a_refused_completion_has_used_up_its_proof(server: Harness) -> None:
+    # SPEC.md §4.4, §6.2 step 7: the entry commits with the completion's transaction, which
+    # commits on every outcome it reports, so a wrong guess cannot be tried again with its proof.
+    device = server.device()
+    started, email_half = await server.start_and_read_link(device, "a@example.com")
+    proof = device.proof("POST", "/oauth2/token")
+    wrong_half = b64url_encode(bytes(32))
+    for email_half_sent, expected in ((wrong_half, "invalid_grant"), (email_half, "used before")):
+        response = await server.complete(
+            device,
+            attempt_id=started["attempt_id"],
+            device_half=started["device_half"],
+            email_half=email_half_sent,
+            proof=proof,
+        )
+        assert response.status_code == 400
+        assert expected in response.text
+    completed = await server.complete(
+        device,
+        attempt_id=started["attempt_id"],
+        device_half=started["device_half"],
+        email_half=email_half,
+    )
+    assert completed.status_code == 200, completed.text
+
+
+async def test_a_refused_refresh_has_used_up_its_proof(server: Harness) -> None:
+    device = server.device()
+    tokens = await server.login(device, "a@example.com")
+    proof = device.proof("POST", "/oauth2/token")
+    for refresh_token, expected in (
+        ("not-a-token", "invalid_grant"),
+        (tokens["refresh_token"], "used before"),
+    ):
+        response = await server.client.post(
+            "/oauth2/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+            headers={"DPoP": proof},
+        )
+        assert response.status_code == 400
+        assert expected in response.text
+
+
+async def test_the_replay_entry_of_a_login_or_refresh_commits_in_the_transaction_it_admits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One statement and one commit fewer per request than an entry of its own; a transaction
+    # that fails leaves no entry, and a replay is refused before any of the work.
+    from server.storage import database
+
+    statements: list[str] = []
+    opened = database._open_in_loop
+
+    def traced(path: str, *, synchronous: str) -> sqlite3.Connection:
+        conn = opened(path, synchronous=synchronous)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(database, "_open_in_loop", traced)
+    async with running_server(tmp_path) as server:
+        device = server.device()
+        started, email_half = await server.start_and_read_link(device, "a@example.com")
+        tokens_response = await server.complete(
+            device,
+            attempt_id=started["attempt_id"],
+            device_half=started["device_half"],
+            email_half=email_half,
+        )
+        await server.client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": tokens_response.json()["refresh_token"],
+            },
+            headers={"DPoP": device.proof("POST", "/oauth2/token")},
+        )
+    replay_entries = [
+        i for i, s in enumerate(statements) if s.startswith("INSERT INTO dpop_replay")
+    ]
+    assert len(replay_entries) == 3
+    for at in replay_entries:
+        assert statements[at - 1] == "BEGIN IMMEDIATE", statements[at - 1 : at + 1]
