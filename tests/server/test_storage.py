@@ -150,7 +150,7 @@ async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_tran
     tmp_path: Path,
 ) -> None:
     # SPEC.md §2.3 and §8.7: short-lived rows commit asynchronously, transactions durably, and
-    # a non-durable transaction (outbox records) asynchronously for itself only.
+    # a non-durable transaction (`durable=False`) asynchronously for itself only.
     setting = "SELECT current_setting('synchronous_commit') AS value"
     with database_url_for("postgresql", tmp_path) as url:
         db = Database(url, pool_size=1)  # one connection: the same one every time below
