@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from email import message_from_bytes
@@ -39,16 +40,21 @@ class DevMailbox:
         self.console = console
 
     async def send(self, *, recipient: str, message: bytes, message_key: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{message_key}.eml"
-        # Written aside and renamed, so a reader of the mailbox never sees half a message.
-        partial = self.directory / f".{message_key}.eml.partial"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(message)
-        os.replace(partial, path)
+        # In a thread: creating a file waits for the file system's journal now and then (up to
+        # a millisecond here), which the event loop's other requests must not wait for.
+        await asyncio.to_thread(self._write, path, message)
         if self.console:
             parsed = message_from_bytes(message, _class=EmailMessage, policy=SMTP)
             text_part = parsed.get_body(preferencelist=("plain",))
             text = text_part.get_content() if text_part is not None else ""
             print(f"\n--- mail to {recipient} ({path}) ---\n{text}---", file=sys.stdout, flush=True)
+
+    def _write(self, path: Path, message: bytes) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # Written aside and renamed, so a reader of the mailbox never sees half a message.
+        partial = path.with_name(f".{path.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message)
+        os.replace(partial, path)
