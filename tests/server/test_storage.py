@@ -295,6 +295,23 @@ async def sqlite_db(
             await db.disconnect()
 
 
+async def _durable_write(db: Database, bucket: str) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(_INSERT_BUCKET, {"bucket": bucket})
+
+
+async def _held_in_its_fsync(
+    db: Database, fsyncs: _RecordedFsyncs, bucket: str
+) -> asyncio.Task[None]:
+    """A durable write that has committed and whose fsync has begun, held until released."""
+    fsyncs.release.clear()
+    begun = len(fsyncs.files)
+    task = asyncio.create_task(_durable_write(db, bucket))
+    while len(fsyncs.files) == begun:
+        await asyncio.sleep(0.005)
+    return task
+
+
 async def test_on_sqlite_a_durable_transaction_returns_after_a_log_fsync_begun_after_its_commit(
     sqlite_db: tuple[Database, _RecordedFsyncs],
 ) -> None:
@@ -315,15 +332,7 @@ async def test_on_sqlite_other_writers_run_while_a_durable_transaction_waits_for
     # The write lock is released before the fsync: a slow disk delays only the transactions
     # that must be durable, not every writer of every worker.
     db, fsyncs = sqlite_db
-    fsyncs.release.clear()
-
-    async def durable_write() -> None:
-        async with db.transaction() as conn:
-            await conn.execute(_INSERT_BUCKET, {"bucket": "durable"})
-
-    waiting = asyncio.create_task(durable_write())
-    while not fsyncs.files:
-        await asyncio.sleep(0.005)
+    waiting = await _held_in_its_fsync(db, fsyncs, "durable")
     await db.statement(_INSERT_BUCKET, {"bucket": "single"})
     async with db.transaction(durable=False) as conn:
         await conn.execute(_INSERT_BUCKET, {"bucket": "record"})
@@ -337,21 +346,13 @@ async def test_on_sqlite_concurrent_durable_commits_share_an_fsync(
     sqlite_db: tuple[Database, _RecordedFsyncs],
 ) -> None:
     db, fsyncs = sqlite_db
-
-    async def durable_write(n: int) -> None:
-        async with db.transaction() as conn:
-            await conn.execute(_INSERT_BUCKET, {"bucket": f"login {n:02}"})
-
     # Twenty commits in one turn of the event loop: one fsync, begun after all of them.
-    await asyncio.gather(*(durable_write(n) for n in range(20)))
+    await asyncio.gather(*(_durable_write(db, f"login {n:02}") for n in range(20)))
     assert len(fsyncs.files) == 1
     assert len(fsyncs.committed_when_started[0]) == 20
     # Commits made while an fsync runs wait for the next one, which they share.
-    fsyncs.release.clear()
-    first = asyncio.create_task(durable_write(20))
-    while len(fsyncs.files) < 2:
-        await asyncio.sleep(0.005)
-    later = [asyncio.create_task(durable_write(n)) for n in range(21, 31)]
+    first = await _held_in_its_fsync(db, fsyncs, "login 20")
+    later = [asyncio.create_task(_durable_write(db, f"login {n}")) for n in range(21, 31)]
     await asyncio.sleep(0.05)
     assert not first.done() and len(fsyncs.files) == 2
     fsyncs.release.set()
@@ -370,8 +371,7 @@ async def test_on_sqlite_a_failed_fsync_refuses_every_later_durable_write(
     fsyncs.error = OSError(errno.EIO, "Input/output error")
     for bucket in ("first", "second"):
         with pytest.raises(TemporarilyUnavailable):
-            async with db.transaction() as conn:
-                await conn.execute(_INSERT_BUCKET, {"bucket": bucket})
+            await _durable_write(db, bucket)
     assert len(fsyncs.files) == 1
     # The first was committed, never acknowledged; the second never began.
     assert query(db.url, "SELECT bucket FROM rate_limits") == [("first",)]
@@ -381,21 +381,12 @@ async def test_on_sqlite_a_cancelled_wait_for_durability_leaves_the_fsync_runnin
     sqlite_db: tuple[Database, _RecordedFsyncs],
 ) -> None:
     db, fsyncs = sqlite_db
-    fsyncs.release.clear()
-
-    async def durable_write() -> None:
-        async with db.transaction() as conn:
-            await conn.execute(_INSERT_BUCKET, {"bucket": "cancelled"})
-
-    cancelled = asyncio.create_task(durable_write())
-    while not fsyncs.files:
-        await asyncio.sleep(0.005)
+    cancelled = await _held_in_its_fsync(db, fsyncs, "cancelled")
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     fsyncs.release.set()
-    async with db.transaction() as conn:  # the next durable write gets an fsync of its own
-        await conn.execute(_INSERT_BUCKET, {"bucket": "next"})
+    await _durable_write(db, "next")  # it gets an fsync of its own
     assert len(fsyncs.files) == 2
 
 
