@@ -335,30 +335,25 @@ class _SqliteTransactions:
     fsync no longer holds up every other writer of every worker (measured with the COMMIT's
     fsync under the lock: 190 to 250 logins/s, two workers no faster than one, requests queued
     for the lock for milliseconds). Records whose loss only repeats work (outbox delivery
-    records) do not wait (SPEC.md §8.5)."""
+    records) do not wait (SPEC.md §8.5). Durable or not, transactions take turns at `writer`,
+    so one connection serves both."""
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        busy_timeout: float,
-        writer: asyncio.Lock,
-        wal_sync: _WalSync | None,
-    ) -> None:
+    def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
         self._conn = _open_in_loop(path, synchronous="NORMAL")
         self._busy_timeout = busy_timeout
         self._writer = writer
-        self._wal_sync = wal_sync
+        self._wal_sync: _WalSync | None = _WalSync(path + "-wal")
         (journal_mode,) = self._conn.execute("PRAGMA journal_mode").fetchone()
-        if wal_sync is not None and journal_mode != "wal":
-            # Not a migrated database (migrations switch it to WAL): no log to sync, so the
-            # COMMIT itself waits for the disk.
+        if journal_mode != "wal":
+            # Not a migrated database (migrations switch it to WAL): no log to sync, so every
+            # COMMIT waits for the disk itself.
             self._conn.execute("PRAGMA synchronous = FULL")
             self._wal_sync = None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        if self._wal_sync is not None and self._wal_sync.failed is not None:
+    async def transaction(self, *, durable: bool) -> AsyncIterator[Connection]:
+        wal_sync = self._wal_sync if durable else None
+        if wal_sync is not None and wal_sync.failed is not None:
             raise TemporarilyUnavailable("the database cannot write")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._busy_timeout
@@ -373,11 +368,13 @@ class _SqliteTransactions:
                 # After an exception in the work, or a COMMIT that failed (disk full, I/O error).
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-        if self._wal_sync is not None:
-            await self._wal_sync.after_commit()
+        if wal_sync is not None:
+            await wal_sync.after_commit()
 
     async def close(self) -> None:
         self._conn.close()
+        if self._wal_sync is not None:
+            await self._wal_sync.close()
 
 
 class _Checkpointer:
@@ -532,9 +529,7 @@ class Database:
         self._sqlite: _SqlitePool | None = None
         self._statements: _SqliteStatements | _PostgresStatements | None = None
         self._sqlite_transactions: _SqliteTransactions | None = None
-        self._sqlite_records: _SqliteTransactions | None = None
         self._checkpointer: _Checkpointer | None = None
-        self._wal_sync: _WalSync | None = None
         self._busy_timeout = sqlite_busy_timeout
         if self.dialect == "sqlite":
             self.sqlite_path = databases.DatabaseURL(url).database
@@ -568,15 +563,8 @@ class Database:
                 self._statements = _SqliteStatements(
                     self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer
                 )
-                self._wal_sync = _WalSync(self.sqlite_path + "-wal")
                 self._sqlite_transactions = _SqliteTransactions(
-                    self.sqlite_path,
-                    busy_timeout=self._busy_timeout,
-                    writer=writer,
-                    wal_sync=self._wal_sync,
-                )
-                self._sqlite_records = _SqliteTransactions(
-                    self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer, wal_sync=None
+                    self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer
                 )
                 self._checkpointer = _Checkpointer(
                     self.sqlite_path, interval=SQLITE_CHECKPOINT_INTERVAL
@@ -595,11 +583,8 @@ class Database:
             await self._sqlite.close()
             if self._statements is not None:
                 await self._statements.close()
-            for transactions in (self._sqlite_transactions, self._sqlite_records):
-                if transactions is not None:
-                    await transactions.close()
-            if self._wal_sync is not None:
-                await self._wal_sync.close()
+            if self._sqlite_transactions is not None:
+                await self._sqlite_transactions.close()
         else:
             await self._db.disconnect()
             await self._pg_statements.close()
@@ -637,10 +622,10 @@ class Database:
         failure only means work is done again (outbox delivery records): on SQLite they commit
         without an fsync of their own, on PostgreSQL without waiting for the WAL flush."""
         if self._sqlite is not None:
-            transactions = self._sqlite_transactions if durable else self._sqlite_records
+            transactions = self._sqlite_transactions
             if transactions is None:
                 raise TemporarilyUnavailable("the database is not connected")
-            async with self._translate_errors(), transactions.transaction() as conn:
+            async with self._translate_errors(), transactions.transaction(durable=durable) as conn:
                 yield conn
             return
         async with self._translate_errors(), self._db.connection() as raw:

@@ -204,22 +204,18 @@ async def test_postgres_a_transaction_left_open_is_rolled_back_before_its_connec
         assert query(url, "SELECT count(*) FROM rate_limits") == [(0,)]
 
 
-async def test_a_cancelled_wait_for_a_commit_returns_only_after_the_commit_finished() -> None:
-    # SPEC.md §8.5: the connection is never used by the loop while the COMMIT's thread uses it.
-    import asyncio
-    import threading
-    import time
-
+async def test_a_cancelled_wait_for_a_checkpoint_returns_only_once_its_thread_is_done() -> None:
+    # The checkpointer's connection is never closed while the checkpoint's thread uses it.
     from server.storage.database import _in_thread_to_the_end
 
     finished = threading.Event()
 
-    def slow_commit() -> str:
+    def slow_checkpoint() -> str:
         time.sleep(0.2)
         finished.set()
-        return "committed"
+        return "checkpointed"
 
-    task = asyncio.create_task(_in_thread_to_the_end(slow_commit))
+    task = asyncio.create_task(_in_thread_to_the_end(slow_checkpoint))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
