@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = {"sqlite": [1000]}
             options = {
                 "logins": 10,
+                "rounds": 2,
                 "warmup": 2,
                 "concurrency": 2,
                 "me_per_login": 1,

@@ -1,56 +1,83 @@
 """Measurement 3: p99 latency of start, completion, refresh and /v1/me with N users pre-seeded
 (each with a consumed attempt, a live session and a refresh token), against an empty database.
 
-Each size runs on its own fresh database and server (two workers) with the same moderate load:
-`logins` logins through every phase at `concurrency` connections, after a warm-up.
+Every database gets its own server (two workers), and all of them run at once; the load then
+goes to one server at a time, in rounds, the order rotating from round to round: `logins`
+logins through every phase at `concurrency` connections, split over `rounds` turns. So a
+change in the machine's speed during the measurement (this kind of machine drifts within
+minutes) falls on every database alike, instead of on whichever ran last. Each p99 is taken
+over the latencies of all of a server's turns together.
+
+A second empty database, measured in the same turns, is the control: how far two identical
+databases' p99s land apart in this very run.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
+from bench.stats import summarize
 
 PHASES = ("start", "complete", "refresh", "me")
 
 
-def run_size(
-    workdir: Path,
-    backend: str,
-    users: int,
-    *,
-    logins: int,
-    concurrency: int,
-    me_per_login: int,
-    warmup: int,
-) -> dict[str, Any]:
-    info: dict[str, Any] = {"backend": backend, "users": users}
-    with (
-        deploy.splitlink(workdir, backend, workers=2, seed_users=users, info=info) as server,
-        procs.CpuWindow(server) as window,
-    ):
-        flow, generator_cpu = deploy.loadgen(
-            server,
-            "flow",
-            "--count",
-            str(logins),
-            "--warmup",
-            str(warmup),
-            "--concurrency",
-            str(concurrency),
-            "--me-per-login",
-            str(me_per_login),
-            "--phases",
-            ",".join(PHASES),
-        )
-    phases = flow["phases"]
-    info["phases"] = phases
-    info["p99_ms"] = {name: phases[name]["latency_ms"].get("p99") for name in PHASES}
-    info["p50_ms"] = {name: phases[name]["latency_ms"].get("p50") for name in PHASES}
-    info["errors"] = {name: phases[name]["requests"] - phases[name]["ok"] for name in PHASES}
-    info["cpu"] = window.report(generator_cpu)
-    return info
+def _turns(logins: int, rounds: int) -> list[int]:
+    """`logins` split over `rounds` turns as evenly as whole logins allow."""
+    rounds = max(1, min(rounds, logins))
+    return [logins // rounds + (1 if turn < logins % rounds else 0) for turn in range(rounds)]
+
+
+class _Pooled:
+    """One server's turns added up: answers, latencies and CPU."""
+
+    def __init__(self) -> None:
+        self.latencies: dict[str, list[float]] = {name: [] for name in PHASES}
+        self.statuses: dict[str, Counter[str]] = {name: Counter() for name in PHASES}
+        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.sample_error: dict[str, str | None] = dict.fromkeys(PHASES, None)
+        self.wall = self.server_cpu = self.generator_cpu = self.machine_busy = 0.0
+
+    def add(self, flow: dict[str, Any], window: procs.CpuWindow, generator_cpu: float) -> None:
+        for name in PHASES:
+            phase = flow["phases"][name]
+            self.latencies[name] += [ms / 1000 for ms in phase["latencies_ms"]]
+            self.statuses[name].update(phase["statuses"])
+            self.seconds[name] += phase["seconds"]
+            self.sample_error[name] = self.sample_error[name] or phase["sample_error"]
+        self.wall += window.wall
+        self.server_cpu += window.server_seconds
+        self.generator_cpu += generator_cpu
+        self.machine_busy += window.machine_busy_seconds
+
+    def phase(self, name: str, expected: int) -> dict[str, Any]:
+        ok = self.statuses[name].get(str(expected), 0)
+        seconds = self.seconds[name]
+        return {
+            "requests": sum(self.statuses[name].values()),
+            "ok": ok,
+            "statuses": dict(self.statuses[name]),
+            "seconds": round(seconds, 4),
+            "rate": round(ok / seconds, 1) if seconds else 0.0,
+            "latency_ms": summarize(self.latencies[name]),
+            "sample_error": self.sample_error[name],
+        }
+
+    def cpu(self) -> dict[str, float]:
+        """As `procs.CpuWindow.report`, over this server's turns only. The other servers,
+        idle meanwhile (their timers still run), count as other CPU."""
+        wall = self.wall or 1.0
+        other = self.machine_busy - self.server_cpu - self.generator_cpu
+        return {
+            "wall_seconds": round(self.wall, 3),
+            "server_cpu_seconds": round(self.server_cpu, 3),
+            "server_cpu_cores": round(self.server_cpu / wall, 3),
+            "generator_cpu_cores": round(self.generator_cpu / wall, 3),
+            "other_cpu_cores": round(max(0.0, other) / wall, 3),
+        }
 
 
 def run(
@@ -58,36 +85,70 @@ def run(
     backend: str,
     sizes: list[int],
     *,
-    logins: int = 400,
+    logins: int = 600,
+    rounds: int = 6,
     concurrency: int = 4,
     me_per_login: int = 2,
     warmup: int = 50,
     repeat_empty: bool = True,
 ) -> dict[str, Any]:
-    """The empty database first (the baseline), then each size, then the empty database again
-    when `repeat_empty`: the two empty runs show how much these p99s move by themselves."""
-    runs = [
-        run_size(
-            workdir / f"{backend}-{index}-{users}",
-            backend,
-            users,
-            logins=logins,
-            concurrency=concurrency,
-            me_per_login=me_per_login,
-            warmup=warmup,
-        )
-        for index, users in enumerate([0, *sizes, *([0] if repeat_empty else [])])
-    ]
-    empty = runs[0]["p99_ms"]
-    for entry in runs:
-        entry["p99_ratio"] = {
-            name: round(entry["p99_ms"][name] / empty[name], 3) if empty[name] else None
+    """The empty database (the baseline), each size, and with `repeat_empty` a second empty
+    database (the control), measured in turns as the module's text describes."""
+    users = [0, *sizes, *([0] if repeat_empty else [])]
+    infos: list[dict[str, Any]] = [{"backend": backend, "users": n} for n in users]
+    pooled = [_Pooled() for _ in users]
+    turns = _turns(logins, rounds)
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                deploy.splitlink(
+                    workdir / f"{backend}-{index}-{n}",
+                    backend,
+                    workers=2,
+                    seed_users=n,
+                    info=infos[index],
+                )
+            )
+            for index, n in enumerate(users)
+        ]
+        for turn, count in enumerate(turns):
+            for step in range(len(servers)):
+                index = (turn + step) % len(servers)
+                with procs.CpuWindow(servers[index]) as window:
+                    flow, generator_cpu = deploy.loadgen(
+                        servers[index],
+                        "flow",
+                        "--count",
+                        str(count),
+                        "--warmup",
+                        str(warmup if turn == 0 else 0),
+                        "--concurrency",
+                        str(concurrency),
+                        "--me-per-login",
+                        str(me_per_login),
+                        "--phases",
+                        ",".join(PHASES),
+                        "--raw",
+                    )
+                pooled[index].add(flow, window, generator_cpu)
+    for info, pool in zip(infos, pooled, strict=True):
+        phases = {name: pool.phase(name, 202 if name == "start" else 200) for name in PHASES}
+        info["phases"] = phases
+        info["p99_ms"] = {name: phases[name]["latency_ms"].get("p99") for name in PHASES}
+        info["p50_ms"] = {name: phases[name]["latency_ms"].get("p50") for name in PHASES}
+        info["errors"] = {name: phases[name]["requests"] - phases[name]["ok"] for name in PHASES}
+        info["cpu"] = pool.cpu()
+    empty = infos[0]["p99_ms"]
+    for info in infos:
+        info["p99_ratio"] = {
+            name: round(info["p99_ms"][name] / empty[name], 3) if empty[name] else None
             for name in PHASES
         }
     return {
         "backend": backend,
         "logins": logins,
+        "rounds": len(turns),
         "concurrency": concurrency,
         "me_per_login": me_per_login,
-        "runs": runs,
+        "runs": infos,
     }

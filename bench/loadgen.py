@@ -46,8 +46,9 @@ class Phase:
     answers: list[Answer | None] = field(default_factory=list)
     sample_error: str | None = None
 
-    def report(self, expected: int) -> dict[str, Any]:
+    def report(self, expected: int, *, raw: bool = False) -> dict[str, Any]:
         ok = self.statuses.get(str(expected), 0)
+        samples = {"latencies_ms": [round(s * 1000, 3) for s in self.latencies]} if raw else {}
         return {
             "requests": sum(self.statuses.values()),
             "ok": ok,
@@ -56,6 +57,7 @@ class Phase:
             "rate": round(ok / self.seconds, 1) if self.seconds else 0.0,
             "latency_ms": summarize(self.latencies),
             "sample_error": self.sample_error,
+            **samples,
         }
 
 
@@ -227,14 +229,16 @@ async def flow(args: argparse.Namespace) -> dict[str, Any]:
         result["count"] = count
         logins = runner.new_logins(count, args.tag, args.alg)
         start = await runner.start(logins)
-        result["phases"]["start"] = start.report(202)
+        result["phases"]["start"] = start.report(202, raw=args.raw)
         result["mail_wait_seconds"] = round(runner.collect_mail(logins), 3)
         if "complete" in phases:
-            result["phases"]["complete"] = (await runner.complete(logins)).report(200)
+            result["phases"]["complete"] = (await runner.complete(logins)).report(200, raw=args.raw)
         if "refresh" in phases:
-            result["phases"]["refresh"] = (await runner.refresh(logins)).report(200)
+            result["phases"]["refresh"] = (await runner.refresh(logins)).report(200, raw=args.raw)
         if "me" in phases:
-            result["phases"]["me"] = (await runner.me(logins, args.me_per_login)).report(200)
+            result["phases"]["me"] = (await runner.me(logins, args.me_per_login)).report(
+                200, raw=args.raw
+            )
     finally:
         await runner.close()
     result["generator_cpu_seconds"] = round(time.process_time() - cpu_before, 3)
@@ -300,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
         help="after the warm-up, raise --count to what the warm-up rate fits in this time",
     )
     flow_cmd.add_argument("--max-count", type=int, default=4000)
+    flow_cmd.add_argument(
+        "--raw", action="store_true", help="every latency too, so that runs can be pooled"
+    )
     soak_cmd = sub.choices["soak"]
     soak_cmd.add_argument("--duration", type=float, required=True)
     soak_cmd.add_argument("--rate", type=float, default=50.0)
