@@ -46,8 +46,6 @@ MAX_TRIES = 12
 # One hand-off may take this long (wall clock) before it counts as a transient failure: well
 # inside the lease, so a slow server rarely causes a second, concurrent delivery.
 SEND_DEADLINE_SECONDS = 45.0
-# Tries of rows that housekeeping has deleted are removed this often (clock seconds).
-PRUNE_TRIES_EVERY = 3600
 _SEAL_CONTEXT = "outbox:"
 
 # One statement claims one row: the oldest due row, and within one second other mail before
@@ -167,15 +165,11 @@ class OutboxDispatcher:
         self._clock = clock
         self._poll_interval = poll_interval
         self._max_failed = max_failed_completions
-        self._next_prune = 0
 
     async def run_forever(self) -> None:
         while True:
             try:
                 await self.dispatch_due()
-                if self._clock.now() >= self._next_prune:
-                    await purge_tries(self._db)
-                    self._next_prune = self._clock.now() + PRUNE_TRIES_EVERY
             except TemporarilyUnavailable:
                 logger.warning("outbox: database unavailable; will retry")
             except Exception:
@@ -356,12 +350,3 @@ def _deliverable_address(recipient: Any) -> bool:
         return bool(parse_email_address(recipient).address == recipient)
     except SplitlinkError:
         return False
-
-
-async def purge_tries(db: Database) -> None:
-    """Delete the tries of rows that housekeeping has removed (SPEC.md §8.6)."""
-    async with db.autocommit() as conn:
-        await conn.execute(
-            "DELETE FROM outbox_tries WHERE NOT EXISTS "
-            "(SELECT 1 FROM outbox WHERE outbox.id = outbox_tries.outbox_id)"
-        )
