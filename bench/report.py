@@ -314,6 +314,7 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
             )
             for op in OPERATIONS
         }
+        level = entry.get("interval_level")
         for run in entry["runs"][1:]:
             # An empty database measured again: the run-to-run noise of these p99s.
             users = f"{run['users']:,} users" if run["users"] else "empty db again"
@@ -322,6 +323,11 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
                 value, base = run["p99_ms"][op], empty["p99_ms"][op]
                 ratio = _ratio(value, base)
                 noise = not run["users"]
+                # The verdict rests on the bounds (the interval widened by the control's
+                # spread) where the run has them, the control's own row on its interval.
+                interval = (run.get("p99_ratio_bounds") or run.get("p99_ratio_interval") or {}).get(
+                    op
+                )
                 rows.append(
                     _with_other(
                         Row(
@@ -339,7 +345,16 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
                         empty["cpu"]["other_cpu_cores"],
                     )
                 )
-                if run["users"] and noisy[op]:
+                if interval is not None and level is not None:
+                    low, high = interval
+                    kind = "bounds" if run.get("p99_ratio_bounds") else "interval"
+                    rows[-1].caveat = f"{100 * level:.0f} % {kind} {low:.2f}-{high:.2f}"
+                    if not noise:
+                        # Decided only where the whole interval is on one side of the limit.
+                        rows[-1].met = True if high <= target else False if low > target else None
+                        if rows[-1].met is None:
+                            rows[-1].caveat = "undecided, " + rows[-1].caveat
+                elif run["users"] and noisy[op]:
                     rows[-1].caveat = "noisy"
     return rows
 
@@ -514,17 +529,21 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
 
     ax = axes[1][0]
     growth = results.get("growth") or {}
-    series = []  # (label, ratio per operation)
+    series = []  # (label, ratio per operation, interval per operation or None)
     for backend, entry in growth.items():
         for run in (entry or {}).get("runs", [])[1:]:
             size = f"{run['users']:,} users" if run["users"] else "empty again (noise)"
-            series.append(
-                (f"{backend}, {size}", [run["p99_ratio"][op] or 0.0 for op in OPERATIONS])
-            )
+            ratios = [run["p99_ratio"][op] or 0.0 for op in OPERATIONS]
+            intervals = run.get("p99_ratio_bounds") or run.get("p99_ratio_interval") or {}
+            spans = [intervals.get(op) or [r, r] for op, r in zip(OPERATIONS, ratios, strict=True)]
+            series.append((f"{backend}, {size}", ratios, spans))
     width = 0.8 / max(1, len(series))
-    for i, (label, ratios) in enumerate(series):
+    for i, (label, ratios, spans) in enumerate(series):
         positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(OPERATIONS))]
-        ax.bar(positions, ratios, width, label=label)
+        # Error bars: the bounds of each ratio (the control: its bootstrap interval).
+        below = [max(0.0, r - low) for r, (low, _) in zip(ratios, spans, strict=True)]
+        above = [max(0.0, high - r) for r, (_, high) in zip(ratios, spans, strict=True)]
+        ax.bar(positions, ratios, width, label=label, yerr=[below, above], capsize=2)
     ax.set_xticks(range(len(OPERATIONS)), list(OPERATIONS.values()))
     ax.axhline(TARGETS["growth_p99"], color="#c44e52", linestyle="--", label="limit")
     ax.axhline(1.0, color="#888888", linewidth=0.8)

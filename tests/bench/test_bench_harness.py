@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import report, stats, wrk
+from bench import growth, report, stats, wrk
 from bench.seed import seed_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,64 @@ def test_nearest_rank_percentiles() -> None:
     assert stats.percentile(values, 99) == 990.0
     assert stats.summarize([0.001, 0.002])["p99"] == 2.0
     assert math.isnan(stats.percentile([], 99))
+
+
+def test_a_percentile_ratio_comes_with_a_bootstrap_interval_around_it() -> None:
+    rng = random.Random(7)
+    base = [rng.uniform(1.0, 2.0) for _ in range(600)]
+    slower = [1.5 * value for value in base]
+    interval = stats.percentile_ratio_interval(slower, base, q=99, rng=random.Random(1))
+    assert interval is not None
+    low, high = interval
+    assert low <= 1.5 <= high
+    again = stats.percentile_ratio_interval(slower, base, q=99, rng=random.Random(1))
+    assert again == interval  # seeded: the same samples give the same interval
+    assert stats.percentile_ratio_interval([], base, q=99, rng=random.Random(1)) is None
+
+
+def _growth(interval: list[float]) -> dict[str, object]:
+    p99 = dict.fromkeys(report.OPERATIONS, 10.0)
+    seeded = {
+        "users": 1000,
+        "p99_ms": dict.fromkeys(report.OPERATIONS, 12.0),
+        "p99_ratio_interval": {op: interval for op in report.OPERATIONS},
+        "cpu": {"other_cpu_cores": 0.0},
+    }
+    runs = [{"users": 0, "p99_ms": p99, "cpu": {"other_cpu_cores": 0.0}}, seeded]
+    return {"sqlite": {"interval_level": 0.9, "runs": runs}}
+
+
+@pytest.mark.parametrize(
+    ("interval", "met", "undecided"),
+    [([1.05, 1.2], True, False), ([1.3, 1.5], False, False), ([1.1, 1.4], None, True)],
+)
+def test_a_growth_verdict_is_given_only_when_its_interval_is_on_one_side_of_the_limit(
+    interval: list[float], met: bool | None, undecided: bool
+) -> None:
+    rows = report.growth_rows(_growth(interval))
+    assert len(rows) == len(report.OPERATIONS)
+    for row in rows:
+        assert row.ratio == pytest.approx(1.2)
+        assert row.met is met
+        assert row.caveat.startswith("undecided") is undecided
+        assert f"{interval[0]:.2f}-{interval[1]:.2f}" in row.caveat
+
+
+def test_a_seeded_ratio_is_bounded_by_the_spread_of_two_identical_databases() -> None:
+    # In one run the control's /v1/me p99 came out at 0.74 of the baseline's, its bootstrap
+    # interval 0.70-0.85: two servers differ by more than the sampling of their latencies.
+    ops = growth.PHASES
+    seeded = {"users": 1000, "p99_ratio_interval": {name: [1.0, 1.1] for name in ops}}
+    control = {"users": 0, "p99_ratio_interval": {name: [0.8, 1.1] for name in ops}}
+    growth._bound_by_the_control([seeded], control)
+    for name in ops:
+        low, high = seeded["p99_ratio_bounds"][name]
+        assert low == pytest.approx(0.8)  # 1.0 / 1.25, the control's widest factor
+        assert high == pytest.approx(1.375)
+    runs = [{"users": 0, "p99_ms": dict.fromkeys(ops, 10.0), "cpu": {"other_cpu_cores": 0.0}}]
+    seeded |= {"p99_ms": dict.fromkeys(ops, 10.5), "cpu": {"other_cpu_cores": 0.0}}
+    rows = report.growth_rows({"sqlite": {"interval_level": 0.9, "runs": [*runs, seeded]}})
+    assert all(row.met is None and "bounds 0.80-1.38" in row.caveat for row in rows)
 
 
 def test_seeding_writes_consistent_rows(tmp_path: Path) -> None:
