@@ -2,7 +2,7 @@
 
 python -m bench            # `make bench`: about 4 minutes on 2 cores
 python -m bench --full     # `make bench-full`: also 100,000 users, growth and /v1/me on
-                           # PostgreSQL (about 9 minutes)
+                           # PostgreSQL (about 13 minutes)
 python -m bench --soak     # `make soak`: the 10-minute memory soak alone
 python -m bench --smoke    # every measurement, tiny (tests/bench: about 25 s)
 """
