@@ -199,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         elif args.full:
             plan = {backend: [100_000, 1_000_000] for backend in backends}
-            # 600 latencies per database left most verdicts undecided (README, "Growth,
-            # measured in turns"); 2.5 times as many narrow each interval by about 1.6.
-            options = {"logins": 1500, "rounds": 10}
+            options = {}
         else:
             plan = {"sqlite": [1_000_000]}
             options = {}
