@@ -187,6 +187,33 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
             await db.disconnect()
 
 
+async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_the_rest(
+    tmp_path: Path, backend: str
+) -> None:
+    # Revision 0005: tries now go with their outbox row (SPEC.md §8.6); those left behind by the
+    # rows housekeeping deleted before it go once, at the upgrade.
+    with empty_database_url_for(backend, tmp_path) as url:
+        migrate(url, revision="0004")
+        statements = [
+            "INSERT INTO outbox (id, kind, recipient, message_id, status, not_before, "
+            "created_at) VALUES ('kept', 'login_link', 'a@example.com', '<m@x>', 'sent', 1, 1)",
+            "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome) "
+            "VALUES ('kept', 1, 1, 'sent')",
+            "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome) "
+            "VALUES ('gone', 1, 1, 'sent')",
+        ]
+        if backend == "sqlite":
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+                for statement in statements:
+                    conn.execute(statement)
+        else:
+            with psycopg.connect(url) as conn:
+                for statement in statements:
+                    conn.execute(statement)  # type: ignore[arg-type]
+        migrate(url)
+        assert query(url, "SELECT outbox_id FROM outbox_tries") == [("kept",)]
+
+
 async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_transactions_do(
     tmp_path: Path,
 ) -> None:
