@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support.backends import database_url_for, empty_database_url_for, query
+from support.backends import database_url_for, empty_database_url_for, execute, query
 from support.harness import Harness
 
 from server.errors import TemporarilyUnavailable
@@ -51,20 +51,31 @@ HOT_QUERIES = {
 }
 
 
+def _plan(
+    server: Harness, sql: str, values: dict[str, int], *, priced_out: tuple[str, ...] = ()
+) -> str:
+    """The plan of `sql` with `values` written in. On PostgreSQL with sequential scans, and the
+    `priced_out` methods, made too dear to choose: a plan without an index then means that none
+    is usable."""
+    for name, value in values.items():
+        sql = sql.replace(f":{name}", str(value))
+    if server.backend == "sqlite":
+        rows = query(server.database_url, "EXPLAIN QUERY PLAN " + sql)
+        return " | ".join(str(row[-1]) for row in rows)
+    with psycopg.connect(server.database_url) as conn:
+        for method in ("seqscan", *priced_out):
+            conn.execute(f"SET enable_{method} = off")
+        return " ".join(row[0] for row in conn.execute("EXPLAIN " + sql).fetchall())
+
+
 @pytest.mark.parametrize("name", sorted(HOT_QUERIES))
 async def test_every_hot_query_is_backed_by_an_index(server: Harness, name: str) -> None:
     sql, _ = HOT_QUERIES[name]
+    plan = _plan(server, sql, {})
     if server.backend == "sqlite":
-        plan = " ".join(
-            str(row[-1]) for row in query(server.database_url, "EXPLAIN QUERY PLAN " + sql)
-        )
         assert ("USING" in plan and "INDEX" in plan) or "PRIMARY KEY" in plan, plan
         assert "SCAN" not in plan, plan
     else:
-        # With sequential scans priced out, a plan without an index means none is usable.
-        with psycopg.connect(server.database_url) as conn:
-            conn.execute("SET enable_seqscan = off")
-            plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + sql).fetchall())
         assert "Seq Scan" not in plan, plan
 
 
@@ -86,18 +97,12 @@ async def test_each_purge_reaches_its_rows_without_walking_the_rows_it_keeps(
     # Consumed attempts are kept for good: a purge that walked them cost a pause of every
     # SQLite writer growing with every login ever made (README, "Growth").
     sql, table, index = PURGES[name]
-    literal = sql.replace(":now", "5").replace(":cutoff", "5")
+    # Priced out as well: reading a whole index to join it.
+    plan = _plan(server, sql, {"now": 5, "cutoff": 5}, priced_out=("hashjoin", "mergejoin"))
     if server.backend == "sqlite":
-        rows = query(server.database_url, "EXPLAIN QUERY PLAN " + literal)
-        plan = " | ".join(str(row[-1]) for row in rows)
         assert f"INDEX {index}" in plan, plan
         assert f"SCAN {table} " not in f"{plan} ", plan
     else:
-        with psycopg.connect(server.database_url) as conn:
-            # Priced out: reading a whole table, or a whole index to join it.
-            for method in ("seqscan", "hashjoin", "mergejoin"):
-                conn.execute(f"SET enable_{method} = off")
-            plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + literal).fetchall())
         assert index in plan, plan
         assert f"Seq Scan on {table} " not in f"{plan} ", plan
         assert "Index Cond" in plan.split(f" on {table} ", 1)[-1], plan
@@ -110,20 +115,11 @@ async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
     # claim that sorted them all on every call cost more than the rest of a delivery.
     from server.mail.outbox import _CLAIM
 
-    sql = _CLAIM[server.backend]
-    values = {"now": 5, "lease": 65, "max_failed": 5}
+    plan = _plan(server, _CLAIM[server.backend], {"now": 5, "lease": 65, "max_failed": 5})
     if server.backend == "sqlite":
-        with sqlite3.connect(server.database_url.removeprefix("sqlite:///")) as conn:
-            rows = conn.execute("EXPLAIN QUERY PLAN " + sql, values).fetchall()
-        plan = " | ".join(str(row[-1]) for row in rows)
         assert "USING INDEX outbox_claim_order" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
     else:
-        with psycopg.connect(server.database_url) as conn:
-            conn.execute("SET enable_seqscan = off")
-            explained = sql.replace(":now", "5").replace(":lease", "65")
-            explained = explained.replace(":max_failed", "5")
-            plan = " ".join(row[0] for row in conn.execute("EXPLAIN " + explained).fetchall())
         assert "outbox_claim_order" in plan, plan
         assert "Sort" not in plan, plan
 
@@ -167,13 +163,7 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
     used = hashlib.sha256(b"jkt\njti").hexdigest()
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0002")
-        insert = "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (?, ?)"
-        if backend == "sqlite":
-            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-                conn.execute(insert, (used, 99))
-        else:
-            with psycopg.connect(url) as conn:
-                conn.execute(insert.replace("?", "%s"), (used, 99))
+        execute(url, "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (?, ?)", used, 99)
         migrate(url)
         rows = query(url, "SELECT replay_key, expires_at FROM dpop_replay")
         assert [(bytes(key), expires_at) for key, expires_at in rows] == [
@@ -194,22 +184,18 @@ async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_
     # rows housekeeping deleted before it go once, at the upgrade.
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0004")
-        statements = [
+        execute(
+            url,
             "INSERT INTO outbox (id, kind, recipient, message_id, status, not_before, "
             "created_at) VALUES ('kept', 'login_link', 'a@example.com', '<m@x>', 'sent', 1, 1)",
-            "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome) "
-            "VALUES ('kept', 1, 1, 'sent')",
-            "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome) "
-            "VALUES ('gone', 1, 1, 'sent')",
-        ]
-        if backend == "sqlite":
-            with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-                for statement in statements:
-                    conn.execute(statement)
-        else:
-            with psycopg.connect(url) as conn:
-                for statement in statements:
-                    conn.execute(statement)  # type: ignore[arg-type]
+        )
+        for outbox_id in ("kept", "gone"):
+            execute(
+                url,
+                "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome) "
+                "VALUES (?, 1, 1, 'sent')",
+                outbox_id,
+            )
         migrate(url)
         assert query(url, "SELECT outbox_id FROM outbox_tries") == [("kept",)]
 

@@ -104,6 +104,16 @@ def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params).fetchall()]
 
 
+def execute(database_url: str, sql: str, *params: Any) -> None:
+    """One statement that returns no rows, committed (`query` is for the ones that do)."""
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql, params)
+        return
+    with psycopg.connect(database_url) as conn:
+        conn.execute(sql.replace("?", "%s"), params)
+
+
 def dump(database_url: str) -> str:
     """Every row of every table, as text: what a stolen backup would hold."""
     if database_url.startswith("sqlite"):
