@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
-from bench.stats import percentile_ratio_interval, summarize
+from bench.loadgen import Phase
+from bench.stats import percentile_ratio_interval
 
 PHASES = ("start", "complete", "refresh", "me")
 INTERVAL_LEVEL = 0.90
@@ -37,52 +37,33 @@ def _turns(logins: int, rounds: int) -> list[int]:
 
 
 class _Pooled:
-    """One server's turns added up: answers, latencies and CPU."""
+    """One server's turns added up: per phase its answers and latencies, and the CPU."""
 
     def __init__(self) -> None:
-        self.latencies: dict[str, list[float]] = {name: [] for name in PHASES}
-        self.statuses: dict[str, Counter[str]] = {name: Counter() for name in PHASES}
-        self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.sample_error: dict[str, str | None] = dict.fromkeys(PHASES, None)
+        self.phases = {name: Phase(name) for name in PHASES}
         self.wall = self.server_cpu = self.generator_cpu = self.machine_busy = 0.0
 
     def add(self, flow: dict[str, Any], window: procs.CpuWindow, generator_cpu: float) -> None:
-        for name in PHASES:
-            phase = flow["phases"][name]
-            self.latencies[name] += [ms / 1000 for ms in phase["latencies_ms"]]
-            self.statuses[name].update(phase["statuses"])
-            self.seconds[name] += phase["seconds"]
-            self.sample_error[name] = self.sample_error[name] or phase["sample_error"]
+        for name, phase in self.phases.items():
+            turn = flow["phases"][name]
+            phase.latencies += [ms / 1000 for ms in turn["latencies_ms"]]
+            phase.statuses.update(turn["statuses"])
+            phase.seconds += turn["seconds"]
+            phase.sample_error = phase.sample_error or turn["sample_error"]
         self.wall += window.wall
         self.server_cpu += window.server_seconds
         self.generator_cpu += generator_cpu
         self.machine_busy += window.machine_busy_seconds
 
-    def phase(self, name: str, expected: int) -> dict[str, Any]:
-        ok = self.statuses[name].get(str(expected), 0)
-        seconds = self.seconds[name]
-        return {
-            "requests": sum(self.statuses[name].values()),
-            "ok": ok,
-            "statuses": dict(self.statuses[name]),
-            "seconds": round(seconds, 4),
-            "rate": round(ok / seconds, 1) if seconds else 0.0,
-            "latency_ms": summarize(self.latencies[name]),
-            "sample_error": self.sample_error[name],
-        }
-
     def cpu(self) -> dict[str, float]:
-        """As `procs.CpuWindow.report`, over this server's turns only. The other servers,
-        idle meanwhile (their timers still run), count as other CPU."""
-        wall = self.wall or 1.0
-        other = self.machine_busy - self.server_cpu - self.generator_cpu
-        return {
-            "wall_seconds": round(self.wall, 3),
-            "server_cpu_seconds": round(self.server_cpu, 3),
-            "server_cpu_cores": round(self.server_cpu / wall, 3),
-            "generator_cpu_cores": round(self.generator_cpu / wall, 3),
-            "other_cpu_cores": round(max(0.0, other) / wall, 3),
-        }
+        """Over this server's turns only. The other servers, idle meanwhile (their timers still
+        run), count as other CPU."""
+        return procs.cpu_report(
+            wall=self.wall,
+            server=self.server_cpu,
+            generator=self.generator_cpu,
+            machine_busy=self.machine_busy,
+        )
 
 
 def _bound_by_the_control(seeded: list[dict[str, Any]], control: dict[str, Any]) -> None:
@@ -90,19 +71,17 @@ def _bound_by_the_control(seeded: list[dict[str, Any]], control: dict[str, Any])
     databases. The bootstrap interval covers only the sampling of latencies; two servers also
     differ by themselves (in one run the control's /v1/me p99 was 0.74 of the baseline's, its
     interval 0.70 to 0.85), and that factor can fall either way on a seeded one."""
-    for name in PHASES:
-        spread = control["p99_ratio_interval"].get(name)
-        for info in seeded:
+    for info in seeded:
+        bounds: dict[str, list[float] | None] = {}
+        for name in PHASES:
+            spread = control["p99_ratio_interval"].get(name)
             interval = info["p99_ratio_interval"].get(name)
             if spread is None or interval is None:
-                info.setdefault("p99_ratio_bounds", {})[name] = None
+                bounds[name] = None
                 continue
             factor = max(1.0, spread[1], 1 / spread[0])
-            low, high = interval
-            info.setdefault("p99_ratio_bounds", {})[name] = [
-                round(low / factor, 3),
-                round(high * factor, 3),
-            ]
+            bounds[name] = [round(interval[0] / factor, 3), round(interval[1] * factor, 3)]
+        info["p99_ratio_bounds"] = bounds
 
 
 def run(
@@ -157,7 +136,10 @@ def run(
                     )
                 pooled[index].add(flow, window, generator_cpu)
     for info, pool in zip(infos, pooled, strict=True):
-        phases = {name: pool.phase(name, 202 if name == "start" else 200) for name in PHASES}
+        phases = {
+            name: phase.report(202 if name == "start" else 200)
+            for name, phase in pool.phases.items()
+        }
         info["phases"] = phases
         info["p99_ms"] = {name: phases[name]["latency_ms"].get("p99") for name in PHASES}
         info["p50_ms"] = {name: phases[name]["latency_ms"].get("p50") for name in PHASES}
@@ -174,8 +156,8 @@ def run(
         intervals = {}
         for name in PHASES:
             interval = percentile_ratio_interval(
-                pool.latencies[name],
-                pooled[0].latencies[name],
+                pool.phases[name].latencies,
+                pooled[0].phases[name].latencies,
                 q=99,
                 level=INTERVAL_LEVEL,
                 # Seeded by what it describes: the same latencies give the same interval.

@@ -238,12 +238,25 @@ class CpuWindow:
         self.machine_busy_seconds = busy - self._busy0
 
     def report(self, generator_seconds: float) -> dict[str, float]:
-        wall = self.wall or 1.0
-        other = self.machine_busy_seconds - self.server_seconds - generator_seconds
-        return {
-            "wall_seconds": round(self.wall, 3),
-            "server_cpu_seconds": round(self.server_seconds, 3),
-            "server_cpu_cores": round(self.server_seconds / wall, 3),
-            "generator_cpu_cores": round(generator_seconds / wall, 3),
-            "other_cpu_cores": round(max(0.0, other) / wall, 3),
-        }
+        return cpu_report(
+            wall=self.wall,
+            server=self.server_seconds,
+            generator=generator_seconds,
+            machine_busy=self.machine_busy_seconds,
+        )
+
+
+def cpu_report(
+    *, wall: float, server: float, generator: float, machine_busy: float
+) -> dict[str, float]:
+    """CPU seconds over `wall` seconds, as cores: the server's, the load generator's and the
+    rest of the machine's."""
+    per = wall or 1.0
+    other = machine_busy - server - generator
+    return {
+        "wall_seconds": round(wall, 3),
+        "server_cpu_seconds": round(server, 3),
+        "server_cpu_cores": round(server / per, 3),
+        "generator_cpu_cores": round(generator / per, 3),
+        "other_cpu_cores": round(max(0.0, other) / per, 3),
+    }
