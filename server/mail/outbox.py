@@ -101,6 +101,9 @@ _TRY = (
     "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome, detail) "
     "VALUES (:id, :tries, :now, :outcome, :detail)"
 )
+# On PostgreSQL, each record as one statement on the single-statement path, instead of a
+# transaction of four round trips (BEGIN, the setting, COMMIT and one of the two statements).
+_RECORD_IN_ONE = {update: f"WITH changed AS ({update}) {_TRY}" for update in (_RETRY, _FINISH)}
 
 
 @dataclass(frozen=True)
@@ -326,9 +329,7 @@ class OutboxDispatcher:
         # and the message goes again, which the at-least-once guarantee allows (SPEC.md §7.2,
         # §8.5, §8.7).
         if self._db.dialect == "postgresql":
-            # One statement on the single-statement path instead of a transaction of four round
-            # trips (BEGIN, the setting, COMMIT and one of the two statements).
-            await self._db.statement(f"WITH changed AS ({update}) {_TRY}", values)
+            await self._db.statement(_RECORD_IN_ONE[update], values)
             return
 
         async def work(conn: Connection) -> None:
