@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -509,3 +510,36 @@ async def test_a_single_statement_translates_driver_errors_and_passes_others_on(
         assert passed_on.value is other and other.__cause__ is None
     finally:
         await db.disconnect()
+
+
+async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC.md §8.5: PASSIVE checkpoints alone never let the log start over while new pages
+    # arrive during every copy, and the file then only grows.
+    from server.storage import database
+
+    limit = 256 * 1024
+    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 0.02)
+    monkeypatch.setattr(database, "SQLITE_WAL_LIMIT_BYTES", limit)
+    with database_url_for("sqlite", tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        await db.connect()
+        log = Path(db.sqlite_path + "-wal")
+        sizes = []
+        try:
+            started = time.monotonic()
+            while time.monotonic() - started < 2:
+                for _ in range(20):
+                    await db.statement(
+                        "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, 0)",
+                        {"key": os.urandom(16)},
+                    )
+                    await asyncio.sleep(0)
+                sizes.append(log.stat().st_size)
+        finally:
+            await db.disconnect()
+    cut_back = [after for before, after in itertools.pairwise(sizes) if after < before]
+    assert len(cut_back) >= 3
+    assert all(size <= limit for size in cut_back)
