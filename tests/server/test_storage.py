@@ -519,9 +519,10 @@ async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_nev
     # arrive during every copy, and the file then only grows.
     from server.storage import database
 
-    limit = 256 * 1024
+    file_limit = 1024 * 1024
     monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 0.02)
-    monkeypatch.setattr(database, "SQLITE_WAL_LIMIT_BYTES", limit)
+    monkeypatch.setattr(database, "SQLITE_WAL_LIMIT_BYTES", 256 * 1024)
+    monkeypatch.setattr(database, "SQLITE_WAL_FILE_BYTES", file_limit)
     with database_url_for("sqlite", tmp_path) as url:
         migrate(url)
         db = Database(url)
@@ -542,4 +543,4 @@ async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_nev
             await db.disconnect()
     cut_back = [after for before, after in itertools.pairwise(sizes) if after < before]
     assert len(cut_back) >= 3
-    assert all(size <= limit for size in cut_back)
+    assert all(size <= file_limit for size in cut_back)
