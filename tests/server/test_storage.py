@@ -4,6 +4,7 @@ query (SPEC.md §8.4, §8.6)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -512,35 +513,78 @@ async def test_a_single_statement_translates_driver_errors_and_passes_others_on(
         await db.disconnect()
 
 
-async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_never_pause(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # SPEC.md §8.5: PASSIVE checkpoints alone never let the log start over while new pages
-    # arrive during every copy, and the file then only grows.
+_LOG_FILE_LIMIT = 1024 * 1024
+_INSERT_REPLAY_ENTRY = "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, 0)"
+
+
+@pytest.fixture
+async def restarting_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Database]:
+    """A SQLite database whose checkpointer runs every 20 ms and starts the log over at 256 KiB."""
     from server.storage import database
 
-    file_limit = 1024 * 1024
     monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 0.02)
     monkeypatch.setattr(database, "SQLITE_WAL_LIMIT_BYTES", 256 * 1024)
-    monkeypatch.setattr(database, "SQLITE_WAL_FILE_BYTES", file_limit)
+    monkeypatch.setattr(database, "SQLITE_WAL_FILE_BYTES", _LOG_FILE_LIMIT)
     with database_url_for("sqlite", tmp_path) as url:
         migrate(url)
         db = Database(url)
         await db.connect()
-        log = Path(db.sqlite_path + "-wal")
-        sizes = []
         try:
-            started = time.monotonic()
-            while time.monotonic() - started < 2:
-                for _ in range(20):
-                    await db.statement(
-                        "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, 0)",
-                        {"key": os.urandom(16)},
-                    )
-                    await asyncio.sleep(0)
-                sizes.append(log.stat().st_size)
+            yield db
         finally:
             await db.disconnect()
-    cut_back = [after for before, after in itertools.pairwise(sizes) if after < before]
+
+
+async def _write_without_pause(db: Database, seconds: float) -> tuple[list[int], float]:
+    """Replay entries one after another for `seconds`: the size of the log file after every 20,
+    and the longest that one of them took."""
+    log = Path(db.sqlite_path + "-wal")
+    sizes: list[int] = []
+    slowest = 0.0
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        for _ in range(20):
+            before = time.monotonic()
+            await db.statement(_INSERT_REPLAY_ENTRY, {"key": os.urandom(16)})
+            slowest = max(slowest, time.monotonic() - before)
+            await asyncio.sleep(0)
+        sizes.append(log.stat().st_size)
+    return sizes, slowest
+
+
+def _cut_back(sizes: list[int]) -> list[int]:
+    return [after for before, after in itertools.pairwise(sizes) if after < before]
+
+
+async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_never_pause(
+    restarting_db: Database,
+) -> None:
+    # SPEC.md §8.5: PASSIVE checkpoints alone never let the log start over while new pages
+    # arrive during every copy, and the file then only grows.
+    sizes, _ = await _write_without_pause(restarting_db, 2)
+    cut_back = _cut_back(sizes)
     assert len(cut_back) >= 3
-    assert all(size <= file_limit for size in cut_back)
+    assert all(size <= _LOG_FILE_LIMIT for size in cut_back)
+
+
+async def test_a_reader_of_the_old_log_puts_off_its_restart_but_holds_up_no_write_for_long(
+    restarting_db: Database,
+) -> None:
+    # SPEC.md §8.5: a RESTART waits at most SQLITE_WAL_RESTART_WAIT_MS for readers, holding
+    # the writers off meanwhile, then gives up until the next round.
+    path = restarting_db.sqlite_path
+    with (
+        contextlib.closing(sqlite3.connect(path, isolation_level=None)) as writer,
+        contextlib.closing(sqlite3.connect(path, isolation_level=None)) as reader,
+    ):
+        # Its snapshot includes a page no checkpoint has copied yet (a checkpoint syncs the log
+        # and the database file before it counts a page copied), so it reads from the log.
+        writer.execute(_INSERT_REPLAY_ENTRY, {"key": os.urandom(16)})
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM dpop_replay").fetchall()
+        held_sizes, slowest = await _write_without_pause(restarting_db, 1)
+        reader.execute("COMMIT")
+    released_sizes, _ = await _write_without_pause(restarting_db, 1)
+    assert _cut_back(held_sizes) == []
+    assert slowest < 1
+    assert _cut_back(released_sizes)
