@@ -167,8 +167,20 @@ class _SqlitePool:
         self._all.clear()
 
 
-def _open_in_loop(path: str, *, synchronous: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def _open_with_wait(path: str, *, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that has read the schema, waiting for the database up to `busy_timeout`.
+    After a crash, the first process to open the database rebuilds the log's index, holding it
+    meanwhile; a worker starting alongside (the supervisor starts both at once) must wait for
+    that instead of failing its startup, which makes uvicorn stop every worker."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA schema_version").fetchone()
+    return conn
+
+
+def _open_in_loop(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = _open_with_wait(path, busy_timeout=busy_timeout)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 0")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
@@ -213,7 +225,7 @@ class _SqliteStatements:
     last ones may be lost on power failure, which is acceptable for these short-lived rows."""
 
     def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
-        self._conn = _open_in_loop(path, synchronous="NORMAL")
+        self._conn = _open_in_loop(path, synchronous="NORMAL", busy_timeout=busy_timeout)
         self._busy_timeout = busy_timeout
         self._writer = writer
 
@@ -351,7 +363,7 @@ class _SqliteTransactions:
     so one connection serves both."""
 
     def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
-        self._conn = _open_in_loop(path, synchronous="NORMAL")
+        self._conn = _open_in_loop(path, synchronous="NORMAL", busy_timeout=busy_timeout)
         self._busy_timeout = busy_timeout
         self._writer = writer
         self._wal_sync: _WalSync | None = _WalSync(path + "-wal")
@@ -405,16 +417,19 @@ class _Checkpointer:
     `writer`, so that this process's writers queue for it on the loop instead of polling for
     SQLite's lock, and it never waits for one of them."""
 
-    def __init__(self, path: str, *, interval: float, writer: asyncio.Lock) -> None:
+    def __init__(
+        self, path: str, *, interval: float, writer: asyncio.Lock, busy_timeout: float
+    ) -> None:
         self._path = path
         self._interval = interval
         self._writer = writer
+        self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._restart_pages = 0
 
     def start(self) -> None:
-        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._conn = _open_with_wait(self._path, busy_timeout=self._busy_timeout)
         # Only RESTART waits (a PASSIVE checkpoint never calls the busy handler).
         self._conn.execute(f"PRAGMA busy_timeout = {SQLITE_WAL_RESTART_WAIT_MS}")
         self._conn.execute("PRAGMA synchronous = FULL")
@@ -599,7 +614,10 @@ class Database:
                     self.sqlite_path, busy_timeout=self._busy_timeout, writer=writer
                 )
                 self._checkpointer = _Checkpointer(
-                    self.sqlite_path, interval=SQLITE_CHECKPOINT_INTERVAL, writer=writer
+                    self.sqlite_path,
+                    interval=SQLITE_CHECKPOINT_INTERVAL,
+                    writer=writer,
+                    busy_timeout=self._busy_timeout,
                 )
                 self._checkpointer.start()
             return

@@ -603,3 +603,35 @@ async def test_a_reader_of_the_old_log_puts_off_its_restart_but_holds_up_no_writ
     assert held.restarts == 0
     assert held.slowest < 1
     assert released.restarts >= 1
+
+
+async def test_a_worker_that_starts_while_another_process_holds_the_database_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacks.md I11: after a crash the first process to open the database rebuilds the log's
+    # index and holds the database meanwhile. A worker that started alongside failed its startup
+    # on "database is locked", and uvicorn then stopped the whole server. A connection in
+    # exclusive locking mode holds the database the same way.
+    from server.storage import database
+
+    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)
+    with database_url_for("sqlite", tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        holder = sqlite3.connect(db.sqlite_path, isolation_level=None, check_same_thread=False)
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute(_INSERT_BUCKET, {"bucket": "written while held"})
+        release = threading.Timer(0.3, holder.close)
+        release.start()
+        try:
+            started = time.monotonic()
+            await db.connect()
+            waited = time.monotonic() - started
+            try:
+                rows = await db.statement("SELECT bucket FROM rate_limits")
+            finally:
+                await db.disconnect()
+        finally:
+            release.join()
+    assert waited >= 0.2
+    assert rows == [{"bucket": "written while held"}]
