@@ -262,8 +262,8 @@ async def test_the_replay_entry_of_a_login_or_refresh_commits_in_the_transaction
     statements: list[str] = []
     opened = database._open_in_loop
 
-    def traced(path: str, *, synchronous: str) -> sqlite3.Connection:
-        conn = opened(path, synchronous=synchronous)
+    def traced(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+        conn = opened(path, synchronous=synchronous, busy_timeout=busy_timeout)
         conn.set_trace_callback(statements.append)
         return conn
 
