@@ -294,6 +294,15 @@ def _incomplete(entry: dict[str, Any]) -> str:
     return f"{entry['completed']} of {entry['logins']} logins completed"
 
 
+def _ratio_spans(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """What a growth ratio's verdict and error bar rest on, per operation: the bounds (the
+    interval widened by the control's spread) where the run has them, else its bootstrap
+    interval (the control's own row)."""
+    if run.get("p99_ratio_bounds"):
+        return "bounds", run["p99_ratio_bounds"]
+    return "interval", run.get("p99_ratio_interval") or {}
+
+
 def growth_rows(growth: dict[str, Any]) -> list[Row]:
     rows = []
     target = TARGETS["growth_p99"]
@@ -319,15 +328,12 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
             # An empty database measured again: the run-to-run noise of these p99s.
             users = f"{run['users']:,} users" if run["users"] else "empty db again"
             section = f"growth, {backend}, {users}"
+            kind, spans = _ratio_spans(run)
             for op, label in OPERATIONS.items():
                 value, base = run["p99_ms"][op], empty["p99_ms"][op]
                 ratio = _ratio(value, base)
                 noise = not run["users"]
-                # The verdict rests on the bounds (the interval widened by the control's
-                # spread) where the run has them, the control's own row on its interval.
-                interval = (run.get("p99_ratio_bounds") or run.get("p99_ratio_interval") or {}).get(
-                    op
-                )
+                interval = spans.get(op)
                 rows.append(
                     _with_other(
                         Row(
@@ -347,7 +353,6 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
                 )
                 if interval is not None and level is not None:
                     low, high = interval
-                    kind = "bounds" if run.get("p99_ratio_bounds") else "interval"
                     rows[-1].caveat = f"{100 * level:.0f} % {kind} {low:.2f}-{high:.2f}"
                     if not noise:
                         # Decided only where the whole interval is on one side of the limit.
@@ -534,7 +539,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         for run in (entry or {}).get("runs", [])[1:]:
             size = f"{run['users']:,} users" if run["users"] else "empty again (noise)"
             ratios = [run["p99_ratio"][op] or 0.0 for op in OPERATIONS]
-            intervals = run.get("p99_ratio_bounds") or run.get("p99_ratio_interval") or {}
+            _, intervals = _ratio_spans(run)
             spans = [intervals.get(op) or [r, r] for op, r in zip(OPERATIONS, ratios, strict=True)]
             series.append((f"{backend}, {size}", ratios, spans))
     width = 0.8 / max(1, len(series))
