@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
@@ -36,6 +37,8 @@ from server.errors import TemporarilyUnavailable
 from server.settings import Settings
 
 Row = Mapping[str, Any]
+# A query and its `:name` parameters.
+Statement = tuple[str, Mapping[str, Any]]
 T = TypeVar("T")
 Isolation = Literal["read_committed", "serializable"]
 
@@ -95,6 +98,33 @@ class Connection:
 
     async def execute(self, query: str, values: Mapping[str, Any] | None = None) -> None:
         raise NotImplementedError
+
+    async def run_together(
+        self, writes: Sequence[Statement], read: Statement | None = None
+    ) -> list[Row]:
+        """`writes` in their order, then `read` (its rows are returned), in as few round trips
+        as the backend allows: on PostgreSQL one statement, the writes as data-modifying WITH
+        clauses. Every part of that statement sees the database as it was before it, so no
+        part may depend on the effects of another (a foreign key to a row inserted by another
+        part is checked at the end, and holds). If one part fails, none has an effect."""
+        for query, values in writes:
+            await self.execute(query, values)
+        return [] if read is None else await self.fetch_all(*read)
+
+
+def is_unique_violation(exc: BaseException, *, table: str) -> bool:
+    """Whether `exc` is a driver's refusal of a row that duplicates a unique key of `table`."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return getattr(exc, "table_name", None) == table
+    return isinstance(exc, sqlite3.IntegrityError) and str(exc).startswith(
+        f"UNIQUE constraint failed: {table}."
+    )
+
+
+UNIQUE_VIOLATIONS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError,
+    asyncpg.UniqueViolationError,
+)
 
 
 class _SqliteConnection(Connection):
@@ -559,6 +589,32 @@ class _AsyncpgConnection(Connection):
     async def execute(self, query: str, values: Mapping[str, Any] | None = None) -> None:
         sql, args = self._args(query, values)
         await self._raw.execute(sql, *args)
+
+    async def run_together(
+        self, writes: Sequence[Statement], read: Statement | None = None
+    ) -> list[Row]:
+        parts = [*writes] if read is None else [*writes, read]
+        if len(parts) < 2:
+            return await super().run_together(writes, read)
+        # Each part's parameters get the prefix of its position, so that equal names in two
+        # parts never mix their values.
+        query = _together(tuple(text for text, _ in parts))
+        values = {
+            f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()
+        }
+        sql, args = self._args(query, values)
+        if read is None:
+            await self._raw.execute(sql, *args)
+            return []
+        return [dict(record) for record in await self._raw.fetch(sql, *args)]
+
+
+@functools.lru_cache(maxsize=64)  # the statements are the server's constants
+def _together(parts: tuple[str, ...]) -> str:
+    """One PostgreSQL statement of several: all but the last part as WITH clauses."""
+    prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
+    clauses = ", ".join(f"part{i} AS ({text})" for i, text in enumerate(prefixed[:-1]))
+    return f"WITH {clauses} {prefixed[-1]}"
 
 
 class Database:

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,7 +31,7 @@ from server.housekeeping import (
     PURGE_TRIES,
     purge_expired,
 )
-from server.storage.database import Database
+from server.storage.database import UNIQUE_VIOLATIONS, Database, is_unique_violation
 from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
 
 pytestmark = pytest.mark.anyio
@@ -303,6 +304,94 @@ async def test_a_durable_and_a_non_durable_transaction_both_commit(
             await db.disconnect()
         rows = query(url, "SELECT bucket FROM rate_limits ORDER BY bucket")
     assert rows == [("durable=False",), ("durable=True",)]
+
+
+async def test_writes_run_together_commit_together_each_with_its_own_parameters(
+    tmp_path: Path, backend: str
+) -> None:
+    # SPEC.md §8.7: on PostgreSQL the parts are one statement; equal parameter names in two
+    # parts keep their own values on both backends.
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        execute(url, "INSERT INTO rate_limits VALUES ('before', 0, 7, 0)")
+        db = Database(url)
+        await db.connect()
+        try:
+            async with db.transaction() as conn:
+                rows = await conn.run_together(
+                    [(_INSERT_BUCKET, {"bucket": "first"}), (_INSERT_BUCKET, {"bucket": "second"})],
+                    ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "before"}),
+                )
+        finally:
+            await db.disconnect()
+        assert rows == [{"hits": 7}]
+        assert query(url, "SELECT bucket FROM rate_limits ORDER BY bucket") == [
+            ("before",),
+            ("first",),
+            ("second",),
+        ]
+
+
+async def test_when_one_write_run_together_fails_none_has_an_effect(
+    tmp_path: Path, backend: str
+) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        execute(url, "INSERT INTO rate_limits VALUES ('taken', 0, 1, 0)")
+        db = Database(url)
+        await db.connect()
+        try:
+            with pytest.raises(UNIQUE_VIOLATIONS) as refused:
+                async with db.transaction() as conn:
+                    await conn.run_together(
+                        [
+                            (_INSERT_BUCKET, {"bucket": "new"}),
+                            (_INSERT_BUCKET, {"bucket": "taken"}),
+                        ]
+                    )
+        finally:
+            await db.disconnect()
+        assert is_unique_violation(refused.value, table="rate_limits")
+        assert not is_unique_violation(refused.value, table="dpop_replay")
+        assert query(url, "SELECT bucket FROM rate_limits") == [("taken",)]
+
+
+class _SentStatements:
+    """An asyncpg connection that records the text of every query sent through it."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.queries: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._raw, name)
+
+        async def sent(query: str, *args: Any) -> Any:
+            self.queries.append(query)
+            return await method(query, *args)
+
+        return sent
+
+
+async def test_postgres_runs_writes_together_with_a_read_in_one_round_trip(
+    tmp_path: Path,
+) -> None:
+    with database_url_for("postgresql", tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        await db.connect()
+        try:
+            async with db.transaction() as conn:
+                sent = _SentStatements(conn._raw)  # type: ignore[attr-defined]
+                conn._raw = sent  # type: ignore[attr-defined]
+                await conn.run_together(
+                    [(_INSERT_BUCKET, {"bucket": "a"}), (_INSERT_BUCKET, {"bucket": "b"})],
+                    ("SELECT count(*) AS n FROM rate_limits", {}),
+                )
+        finally:
+            await db.disconnect()
+    assert len(sent.queries) == 1, sent.queries
+    assert sent.queries[0].startswith("WITH part0 AS (INSERT"), sent.queries
 
 
 class _RecordedFsyncs:
