@@ -24,8 +24,8 @@ from server.ratelimit import RateLimiter
 from server.replay import DatabaseReplayStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
-from server.storage.database import Connection, Database
-from server.tokens import TokenPair, mint_access_token, store_refresh_token
+from server.storage.database import Connection, Database, Row
+from server.tokens import TokenPair, mint_access_token, new_refresh_token
 
 GRANT_TYPE_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
 MAX_DEVICE_NAME_LENGTH = 64
@@ -120,15 +120,20 @@ class LoginService:
         async def record(conn: Connection) -> None:
             # Recorded once the request is known to be well-formed (attacks.md B6), with the
             # attempt it starts (SPEC.md §4.4).
-            await self._replay.record_in(conn, proof, now=now)
-            user = await conn.fetch_one(
-                "SELECT email_address FROM users WHERE email_canonical = :canonical",
-                {"canonical": address.canonical},
+            accounts = await self._replay.record_in(
+                conn,
+                proof,
+                now=now,
+                read=(
+                    "SELECT email_address FROM users WHERE email_canonical = :canonical",
+                    {"canonical": address.canonical},
+                ),
             )
+            user = accounts[0] if accounts else None
             # Mail goes to the address stored for the account, never to the submitted spelling.
             recipient = user["email_address"] if user is not None else address.address
             signup_allowed = user is not None or settings.signup_policy == "open"
-            await conn.execute(
+            attempt_row = (
                 "INSERT INTO login_attempts (id, email_canonical, email_address, device_name, "
                 "dpop_jkt, key_alg, device_half_hash, email_half_hash, signup_allowed, "
                 "created_at, expires_at) VALUES (:id, :canonical, :address, :device_name, :jkt, "
@@ -174,8 +179,7 @@ class LoginService:
                 order = NoAccountOrder(
                     recipient=recipient, message_id=mail.message_id, requested_at=now
                 )
-            await outbox.enqueue(
-                conn,
+            queued = outbox.queue_statement(
                 mail,
                 order,
                 attempt_id=secrets.attempt_id if signup_allowed else None,
@@ -183,6 +187,7 @@ class LoginService:
                 random_bytes=self._random,
                 now=now,
             )
+            await conn.run_together([attempt_row, queued])
 
         await self._db.run(record)
         self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
@@ -214,13 +219,21 @@ class LoginService:
 
         async def redeem(conn: Connection) -> tuple[str, TokenPair | None]:
             # Every outcome below commits, so a refused completion has used up its proof.
-            await self._replay.record_in(conn, proof, now=now)
-            attempt = await conn.fetch_one(
-                "SELECT dpop_jkt, device_half_hash, email_half_hash, expires_at, consumed_at, "
-                "failed_count, signup_allowed, email_canonical, email_address, device_name, "
-                "key_alg FROM login_attempts WHERE id = :id",
-                {"id": attempt_id},
+            # The attempt, with the account of its address if there is one yet.
+            attempts = await self._replay.record_in(
+                conn,
+                proof,
+                now=now,
+                read=(
+                    "SELECT a.dpop_jkt, a.device_half_hash, a.email_half_hash, a.expires_at, "
+                    "a.consumed_at, a.failed_count, a.signup_allowed, a.email_canonical, "
+                    "a.email_address, a.device_name, a.key_alg, u.id AS account_id, "
+                    "u.email_address AS account_address FROM login_attempts a "
+                    "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id",
+                    {"id": attempt_id},
+                ),
             )
+            attempt = attempts[0] if attempts else None
             if attempt is None:
                 return "unknown_attempt", None
             # Evaluate all three comparisons, in constant time, before deciding.
@@ -235,15 +248,10 @@ class LoginService:
                 return "locked", None
             if int(attempt["expires_at"]) <= now:
                 return "expired", None
-            if not attempt["signup_allowed"]:
+            if not attempt["signup_allowed"] and attempt["account_id"] is None:
                 # Closed sign-up: only an existing account may complete. Users are never
                 # deleted, so this answer cannot change before the consume below.
-                existing = await conn.fetch_one(
-                    "SELECT id FROM users WHERE email_canonical = :canonical",
-                    {"canonical": attempt["email_canonical"]},
-                )
-                if existing is None:
-                    return "no_account", None
+                return "no_account", None
             tokens = await self._consume_and_open_session(
                 conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
             )
@@ -286,25 +294,9 @@ class LoginService:
         )
         if consumed is None:
             return None
-        if attempt["signup_allowed"]:
-            await conn.execute(
-                "INSERT INTO users (id, email_canonical, email_address, created_at) "
-                "VALUES (:id, :canonical, :address, :now) ON CONFLICT (email_canonical) DO NOTHING",
-                {
-                    "id": b64url_encode(self._random(16)),
-                    "canonical": attempt["email_canonical"],
-                    "address": attempt["email_address"],
-                    "now": now,
-                },
-            )
-        user = await conn.fetch_one(
-            "SELECT id, email_address FROM users WHERE email_canonical = :canonical",
-            {"canonical": attempt["email_canonical"]},
-        )
-        if user is None:  # pragma: no cover - inserted or checked above, in this transaction
-            raise RuntimeError("the account vanished inside the completion transaction")
+        user = await self._account(conn, attempt, now=now)
         session_id = b64url_encode(self._random(16))
-        await conn.execute(
+        session_row = (
             "INSERT INTO sessions (id, user_id, attempt_id, device_name, dpop_jkt, key_alg, "
             "auth_time, created_at, last_used_at, expires_at) VALUES (:id, :user_id, "
             ":attempt_id, :device_name, :jkt, :alg, :now, :now, :now, :expires_at)",
@@ -322,8 +314,7 @@ class LoginService:
         # The new-device notice is committed with the session it reports (NIST SP 800-63B-4
         # §4.6): no session without its notice, and no notice for a session that never was.
         notice = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
-        await outbox.enqueue(
-            conn,
+        queued_notice = outbox.queue_statement(
             notice,
             NewDeviceOrder(
                 recipient=user["email_address"],
@@ -339,13 +330,13 @@ class LoginService:
             random_bytes=self._random,
             now=now,
         )
-        refresh_token = await store_refresh_token(
-            conn,
+        refresh_token, refresh_row = new_refresh_token(
             hmac_key=self._keyring.hmac_key,
             session_id=session_id,
             random_bytes=self._random,
             now=now,
         )
+        await conn.run_together([session_row, queued_notice, refresh_row])
         access_token, lifetime = mint_access_token(
             settings=settings,
             keys=self.keys.key_set,
@@ -360,3 +351,32 @@ class LoginService:
         return TokenPair(
             access_token=access_token, refresh_token=refresh_token, expires_in=lifetime
         )
+
+    async def _account(self, conn: Connection, attempt: Any, *, now: int) -> Row:
+        """The account that the consumed attempt signs in to, created at its first login."""
+        if attempt["account_id"] is not None:
+            return {"id": attempt["account_id"], "email_address": attempt["account_address"]}
+        # Only with sign-up allowed (checked before the consume). Concurrent first logins for
+        # one address make one user (attacks.md D2).
+        canonical = attempt["email_canonical"]
+        created = await conn.fetch_one(
+            "INSERT INTO users (id, email_canonical, email_address, created_at) "
+            "VALUES (:id, :canonical, :address, :now) ON CONFLICT (email_canonical) DO NOTHING "
+            "RETURNING id, email_address",
+            {
+                "id": b64url_encode(self._random(16)),
+                "canonical": canonical,
+                "address": attempt["email_address"],
+                "now": now,
+            },
+        )
+        if created is not None:
+            return created
+        # Another login created it since this one read the attempt.
+        existing = await conn.fetch_one(
+            "SELECT id, email_address FROM users WHERE email_canonical = :canonical",
+            {"canonical": canonical},
+        )
+        if existing is None:  # pragma: no cover - the conflict above was with this row
+            raise RuntimeError("the account vanished inside the completion transaction")
+        return existing

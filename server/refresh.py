@@ -21,11 +21,20 @@ from server.replay import DatabaseReplayStore
 from server.sessions import revoke_session_rows
 from server.settings import Settings
 from server.signing_keys import ServerKeys
-from server.storage.database import Connection, Database
+from server.storage.database import Connection, Database, Row
 from server.tokens import TokenPair, child_refresh_token, mint_access_token, refresh_token_hash
 
 MAX_REFRESH_TOKEN_LENGTH = 128
 _REFUSED = "the refresh token is not valid; sign in again"
+
+
+# The presented token with its session.
+_TOKEN_ROW = (
+    "SELECT rt.session_id, rt.rotated_at, rt.child_hash, rt.revoked_at, s.user_id, "
+    "s.dpop_jkt, s.revoked_at AS session_revoked_at, s.expires_at, s.last_used_at, "
+    "s.auth_time FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
+    "WHERE rt.token_hash = :hash"
+)
 
 
 class RefreshService:
@@ -69,9 +78,16 @@ class RefreshService:
 
         async def rotate(conn: Connection) -> tuple[str, dict[str, Any] | None]:
             # Every outcome commits, so a refused refresh has used up its proof (SPEC.md §4.4).
-            await self._replay.record_in(conn, proof, now=now)
+            rows = await self._replay.record_in(
+                conn, proof, now=now, read=(_TOKEN_ROW, {"hash": parent_hash})
+            )
             return await self._rotate(
-                conn, parent_hash=parent_hash, child_hash=child_hash, proof=proof, now=now
+                conn,
+                row=rows[0] if rows else None,
+                parent_hash=parent_hash,
+                child_hash=child_hash,
+                proof=proof,
+                now=now,
             )
 
         outcome, session = await self._db.run(rotate)
@@ -109,12 +125,13 @@ class RefreshService:
         self,
         conn: Connection,
         *,
+        row: Row | None,
         parent_hash: str,
         child_hash: str,
         proof: VerifiedDPoPProof,
         now: int,
     ) -> tuple[str, dict[str, Any] | None]:
-        row = await self._token_row(conn, parent_hash)
+        """`row` is the presented token's, read with the replay entry."""
         if row is None:
             return "unknown", None
         session = {
@@ -143,18 +160,22 @@ class RefreshService:
                 {"now": now, "child": child_hash, "hash": parent_hash},
             )
             if won is not None:
-                await conn.execute(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
-                    "VALUES (:hash, :session_id, :now)",
-                    {"hash": child_hash, "session_id": row["session_id"], "now": now},
-                )
-                await conn.execute(
-                    "UPDATE sessions SET last_used_at = :now WHERE id = :id",
-                    {"now": now, "id": row["session_id"]},
+                await conn.run_together(
+                    [
+                        (
+                            "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
+                            "VALUES (:hash, :session_id, :now)",
+                            {"hash": child_hash, "session_id": row["session_id"], "now": now},
+                        ),
+                        (
+                            "UPDATE sessions SET last_used_at = :now WHERE id = :id",
+                            {"now": now, "id": row["session_id"]},
+                        ),
+                    ]
                 )
                 return "rotated", session
             # Lost a race under READ COMMITTED: read what the winner committed.
-            row = await self._token_row(conn, parent_hash)
+            row = await conn.fetch_one(_TOKEN_ROW, {"hash": parent_hash})
             if row is None or row["rotated_at"] is None:
                 return "unknown", session
         child = await conn.fetch_one(
@@ -174,12 +195,3 @@ class RefreshService:
             conn, session_id=row["session_id"], reason="refresh_token_reused", now=now
         )
         return "reused", session
-
-    async def _token_row(self, conn: Connection, token_hash: str) -> Any:
-        return await conn.fetch_one(
-            "SELECT rt.session_id, rt.rotated_at, rt.child_hash, rt.revoked_at, s.user_id, "
-            "s.dpop_jkt, s.revoked_at AS session_revoked_at, s.expires_at, s.last_used_at, "
-            "s.auth_time FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
-            "WHERE rt.token_hash = :hash",
-            {"hash": token_hash},
-        )

@@ -14,7 +14,14 @@ from typing import Protocol
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidDPoPProof
 from server.errors import TemporarilyUnavailable
-from server.storage.database import Connection, Database
+from server.storage.database import (
+    UNIQUE_VIOLATIONS,
+    Connection,
+    Database,
+    Row,
+    Statement,
+    is_unique_violation,
+)
 
 REPLAY_KEY_BYTES = 16
 
@@ -31,10 +38,9 @@ class ReplayStore(Protocol):
         ...
 
 
-_RECORD = (
-    "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at) "
-    "ON CONFLICT (replay_key) DO NOTHING RETURNING expires_at"
-)
+_ENTRY = "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at)"
+# On its own, a replay is told by the row not returned.
+_RECORD = _ENTRY + " ON CONFLICT (replay_key) DO NOTHING RETURNING expires_at"
 
 
 class DatabaseReplayStore:
@@ -49,11 +55,26 @@ class DatabaseReplayStore:
         if not await self._db.statement(_RECORD, self._values(proof, now)):
             raise InvalidDPoPProof("DPoP proof has been used before")
 
-    async def record_in(self, conn: Connection, proof: VerifiedDPoPProof, *, now: int) -> None:
+    async def record_in(
+        self,
+        conn: Connection,
+        proof: VerifiedDPoPProof,
+        *,
+        now: int,
+        read: Statement | None = None,
+    ) -> list[Row]:
         """The same entry, written by the transaction of the work the proof admits: it commits
-        with that work, and a replay raises before the work begins (SPEC.md §4.4)."""
-        if await conn.fetch_one(_RECORD, self._values(proof, now)) is None:
-            raise InvalidDPoPProof("DPoP proof has been used before")
+        with that work, and a replay raises before the work begins (SPEC.md §4.4). `read`, the
+        work's first query, runs in the same round trip and its rows are returned; it sees the
+        database as it was before the entry. A plain insert here: a duplicate key fails it, and
+        with it the transaction, where a conditional insert would need a round trip of its own
+        to report what it did."""
+        try:
+            return await conn.run_together([(_ENTRY, self._values(proof, now))], read)
+        except UNIQUE_VIOLATIONS as exc:
+            if is_unique_violation(exc, table="dpop_replay"):
+                raise InvalidDPoPProof("DPoP proof has been used before") from exc
+            raise
 
 
 class MemoryReplayStore:

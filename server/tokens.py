@@ -10,7 +10,7 @@ from protocol.split_secret import keyed_hash, new_opaque_token
 from server.clock import RandomBytes
 from server.settings import Settings
 from server.signing_keys import KeySet
-from server.storage.database import Connection
+from server.storage.database import Statement
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,13 @@ def mint_access_token(
     return token, lifetime
 
 
-async def store_refresh_token(
-    conn: Connection, *, hmac_key: bytes, session_id: str, random_bytes: RandomBytes, now: int
-) -> str:
+def new_refresh_token(
+    *, hmac_key: bytes, session_id: str, random_bytes: RandomBytes, now: int
+) -> tuple[str, Statement]:
+    """A fresh refresh token, and the insert that stores its hash (never the token)."""
     refresh_token = new_opaque_token(random_bytes)
-    await conn.execute(
+    return refresh_token, (
         "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
         "VALUES (:hash, :session_id, :now)",
         {"hash": refresh_token_hash(hmac_key, refresh_token), "session_id": session_id, "now": now},
     )
-    return refresh_token

@@ -35,7 +35,7 @@ from server.mail.transport import (
     PermanentMailError,
     TransientMailError,
 )
-from server.storage.database import Connection, Database
+from server.storage.database import Connection, Database, Statement
 
 logger = logging.getLogger("splitlink.outbox")
 
@@ -117,8 +117,7 @@ def new_queued_mail(*, random_bytes: RandomBytes, domain: str) -> QueuedMail:
     return QueuedMail(id=outbox_id, message_id=f"<{outbox_id}@{domain}>")
 
 
-async def enqueue(
-    conn: Connection,
+def queue_statement(
     mail: QueuedMail,
     order: MailOrder,
     *,
@@ -126,10 +125,11 @@ async def enqueue(
     keyring: Keyring,
     random_bytes: RandomBytes,
     now: int,
-) -> None:
+) -> Statement:
+    """The insert that queues `order`, for the transaction of the event it reports."""
     if order.message_id != mail.message_id:
         raise ValueError("the order must carry the Message-ID of its outbox row")
-    await conn.execute(
+    return (
         "INSERT INTO outbox (id, kind, attempt_id, recipient, message_id, sealed_message, status, "
         "tries, not_before, created_at) VALUES (:id, :kind, :attempt_id, :recipient, "
         ":message_id, :sealed, 'queued', 0, :now, :now)",
@@ -144,6 +144,28 @@ async def enqueue(
             ),
             "now": now,
         },
+    )
+
+
+async def enqueue(
+    conn: Connection,
+    mail: QueuedMail,
+    order: MailOrder,
+    *,
+    attempt_id: str | None,
+    keyring: Keyring,
+    random_bytes: RandomBytes,
+    now: int,
+) -> None:
+    await conn.execute(
+        *queue_statement(
+            mail,
+            order,
+            attempt_id=attempt_id,
+            keyring=keyring,
+            random_bytes=random_bytes,
+            now=now,
+        )
     )
 
 
