@@ -102,3 +102,24 @@ def test_unicode_case_mapping_collisions_are_refused_not_folded(collision: str) 
     refuse them so no submitted string can match an account other than its own spelling."""
     with pytest.raises(InvalidEmail):
         parse_email_address(collision)
+
+
+def test_a_remembered_domain_gives_every_address_the_same_answer_as_a_fresh_one() -> None:
+    # The A-label form of recent domains is kept (protocol/email_address.py): a refusal must
+    # stay a refusal, each time with its own error, and an accepted domain keeps each address's
+    # own local part.
+    from protocol.email_address import _mail_domain
+
+    _mail_domain.cache_clear()
+    for _ in range(2):
+        with pytest.raises(InvalidEmail, match="not a valid host name") as refused:
+            parse_email_address("a@exa_mple.com")
+        assert refused.value.code is ErrorCode.INVALID_EMAIL
+        with pytest.raises(InvalidEmail, match="host name, not an address"):
+            parse_email_address("a@10.0.0.1")
+        assert parse_email_address("Ann@Bücher.example") == EmailAddress(
+            address="Ann@xn--bcher-kva.example", canonical="ann@xn--bcher-kva.example"
+        )
+        assert parse_email_address("bob@BÜCHER.example").address == "bob@xn--bcher-kva.example"
+    assert _mail_domain.cache_info().hits >= 3
+    assert _mail_domain.cache_info().maxsize == 1024
