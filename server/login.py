@@ -117,79 +117,71 @@ class LoginService:
             email_half=secrets.email_half,
         )
 
-        async def record(conn: Connection) -> None:
-            # Recorded once the request is known to be well-formed (attacks.md B6), with the
-            # attempt it starts (SPEC.md §4.4).
-            accounts = await self._replay.record_in(
-                conn,
-                proof,
-                now=now,
-                read=(
-                    "SELECT email_address FROM users WHERE email_canonical = :canonical",
-                    {"canonical": address.canonical},
+        accounts = await self._db.statement(
+            "SELECT email_address FROM users WHERE email_canonical = :canonical",
+            {"canonical": address.canonical},
+        )
+        user = accounts[0] if accounts else None
+        # Mail goes to the address stored for the account, never to the submitted spelling.
+        recipient = user["email_address"] if user is not None else address.address
+        signup_allowed = user is not None or settings.signup_policy == "open"
+        attempt_row = (
+            "INSERT INTO login_attempts (id, email_canonical, email_address, device_name, "
+            "dpop_jkt, key_alg, device_half_hash, email_half_hash, signup_allowed, "
+            "created_at, expires_at) VALUES (:id, :canonical, :address, :device_name, :jkt, "
+            ":alg, :device_hash, :email_hash, :signup_allowed, :now, :expires_at)",
+            {
+                "id": secrets.attempt_id,
+                "canonical": address.canonical,
+                "address": recipient,
+                "device_name": name,
+                "jkt": proof.jkt,
+                "alg": proof.key.alg,
+                "device_hash": _half_hash(
+                    self._keyring,
+                    which="device-half",
+                    attempt_id=secrets.attempt_id,
+                    half=secrets.device_half,
                 ),
+                "email_hash": _half_hash(
+                    self._keyring,
+                    which="email-half",
+                    attempt_id=secrets.attempt_id,
+                    half=secrets.email_half,
+                ),
+                "signup_allowed": 1 if signup_allowed else 0,
+                "now": now,
+                "expires_at": now + settings.attempt_lifetime,
+            },
+        )
+        # Either order is a few hundred bytes of JSON, sealed: the same work whether or not
+        # the address has an account. The dispatcher renders it (SPEC.md §7.1).
+        order: MailOrder
+        if signup_allowed:
+            order = LoginLinkOrder(
+                recipient=recipient,
+                message_id=mail.message_id,
+                link=link,
+                device_name=name,
+                requested_at=now,
+                expires_in_minutes=settings.attempt_lifetime // 60,
+                check_phrase=phrase,
             )
-            user = accounts[0] if accounts else None
-            # Mail goes to the address stored for the account, never to the submitted spelling.
-            recipient = user["email_address"] if user is not None else address.address
-            signup_allowed = user is not None or settings.signup_policy == "open"
-            attempt_row = (
-                "INSERT INTO login_attempts (id, email_canonical, email_address, device_name, "
-                "dpop_jkt, key_alg, device_half_hash, email_half_hash, signup_allowed, "
-                "created_at, expires_at) VALUES (:id, :canonical, :address, :device_name, :jkt, "
-                ":alg, :device_hash, :email_hash, :signup_allowed, :now, :expires_at)",
-                {
-                    "id": secrets.attempt_id,
-                    "canonical": address.canonical,
-                    "address": recipient,
-                    "device_name": name,
-                    "jkt": proof.jkt,
-                    "alg": proof.key.alg,
-                    "device_hash": _half_hash(
-                        self._keyring,
-                        which="device-half",
-                        attempt_id=secrets.attempt_id,
-                        half=secrets.device_half,
-                    ),
-                    "email_hash": _half_hash(
-                        self._keyring,
-                        which="email-half",
-                        attempt_id=secrets.attempt_id,
-                        half=secrets.email_half,
-                    ),
-                    "signup_allowed": 1 if signup_allowed else 0,
-                    "now": now,
-                    "expires_at": now + settings.attempt_lifetime,
-                },
+        else:
+            order = NoAccountOrder(
+                recipient=recipient, message_id=mail.message_id, requested_at=now
             )
-            # Either order is a few hundred bytes of JSON, sealed: the same work whether or not
-            # the address has an account. The dispatcher renders it (SPEC.md §7.1).
-            order: MailOrder
-            if signup_allowed:
-                order = LoginLinkOrder(
-                    recipient=recipient,
-                    message_id=mail.message_id,
-                    link=link,
-                    device_name=name,
-                    requested_at=now,
-                    expires_in_minutes=settings.attempt_lifetime // 60,
-                    check_phrase=phrase,
-                )
-            else:
-                order = NoAccountOrder(
-                    recipient=recipient, message_id=mail.message_id, requested_at=now
-                )
-            queued = outbox.queue_statement(
-                mail,
-                order,
-                attempt_id=secrets.attempt_id if signup_allowed else None,
-                keyring=self._keyring,
-                random_bytes=self._random,
-                now=now,
-            )
-            await conn.run_together([attempt_row, queued])
-
-        await self._db.run(record)
+        queued = outbox.queue_statement(
+            mail,
+            order,
+            attempt_id=secrets.attempt_id if signup_allowed else None,
+            keyring=self._keyring,
+            random_bytes=self._random,
+            now=now,
+        )
+        # Recorded once the request is known to be well-formed (attacks.md B6), with the
+        # attempt it starts, in one atomic unit (SPEC.md §4.4).
+        await self._replay.record_with(proof, now=now, writes=[attempt_row, queued])
         self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
         return StartedLogin(
             attempt_id=secrets.attempt_id,

@@ -9,6 +9,8 @@ as a single process.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 from protocol.dpop import VerifiedDPoPProof
@@ -69,12 +71,27 @@ class DatabaseReplayStore:
         database as it was before the entry. A plain insert here: a duplicate key fails it, and
         with it the transaction, where a conditional insert would need a round trip of its own
         to report what it did."""
-        try:
+        with _refusing_reuse():
             return await conn.run_together([(_ENTRY, self._values(proof, now))], read)
-        except UNIQUE_VIOLATIONS as exc:
-            if is_unique_violation(exc, table="dpop_replay"):
-                raise InvalidDPoPProof("DPoP proof has been used before") from exc
-            raise
+
+    async def record_with(
+        self, proof: VerifiedDPoPProof, *, now: int, writes: Sequence[Statement]
+    ) -> None:
+        """The entry and the work's `writes` as one atomic unit of their own, durably: on
+        PostgreSQL one statement, without a transaction around it (SPEC.md §4.4, §8.7)."""
+        with _refusing_reuse():
+            await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes])
+
+
+@contextmanager
+def _refusing_reuse() -> Iterator[None]:
+    """A duplicate entry, refused by the table's key, is a replayed proof."""
+    try:
+        yield
+    except UNIQUE_VIOLATIONS as exc:
+        if is_unique_violation(exc, table="dpop_replay"):
+            raise InvalidDPoPProof("DPoP proof has been used before") from exc
+        raise
 
 
 class MemoryReplayStore:

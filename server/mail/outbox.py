@@ -101,9 +101,6 @@ _TRY = (
     "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome, detail) "
     "VALUES (:id, :tries, :now, :outcome, :detail)"
 )
-# On PostgreSQL, each record as one statement on the single-statement path, instead of a
-# transaction of four round trips (BEGIN, the setting, COMMIT and one of the two statements).
-_RECORD_IN_ONE = {update: f"WITH changed AS ({update}) {_TRY}" for update in (_RETRY, _FINISH)}
 
 
 @dataclass(frozen=True)
@@ -349,16 +346,9 @@ class OutboxDispatcher:
         # Not durable (no fsync of its own on SQLite, no wait for the WAL flush on PostgreSQL):
         # if a power failure loses this record, the row is claimed again when its lease runs out
         # and the message goes again, which the at-least-once guarantee allows (SPEC.md §7.2,
-        # §8.5, §8.7).
-        if self._db.dialect == "postgresql":
-            await self._db.statement(_RECORD_IN_ONE[update], values)
-            return
-
-        async def work(conn: Connection) -> None:
-            await conn.execute(update, values)
-            await conn.execute(_TRY, values)
-
-        await self._db.run(work, durable=False)
+        # §8.5, §8.7). On PostgreSQL one statement on the single-statement path, instead of a
+        # transaction of five round trips (BEGIN, the setting, the two statements, COMMIT).
+        await self._db.run_together([(update, values), (_TRY, values)], durable=False)
 
 
 @dataclass(frozen=True)

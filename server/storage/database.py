@@ -593,20 +593,25 @@ class _AsyncpgConnection(Connection):
     async def run_together(
         self, writes: Sequence[Statement], read: Statement | None = None
     ) -> list[Row]:
-        parts = [*writes] if read is None else [*writes, read]
-        if len(parts) < 2:
+        combined = _combined(writes, read)
+        if combined is None:
             return await super().run_together(writes, read)
-        # Each part's parameters get the prefix of its position, so that equal names in two
-        # parts never mix their values.
-        query = _together(tuple(text for text, _ in parts))
-        values = {
-            f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()
-        }
-        sql, args = self._args(query, values)
+        sql, args = self._args(*combined)
         if read is None:
             await self._raw.execute(sql, *args)
             return []
         return [dict(record) for record in await self._raw.fetch(sql, *args)]
+
+
+def _combined(writes: Sequence[Statement], read: Statement | None) -> Statement | None:
+    """`writes` and `read` as one PostgreSQL statement; None when there is only one part. Each
+    part's parameters get the prefix of its position, so that equal names in two parts never
+    mix their values."""
+    parts = [*writes] if read is None else [*writes, read]
+    if len(parts) < 2:
+        return None
+    values = {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
+    return _together(tuple(text for text, _ in parts)), values
 
 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants
@@ -755,6 +760,24 @@ class Database:
                 # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_together(
+        self,
+        writes: Sequence[Statement],
+        read: Statement | None = None,
+        *,
+        durable: bool = True,
+    ) -> list[Row]:
+        """`Connection.run_together` as one atomic unit of its own, without a transaction around
+        it where the backend allows: on PostgreSQL one statement, with no BEGIN and no COMMIT to
+        send (on the single-statement pool when not `durable`); on SQLite a write transaction."""
+        if self._sqlite is not None:
+            return await self.run(lambda conn: conn.run_together(writes, read), durable=durable)
+        one = _combined(writes, read) or (read if read is not None else writes[-1])
+        if not durable:
+            return await self.statement(*one)
+        async with self.autocommit() as conn:
+            return await conn.fetch_all(*one)
 
     async def statement(self, query: str, values: Mapping[str, Any] | None = None) -> list[Row]:
         """One statement, atomic by itself, on the fastest path the backend has."""

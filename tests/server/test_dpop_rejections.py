@@ -131,13 +131,16 @@ async def test_a_bad_signature_is_refused(server: Harness) -> None:
     assert response.json()["error"] == "invalid_dpop_proof"
 
 
-async def test_a_replayed_proof_is_refused(server: Harness) -> None:
+async def test_a_replayed_proof_is_refused_and_its_start_writes_nothing(server: Harness) -> None:
+    # SPEC.md §6.1 step 7: the entry, the attempt and its mail are one atomic unit.
     device = server.device()
     proof = device.proof("POST", START)
     assert (await server.start(device, "a@example.com", proof=proof)).status_code == 202
     replay = await server.start(device, "a@example.com", proof=proof)
     assert replay.status_code == 400
     assert "used before" in replay.json()["error_description"]
+    for table in ("login_attempts", "outbox", "dpop_replay"):
+        assert server.query(f"SELECT COUNT(*) FROM {table}") == [(1,)], table  # noqa: S608
 
 
 async def test_replay_store_survives_a_restart(tmp_path: Path, backend: str) -> None:

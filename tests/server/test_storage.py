@@ -356,6 +356,41 @@ async def test_when_one_write_run_together_fails_none_has_an_effect(
         assert query(url, "SELECT bucket FROM rate_limits") == [("taken",)]
 
 
+async def test_writes_run_together_on_their_own_are_one_atomic_unit(
+    tmp_path: Path, backend: str
+) -> None:
+    # Without a transaction around them (SPEC.md §8.7): on PostgreSQL one statement, durable or
+    # on the single-statement pool; on SQLite a write transaction.
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        execute(url, "INSERT INTO rate_limits VALUES ('taken', 0, 3, 0)")
+        db = Database(url)
+        await db.connect()
+        try:
+            for durable in (True, False):
+                with pytest.raises(UNIQUE_VIOLATIONS):
+                    await db.run_together(
+                        [
+                            (_INSERT_BUCKET, {"bucket": f"lost, durable={durable}"}),
+                            (_INSERT_BUCKET, {"bucket": "taken"}),
+                        ],
+                        durable=durable,
+                    )
+                rows = await db.run_together(
+                    [(_INSERT_BUCKET, {"bucket": f"kept, durable={durable}"})],
+                    ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "taken"}),
+                    durable=durable,
+                )
+                assert rows == [{"hits": 3}]
+        finally:
+            await db.disconnect()
+        assert query(url, "SELECT bucket FROM rate_limits ORDER BY bucket") == [
+            ("kept, durable=False",),
+            ("kept, durable=True",),
+            ("taken",),
+        ]
+
+
 class _SentStatements:
     """An asyncpg connection that records the text of every query sent through it."""
 
