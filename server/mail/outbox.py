@@ -35,7 +35,7 @@ from server.mail.transport import (
     PermanentMailError,
     TransientMailError,
 )
-from server.storage.database import Connection, Database, Statement
+from server.storage.database import Database, Statement
 
 logger = logging.getLogger("splitlink.outbox")
 
@@ -141,28 +141,6 @@ def queue_statement(
             ),
             "now": now,
         },
-    )
-
-
-async def enqueue(
-    conn: Connection,
-    mail: QueuedMail,
-    order: MailOrder,
-    *,
-    attempt_id: str | None,
-    keyring: Keyring,
-    random_bytes: RandomBytes,
-    now: int,
-) -> None:
-    await conn.execute(
-        *queue_statement(
-            mail,
-            order,
-            attempt_id=attempt_id,
-            keyring=keyring,
-            random_bytes=random_bytes,
-            now=now,
-        )
     )
 
 

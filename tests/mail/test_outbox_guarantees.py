@@ -217,8 +217,7 @@ async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
         svc = server.app.state.services
         mail = outbox.new_queued_mail(random_bytes=os.urandom, domain="auth.example.test")
         async with svc.db.transaction() as conn:
-            await outbox.enqueue(
-                conn,
+            queued = outbox.queue_statement(
                 mail,
                 NoAccountOrder(
                     recipient="victim@example.com\r\nRCPT TO:<evil@example.net>",
@@ -230,6 +229,7 @@ async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
                 random_bytes=os.urandom,
                 now=server.clock.now(),
             )
+            await conn.execute(*queued)
         await server.deliver()
         ((outbox_id, _, _, status, _, _),) = outbox_rows(server)
         ((_, _, outcome, detail),) = tries_of(server, outbox_id)
