@@ -306,24 +306,35 @@ async def test_a_durable_and_a_non_durable_transaction_both_commit(
     assert rows == [("durable=False",), ("durable=True",)]
 
 
+@contextlib.asynccontextmanager
+async def _connected(
+    backend: str, tmp_path: Path, *rows: str
+) -> AsyncIterator[tuple[Database, str]]:
+    """A connected Database, and its URL, on a fresh migrated database holding `rows` (inserts)."""
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        for row in rows:
+            execute(url, row)
+        db = Database(url)
+        await db.connect()
+        try:
+            yield db, url
+        finally:
+            await db.disconnect()
+
+
 async def test_writes_run_together_commit_together_each_with_its_own_parameters(
     tmp_path: Path, backend: str
 ) -> None:
     # SPEC.md §8.7: on PostgreSQL the parts are one statement; equal parameter names in two
     # parts keep their own values on both backends.
-    with database_url_for(backend, tmp_path) as url:
-        migrate(url)
-        execute(url, "INSERT INTO rate_limits VALUES ('before', 0, 7, 0)")
-        db = Database(url)
-        await db.connect()
-        try:
-            async with db.transaction() as conn:
-                rows = await conn.run_together(
-                    [(_INSERT_BUCKET, {"bucket": "first"}), (_INSERT_BUCKET, {"bucket": "second"})],
-                    ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "before"}),
-                )
-        finally:
-            await db.disconnect()
+    seeded = "INSERT INTO rate_limits VALUES ('before', 0, 7, 0)"
+    async with _connected(backend, tmp_path, seeded) as (db, url):
+        async with db.transaction() as conn:
+            rows = await conn.run_together(
+                [(_INSERT_BUCKET, {"bucket": "first"}), (_INSERT_BUCKET, {"bucket": "second"})],
+                ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "before"}),
+            )
         assert rows == [{"hits": 7}]
         assert query(url, "SELECT bucket FROM rate_limits ORDER BY bucket") == [
             ("before",),
@@ -335,22 +346,13 @@ async def test_writes_run_together_commit_together_each_with_its_own_parameters(
 async def test_when_one_write_run_together_fails_none_has_an_effect(
     tmp_path: Path, backend: str
 ) -> None:
-    with database_url_for(backend, tmp_path) as url:
-        migrate(url)
-        execute(url, "INSERT INTO rate_limits VALUES ('taken', 0, 1, 0)")
-        db = Database(url)
-        await db.connect()
-        try:
-            with pytest.raises(UNIQUE_VIOLATIONS) as refused:
-                async with db.transaction() as conn:
-                    await conn.run_together(
-                        [
-                            (_INSERT_BUCKET, {"bucket": "new"}),
-                            (_INSERT_BUCKET, {"bucket": "taken"}),
-                        ]
-                    )
-        finally:
-            await db.disconnect()
+    seeded = "INSERT INTO rate_limits VALUES ('taken', 0, 1, 0)"
+    async with _connected(backend, tmp_path, seeded) as (db, url):
+        with pytest.raises(UNIQUE_VIOLATIONS) as refused:
+            async with db.transaction() as conn:
+                await conn.run_together(
+                    [(_INSERT_BUCKET, {"bucket": "new"}), (_INSERT_BUCKET, {"bucket": "taken"})]
+                )
         assert is_unique_violation(refused.value, table="rate_limits")
         assert not is_unique_violation(refused.value, table="dpop_replay")
         assert query(url, "SELECT bucket FROM rate_limits") == [("taken",)]
@@ -361,29 +363,23 @@ async def test_writes_run_together_on_their_own_are_one_atomic_unit(
 ) -> None:
     # Without a transaction around them (SPEC.md §8.7): on PostgreSQL one statement, durable or
     # on the single-statement pool; on SQLite a write transaction.
-    with database_url_for(backend, tmp_path) as url:
-        migrate(url)
-        execute(url, "INSERT INTO rate_limits VALUES ('taken', 0, 3, 0)")
-        db = Database(url)
-        await db.connect()
-        try:
-            for durable in (True, False):
-                with pytest.raises(UNIQUE_VIOLATIONS):
-                    await db.run_together(
-                        [
-                            (_INSERT_BUCKET, {"bucket": f"lost, durable={durable}"}),
-                            (_INSERT_BUCKET, {"bucket": "taken"}),
-                        ],
-                        durable=durable,
-                    )
-                rows = await db.run_together(
-                    [(_INSERT_BUCKET, {"bucket": f"kept, durable={durable}"})],
-                    ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "taken"}),
+    seeded = "INSERT INTO rate_limits VALUES ('taken', 0, 3, 0)"
+    async with _connected(backend, tmp_path, seeded) as (db, url):
+        for durable in (True, False):
+            with pytest.raises(UNIQUE_VIOLATIONS):
+                await db.run_together(
+                    [
+                        (_INSERT_BUCKET, {"bucket": f"lost, durable={durable}"}),
+                        (_INSERT_BUCKET, {"bucket": "taken"}),
+                    ],
                     durable=durable,
                 )
-                assert rows == [{"hits": 3}]
-        finally:
-            await db.disconnect()
+            rows = await db.run_together(
+                [(_INSERT_BUCKET, {"bucket": f"kept, durable={durable}"})],
+                ("SELECT hits FROM rate_limits WHERE bucket = :bucket", {"bucket": "taken"}),
+                durable=durable,
+            )
+            assert rows == [{"hits": 3}]
         assert query(url, "SELECT bucket FROM rate_limits ORDER BY bucket") == [
             ("kept, durable=False",),
             ("kept, durable=True",),
@@ -411,20 +407,13 @@ class _SentStatements:
 async def test_postgres_runs_writes_together_with_a_read_in_one_round_trip(
     tmp_path: Path,
 ) -> None:
-    with database_url_for("postgresql", tmp_path) as url:
-        migrate(url)
-        db = Database(url)
-        await db.connect()
-        try:
-            async with db.transaction() as conn:
-                sent = _SentStatements(conn._raw)  # type: ignore[attr-defined]
-                conn._raw = sent  # type: ignore[attr-defined]
-                await conn.run_together(
-                    [(_INSERT_BUCKET, {"bucket": "a"}), (_INSERT_BUCKET, {"bucket": "b"})],
-                    ("SELECT count(*) AS n FROM rate_limits", {}),
-                )
-        finally:
-            await db.disconnect()
+    async with _connected("postgresql", tmp_path) as (db, _), db.transaction() as conn:
+        sent = _SentStatements(conn._raw)  # type: ignore[attr-defined]
+        conn._raw = sent  # type: ignore[attr-defined]
+        await conn.run_together(
+            [(_INSERT_BUCKET, {"bucket": "a"}), (_INSERT_BUCKET, {"bucket": "b"})],
+            ("SELECT count(*) AS n FROM rate_limits", {}),
+        )
     assert len(sent.queries) == 1, sent.queries
     assert sent.queries[0].startswith("WITH part0 AS (INSERT"), sent.queries
 
