@@ -67,10 +67,10 @@ class DatabaseReplayStore:
     ) -> list[Row]:
         """The same entry, written by the transaction of the work the proof admits: it commits
         with that work, and a replay raises before the work begins (SPEC.md §4.4). `read`, the
-        work's first query, runs in the same round trip and its rows are returned; it sees the
-        database as it was before the entry. A plain insert here: a duplicate key fails it, and
-        with it the transaction, where a conditional insert would need a round trip of its own
-        to report what it did."""
+        work's first query, runs in the same round trip and its rows are returned; it must not
+        depend on the entry (`Connection.run_together`). A plain insert here: a duplicate key
+        fails it, and with it the transaction, where a conditional insert would need a round
+        trip of its own to report what it did."""
         with _refusing_reuse():
             return await conn.run_together([(_ENTRY, self._values(proof, now))], read)
 
