@@ -116,7 +116,7 @@ async def build_services(
         random_bytes=random_bytes,
         events=events,
     )
-    sessions = SessionStore(db, idle_timeout=settings.session_idle_timeout)
+    sessions = SessionStore(db, idle_timeout=settings.session_idle_timeout, replay=replay)
     return Services(
         settings=settings,
         db=db,
@@ -146,8 +146,8 @@ async def build_services(
             dpop=dpop,
             clock=clock,
             # The server's own endpoints see a revocation at once: every request checks the
-            # session (SPEC.md §6.6).
-            session_check=sessions.live_session,
+            # session (SPEC.md §6.6), and records its proof in the same round trip.
+            recording_session_check=sessions.live_session_recording,
             token_cache_size=settings.verified_token_cache_size,
         ),
     )

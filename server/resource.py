@@ -4,7 +4,9 @@ One component serves the server's own `/v1` endpoints and any other API (through
 `DPoPAuthMiddleware`). Order: credentials syntax, the proof (with `ath` and, when enabled, the
 nonce), the token's signature and claims against the issuer's keys, the key binding (`cnf.jkt`),
 the optional session check, and last the replay record, so that a refused request does not burn
-its proof's `jti` (attacks.md B6).
+its proof's `jti` (attacks.md B6). A recording session check (the server's own endpoints) writes
+the replay entry in the same round trip as the session lookup, so there a request refused because
+its session has ended has used up its proof.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from starlette.datastructures import Headers
 
 from protocol.access_token import VerifiedAccessToken, verify_access_token
-from protocol.dpop import access_token_hash
+from protocol.dpop import VerifiedDPoPProof, access_token_hash
 from protocol.errors import ErrorCode, InvalidDPoPProof, InvalidToken, UnknownSigningKey
 from protocol.keys import PublicKey
 from server.clock import Clock
@@ -29,6 +31,11 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 # Called after the token verified: returns facts about a live session, or None when it has ended.
 SessionCheck = Callable[[VerifiedAccessToken, int], Awaitable[dict[str, Any] | None]]
+# The same, given the proof as well: it records the proof in the replay store itself, in the same
+# step as the session lookup, and raises InvalidDPoPProof for a replay.
+RecordingSessionCheck = Callable[
+    [VerifiedAccessToken, VerifiedDPoPProof, int], Awaitable[dict[str, Any] | None]
+]
 
 
 class VerificationKeys(Protocol):
@@ -112,14 +119,19 @@ class ResourceGuard:
         dpop: DPoPGuard,
         clock: Clock,
         session_check: SessionCheck | None = None,
+        recording_session_check: RecordingSessionCheck | None = None,
         token_cache_size: int = 4096,
     ) -> None:
+        """`recording_session_check`, when given, replaces both `session_check` and the replay
+        record of `dpop`: the server's own endpoints look the session up and record the proof
+        in one round trip to the database."""
         self._issuer = issuer
         self._audience = audience
         self._keys = keys
         self.dpop = dpop
         self._clock = clock
         self._session_check = session_check
+        self._recording_session_check = recording_session_check
         self._verified = VerifiedTokenCache(max_entries=token_cache_size)
 
     async def _verify_token(self, token: str, token_hash: str, now: int) -> VerifiedAccessToken:
@@ -163,16 +175,19 @@ class ResourceGuard:
         verified = await self._verify_token(token, token_hash, now)
         if verified.jkt != proof.jkt:
             raise ResourceError(ErrorCode.INVALID_TOKEN, "the proof key is not the token's key")
-        session: dict[str, Any] = {}
-        if self._session_check is not None:
-            found = await self._session_check(verified, now)
-            if found is None:
-                raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
-            session = found
+        session: dict[str, Any] | None = {}
         try:
-            await self.dpop.record(proof)
+            if self._recording_session_check is not None:
+                session = await self._recording_session_check(verified, proof, now)
+            else:
+                if self._session_check is not None:
+                    session = await self._session_check(verified, now)
+                if session is not None:
+                    await self.dpop.record(proof)
         except InvalidDPoPProof as exc:
             raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
+        if session is None:
+            raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
         return Principal(
             user_id=verified.subject,
             session_id=verified.session_id,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.access_token import VerifiedAccessToken
-from server.storage.database import Connection, Database
+from protocol.dpop import VerifiedDPoPProof
+from server.replay import DatabaseReplayStore
+from server.storage.database import Connection, Database, Row
 
 # Writing last_used_at on every request would turn every read into a write; a minute is
 # precise enough for the idle timeout and for "last used" in the session list.
@@ -31,10 +33,23 @@ async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str,
     return row is not None
 
 
+# The token's session with its user's address, if the session is live (see `_window`).
+_LIVE_SESSION = (
+    "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
+    "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
+    "FROM sessions s JOIN users u ON u.id = s.user_id "
+    "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
+    "AND s.last_used_at > :idle_cutoff"
+)
+
+
 class SessionStore:
-    def __init__(self, db: Database, *, idle_timeout: int) -> None:
+    def __init__(
+        self, db: Database, *, idle_timeout: int, replay: DatabaseReplayStore | None = None
+    ) -> None:
         self._db = db
         self.idle_timeout = idle_timeout
+        self._replay = replay
 
     def _window(self, now: int) -> dict[str, int]:
         return {"now": now, "idle_cutoff": now - self.idle_timeout}
@@ -45,13 +60,25 @@ class SessionStore:
         """The token's session if it is live and still bound to the token's user and key.
         `touch` records the use (idle timeout); introspection looks without touching."""
         rows = await self._db.statement(
-            "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
-            "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
-            "FROM sessions s JOIN users u ON u.id = s.user_id "
-            "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
-            "AND s.last_used_at > :idle_cutoff",
-            {"id": token.session_id, **self._window(now)},
+            _LIVE_SESSION, {"id": token.session_id, **self._window(now)}
         )
+        return await self._bound(rows, token, now, touch=touch)
+
+    async def live_session_recording(
+        self, token: VerifiedAccessToken, proof: VerifiedDPoPProof, now: int
+    ) -> dict[str, Any] | None:
+        """`live_session`, with the proof recorded in the replay store in the same round trip
+        (SPEC.md §6.5 step 7); a replay raises InvalidDPoPProof, whatever the session."""
+        if self._replay is None:
+            raise RuntimeError("this session store was built without a replay store")
+        rows = await self._replay.record_beside(
+            proof, now=now, read=(_LIVE_SESSION, {"id": token.session_id, **self._window(now)})
+        )
+        return await self._bound(rows, token, now, touch=True)
+
+    async def _bound(
+        self, rows: list[Row], token: VerifiedAccessToken, now: int, *, touch: bool
+    ) -> dict[str, Any] | None:
         row = rows[0] if rows else None
         if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
             return None

@@ -3,11 +3,13 @@ RFC 9449 §7; attacks.md B1-B3, B6, B9)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.device import Device
-from support.harness import Harness
+from support.harness import Harness, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -164,3 +166,50 @@ async def test_malformed_tokens_get_401_not_500(server: Harness, token: str) -> 
         },
     )
     assert response.status_code == 401
+
+
+async def test_a_request_refused_because_its_session_ended_has_used_up_its_proof(
+    server: Harness, signed_in: tuple[Device, str]
+) -> None:
+    # SPEC.md §6.5 step 7: the server's own endpoints record the proof with the session lookup.
+    device, token = signed_in
+    logout = await server.client.post(
+        "/v1/logout",
+        headers={
+            "Authorization": f"DPoP {token}",
+            "DPoP": device.proof("POST", "/v1/logout", access_token=token),
+        },
+    )
+    assert logout.status_code == 204, logout.text
+    headers = {
+        "Authorization": f"DPoP {token}",
+        "DPoP": device.proof("GET", "/v1/me", access_token=token),
+    }
+    ended = await server.client.get("/v1/me", headers=headers)
+    assert ended.status_code == 401
+    assert 'error="invalid_token"' in _challenge(ended)
+    assert "the session has ended" in ended.text
+    again = await server.client.get("/v1/me", headers=headers)
+    assert again.status_code == 401
+    assert 'error="invalid_dpop_proof"' in _challenge(again)
+
+
+async def test_on_postgres_the_session_lookup_and_the_replay_entry_are_one_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(tmp_path, backend="postgresql") as server:
+        device = server.device()
+        token = (await server.login(device, "a@example.com"))["access_token"]
+        statements = server.app.state.services.db._pg_statements
+        sent: list[str] = []
+        run = statements.run
+
+        async def counted(query: str, values: Mapping[str, Any]) -> list[Any]:
+            sent.append(query)
+            return await run(query, values)
+
+        monkeypatch.setattr(statements, "run", counted)
+        response = await server.me(device, token)
+        assert response.status_code == 200, response.text
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("WITH part0 AS (INSERT INTO dpop_replay"), sent
