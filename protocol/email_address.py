@@ -57,8 +57,9 @@ def parse_email_address(value: object) -> EmailAddress:
 
 
 # Most addresses share a few domains, and the IDNA mapping with the checks of its result was most
-# of a parse (26 us, and 7 us with the domain kept): it is kept for the domains seen last. Bounded, so that a stream of invented domains
-# only costs memory up to the bound. A refusal is kept as its error, raised anew by each caller.
+# of a parse (26 us, and 7 us with the domain kept): it is kept for the domains seen last.
+# Bounded, so that a stream of invented domains only costs memory up to the bound. A refusal is
+# kept as its error, raised anew by each caller.
 @functools.lru_cache(maxsize=1024)
 def _mail_domain(domain: str) -> str | InvalidEmail:
     """The domain's A-label form, or the error that refuses it."""
