@@ -617,6 +617,10 @@ def _combined(writes: Sequence[Statement], read: Statement | None) -> Statement 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants
 def _together(parts: tuple[str, ...]) -> str:
     """One PostgreSQL statement of several: all but the last part as WITH clauses."""
+    if any(text.lstrip()[:4].upper() == "WITH" for text in parts):
+        # Data-modifying statements may stand only in the top-level WITH, and a last part's
+        # own WITH would need merging into it: neither is done here.
+        raise ValueError("a statement with a WITH clause of its own cannot run together")
     prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
     clauses = ", ".join(f"part{i} AS ({text})" for i, text in enumerate(prefixed[:-1]))
     return f"WITH {clauses} {prefixed[-1]}"

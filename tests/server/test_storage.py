@@ -387,6 +387,15 @@ async def test_writes_run_together_on_their_own_are_one_atomic_unit(
         ]
 
 
+def test_a_statement_with_its_own_with_clause_is_refused_rather_than_run_together() -> None:
+    from server.storage.database import _together
+
+    nested = "WITH fresh AS (SELECT 1 AS n) INSERT INTO t SELECT n FROM fresh"
+    for parts in ((nested, "SELECT 1"), ("INSERT INTO t VALUES (:n)", nested)):
+        with pytest.raises(ValueError, match="cannot run together"):
+            _together(parts)
+
+
 class _SentStatements:
     """An asyncpg connection that records the text of every query sent through it."""
 
