@@ -173,18 +173,16 @@ async def test_a_request_refused_because_its_session_ended_has_used_up_its_proof
 ) -> None:
     # SPEC.md §6.5 step 7: the server's own endpoints record the proof with the session lookup.
     device, token = signed_in
-    logout = await server.client.post(
-        "/v1/logout",
-        headers={
+
+    def authorized(method: str, path: str) -> dict[str, str]:
+        return {
             "Authorization": f"DPoP {token}",
-            "DPoP": device.proof("POST", "/v1/logout", access_token=token),
-        },
-    )
+            "DPoP": device.proof(method, path, access_token=token),
+        }
+
+    logout = await server.client.post("/v1/logout", headers=authorized("POST", "/v1/logout"))
     assert logout.status_code == 204, logout.text
-    headers = {
-        "Authorization": f"DPoP {token}",
-        "DPoP": device.proof("GET", "/v1/me", access_token=token),
-    }
+    headers = authorized("GET", "/v1/me")
     ended = await server.client.get("/v1/me", headers=headers)
     assert ended.status_code == 401
     assert 'error="invalid_token"' in _challenge(ended)
