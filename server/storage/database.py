@@ -300,13 +300,13 @@ async def _in_thread_to_the_end(call: Callable[[], T]) -> T:
     the loop while a thread still uses it."""
     future = asyncio.get_running_loop().run_in_executor(None, call)
     cancelled = False
-    while True:
+    while not future.done():
         try:
             await asyncio.shield(future)
-            break
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                break  # finished meanwhile: take its outcome below
+            # Also when the thread finished just before: its outcome is dropped, and the
+            # cancellation passed on. Dropping it instead would leave a task that was told to
+            # stop running on (a checkpointer that never stopped hung the server's shutdown).
             cancelled = True
     if cancelled:
         raise asyncio.CancelledError

@@ -281,6 +281,31 @@ async def test_a_cancelled_wait_for_a_checkpoint_returns_only_once_its_thread_is
     assert finished.is_set()
 
 
+async def test_a_wait_cancelled_as_its_thread_finishes_is_still_cancelled() -> None:
+    # A checkpointer told to stop just as a checkpoint's thread returned went on checkpointing,
+    # and the server's shutdown waited for it forever (seen once in a full test run).
+    from server.storage.database import _in_thread_to_the_end
+
+    release = threading.Event()
+    returned = threading.Event()
+
+    def checkpoint() -> str:
+        release.wait(5)
+        returned.set()
+        return "checkpointed"
+
+    task = asyncio.create_task(_in_thread_to_the_end(checkpoint))
+    await asyncio.sleep(0.05)  # the task now waits for the thread
+    release.set()
+    # Without yielding to the loop: the thread's result is queued for the loop before the
+    # cancellation reaches the task.
+    returned.wait(5)
+    time.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
+
 _INSERT_BUCKET = (
     "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) VALUES (:bucket, 0, 1, 0)"
 )
