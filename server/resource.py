@@ -130,6 +130,8 @@ class ResourceGuard:
         self._keys = keys
         self.dpop = dpop
         self._clock = clock
+        if session_check is not None and recording_session_check is not None:
+            raise ValueError("give session_check or recording_session_check, not both")
         self._session_check = session_check
         self._recording_session_check = recording_session_check
         self._verified = VerifiedTokenCache(max_entries=token_cache_size)
@@ -175,13 +177,14 @@ class ResourceGuard:
         verified = await self._verify_token(token, token_hash, now)
         if verified.jkt != proof.jkt:
             raise ResourceError(ErrorCode.INVALID_TOKEN, "the proof key is not the token's key")
-        session: dict[str, Any] | None = {}
+        session: dict[str, Any] | None
         try:
             if self._recording_session_check is not None:
                 session = await self._recording_session_check(verified, proof, now)
             else:
-                if self._session_check is not None:
-                    session = await self._session_check(verified, now)
+                session = (
+                    {} if self._session_check is None else await self._session_check(verified, now)
+                )
                 if session is not None:
                     await self.dpop.record(proof)
         except InvalidDPoPProof as exc:

@@ -44,9 +44,7 @@ _LIVE_SESSION = (
 
 
 class SessionStore:
-    def __init__(
-        self, db: Database, *, idle_timeout: int, replay: DatabaseReplayStore | None = None
-    ) -> None:
+    def __init__(self, db: Database, *, idle_timeout: int, replay: DatabaseReplayStore) -> None:
         self._db = db
         self.idle_timeout = idle_timeout
         self._replay = replay
@@ -69,8 +67,6 @@ class SessionStore:
     ) -> dict[str, Any] | None:
         """`live_session`, with the proof recorded in the replay store in the same round trip
         (SPEC.md §6.5 step 7); a replay raises InvalidDPoPProof, whatever the session."""
-        if self._replay is None:
-            raise RuntimeError("this session store was built without a replay store")
         rows = await self._replay.record_beside(
             proof, now=now, read=(_LIVE_SESSION, {"id": token.session_id, **self._window(now)})
         )

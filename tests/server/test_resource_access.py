@@ -211,3 +211,23 @@ async def test_on_postgres_the_session_lookup_and_the_replay_entry_are_one_round
         assert response.status_code == 200, response.text
     assert len(sent) == 1, sent
     assert sent[0].startswith("WITH part0 AS (INSERT INTO dpop_replay"), sent
+
+
+def test_a_guard_takes_one_kind_of_session_check_not_both() -> None:
+    # With both, one would be ignored: the plain check, or the replay record of the other.
+    from server.resource import ResourceGuard
+
+    async def check(*args: Any) -> dict[str, Any]:
+        return {}
+
+    unused: Any = None
+    with pytest.raises(ValueError, match="not both"):
+        ResourceGuard(
+            issuer="https://auth.example.test",
+            audience="api",
+            keys=unused,
+            dpop=unused,
+            clock=unused,
+            session_check=check,
+            recording_session_check=check,
+        )
