@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal
 
 from protocol.email_address import parse_email_address
@@ -48,15 +49,15 @@ MAX_TRIES = 12
 SEND_DEADLINE_SECONDS = 45.0
 _SEAL_CONTEXT = "outbox:"
 
-# One statement claims one row: the oldest due row, and within one second other mail before
-# login links, so a notice queued by one completion never follows the link of a login started
-# later in that second. SQLite runs one writer at a time, so the statement is atomic as it
-# stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different rows
-# instead of queueing behind one lock, and the outer conditions are checked again on the locked
-# row. Both walk the index (status, not_before, kind DESC, id) in its order ('new_device' and
-# 'no_account' sort after 'login_link') and stop at the first row they can take (revision 0004).
-# Whether the message is still worth sending, read by the claim itself: mail without an attempt
-# always is; a login link only while its attempt can still be completed.
+# One statement claims up to :limit rows: the oldest due rows, and within one second other mail
+# before login links, so a notice queued by one completion never follows the link of a login
+# started later in that second. SQLite runs one writer at a time, so the statement is atomic as
+# it stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different
+# rows instead of queueing behind one lock, and the outer conditions are checked again on the
+# locked rows. Both walk the index (status, not_before, kind DESC, id) in its order
+# ('new_device' and 'no_account' sort after 'login_link') and stop after the rows they can take
+# (revision 0004). Whether each message is still worth sending, read by the claim itself: mail
+# without an attempt always is; a login link only while its attempt can still be completed.
 _LIVE = (
     "CASE WHEN outbox.attempt_id IS NULL OR EXISTS (SELECT 1 FROM login_attempts a "
     "WHERE a.id = outbox.attempt_id AND a.consumed_at IS NULL AND a.expires_at > :now "
@@ -64,21 +65,30 @@ _LIVE = (
 )
 
 
-def _claim_statement(row_lock: str) -> str:
-    """The claim of one dialect; `row_lock` ends its subquery. Built from constants only."""
+_DUE = (
+    "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
+    "AND (lease_until IS NULL OR lease_until < :now) "
+    "ORDER BY not_before, kind DESC, id LIMIT :limit"
+)
+
+
+def _claim_statement(claimed: str) -> str:
+    """The claim of one dialect: `claimed` is its test of a row's id against `_DUE`. Built from
+    constants only."""
     return (
-        "UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE id = ("  # noqa: S608
-        "SELECT id FROM outbox WHERE status = 'queued' AND not_before <= :now "
-        "AND (lease_until IS NULL OR lease_until < :now) "
-        f"ORDER BY not_before, kind DESC, id LIMIT 1{row_lock}) "
+        f"UPDATE outbox SET lease_until = :lease, tries = tries + 1 WHERE {claimed} "  # noqa: S608
         "AND status = 'queued' AND (lease_until IS NULL OR lease_until < :now) "
-        f"RETURNING id, kind, attempt_id, recipient, sealed_message, tries, {_LIVE}"
+        "RETURNING id, kind, attempt_id, recipient, sealed_message, tries, not_before, "
+        f"{_LIVE}"
     )
 
 
 _CLAIM = {
-    "sqlite": _claim_statement(""),
-    "postgresql": _claim_statement(" FOR UPDATE SKIP LOCKED"),
+    # SQLite evaluates a subquery that does not refer to the outer row once.
+    "sqlite": _claim_statement(f"id IN ({_DUE})"),
+    # Here `id IN (...)` may become a join that runs the subquery again, taking more rows than
+    # its LIMIT (seen: nine rows taken by a claim of one); an ARRAY(...) subquery runs once.
+    "postgresql": _claim_statement(f"id = ANY(ARRAY({_DUE} FOR UPDATE SKIP LOCKED))"),
 }
 
 Outcome = Literal["sent", "retry", "abandoned", "expired"]
@@ -179,107 +189,123 @@ class OutboxDispatcher:
     async def dispatch_due(self) -> int:
         """Deliver every message that is due now; returns how many were handled.
 
-        Up to `concurrency` messages are in flight at once: each SMTP hand-off is a connection of
-        its own, and one at a time a process would deliver no faster than one round trip to the
-        mail server allows. Every lane claims its own row (SPEC.md §7.2). The round ends early
-        when the mail service itself is unavailable: the other due messages would fail the same
-        way, and stay due for the next round. The first message of a round goes alone, so that
-        during an outage a round costs one try of one message, as with a single lane."""
-        first = await self._dispatch_one()
-        if first is None or first == "service_unavailable":
-            return 0 if first is None else 1
-        handled = 1
-        stop = False
-        failure: Exception | None = None
+        Messages go in batches: one statement claims up to `concurrency` rows, their hand-offs
+        run at once (each SMTP hand-off is a connection of its own, and one at a time a process
+        would deliver no faster than one round trip to the mail server allows), and one atomic
+        unit records all their outcomes. So a busy outbox costs two writes per batch instead of
+        two per message (SPEC.md §7.2). The round ends early when the mail service itself is
+        unavailable: the other due messages would fail the same way, and stay due for the next
+        round. The first message of a round goes alone, so that during an outage a round costs
+        one try of one message."""
+        handled = 0
+        limit = 1
+        while True:
+            claims = await self._claim(limit)
+            if not claims:
+                return handled
+            done = await asyncio.gather(*(self._deliver(c) for c in claims), return_exceptions=True)
+            records = [d for d in done if isinstance(d, _Record)]
+            if records:
+                await self._record(records)
+            handled += len(records)
+            for failure in done:
+                # A failure no outcome was recorded for: its row is claimed again after its lease.
+                if isinstance(failure, BaseException):
+                    raise failure
+            if any(record.service_unavailable for record in records):
+                return handled
+            limit = self._concurrency
 
-        async def lane() -> None:
-            nonlocal handled, stop, failure
-            while not stop:
-                try:
-                    result = await self._dispatch_one()
-                except Exception as exc:  # raised once every lane has stopped
-                    failure = failure or exc
-                    stop = True
-                    return
-                if result is None:
-                    return
-                handled += 1
-                if result == "service_unavailable":
-                    stop = True
-
-        await asyncio.gather(*(lane() for _ in range(self._concurrency)))
-        if failure is not None:
-            raise failure
-        return handled
-
-    async def _dispatch_one(self) -> str | None:
+    async def _claim(self, limit: int) -> list[_Claim]:
+        """Up to `limit` due rows, leased, in the order they are due."""
         now = self._clock.now()
-        # The claim, which also reads whether the attempt is live, is a single statement on the
+        # The claim, which also reads whether each attempt is live, is a single statement on the
         # database's fast path (on SQLite without an fsync of its own): if a crash loses it, the
-        # lease simply is not there and the message is claimed again, which at-least-once allows.
+        # lease simply is not there and the rows are claimed again, which at-least-once allows.
         rows = await self._db.statement(
             _CLAIM[self._db.dialect],
-            {"now": now, "lease": now + LEASE_SECONDS, "max_failed": self._max_failed},
+            {
+                "now": now,
+                "lease": now + LEASE_SECONDS,
+                "max_failed": self._max_failed,
+                "limit": limit,
+            },
         )
-        if not rows:
-            return None
-        row = rows[0]
-        claim = _Claim(id=row["id"], tries=int(row["tries"]), kind=row["kind"])
-        if not row["live"]:
-            await self._record(claim, "expired", now, "the attempt can no longer be completed")
-            return "expired"
-        if not _deliverable_address(row["recipient"]):
+        # The order of RETURNING is not the order of the subquery: the index's order again.
+        rows.sort(key=itemgetter("id"))
+        rows.sort(key=itemgetter("kind"), reverse=True)  # stable, so ids stay in order
+        rows.sort(key=itemgetter("not_before"))
+        return [
+            _Claim(
+                id=row["id"],
+                tries=int(row["tries"]),
+                kind=row["kind"],
+                recipient=row["recipient"],
+                sealed_message=row["sealed_message"],
+                live=bool(row["live"]),
+                claimed_at=now,
+            )
+            for row in rows
+        ]
+
+    async def _deliver(self, claim: _Claim) -> _Record:
+        """Everything for one claimed row but writing its outcome, which is returned."""
+        now = claim.claimed_at
+        if not claim.live:
+            return _Record(claim, "expired", now, "the attempt can no longer be completed")
+        if not _deliverable_address(claim.recipient):
             # attacks.md I6: a poisoned recipient never reaches the wire.
-            await self._record(claim, "abandoned", now, "invalid recipient")
-            return "abandoned"
+            return _Record(claim, "abandoned", now, "invalid recipient")
         try:
-            opened = self._keyring.open(row["sealed_message"], context=_SEAL_CONTEXT + row["id"])
+            opened = self._keyring.open(claim.sealed_message, context=_SEAL_CONTEXT + claim.id)
         except SealError:
             # Sealed under another root secret: it can never be sent.
-            await self._record(claim, "abandoned", now, "unsealable")
-            return "abandoned"
+            return _Record(claim, "abandoned", now, "unsealable")
         try:
-            message = await self._render(opened, recipient=row["recipient"])
+            message = await self._render(opened, recipient=claim.recipient)
         except Exception as exc:
             # Rendering the same order again would fail the same way: a permanent failure. Any
             # other exception's text may quote the order, link included, so only its type is
             # kept; an OrderError's text names fields, never values.
             reason = str(exc) if isinstance(exc, OrderError) else type(exc).__name__
-            await self._record(claim, "abandoned", self._clock.now(), f"cannot render: {reason}")
             logger.error("outbox: %s %s cannot be rendered: %s", claim.kind, claim.id, reason)
-            return "abandoned"
+            return _Record(claim, "abandoned", self._clock.now(), f"cannot render: {reason}")
         try:
             async with asyncio.timeout(SEND_DEADLINE_SECONDS):
                 await self._transport.send(
-                    recipient=row["recipient"], message=message, message_key=row["id"]
+                    recipient=claim.recipient, message=message, message_key=claim.id
                 )
         except PermanentMailError as exc:
-            await self._record(claim, "abandoned", self._clock.now(), str(exc))
             logger.warning("outbox: %s %s refused: %s", claim.kind, claim.id, str(exc)[:200])
-            return "abandoned"
+            return _Record(claim, "abandoned", self._clock.now(), str(exc))
         except (TransientMailError, OSError) as exc:
             # TimeoutError (the deadline above) is an OSError: the service did not answer.
             unavailable = isinstance(exc, MailServiceUnavailable | OSError)
             error = str(exc) or type(exc).__name__
             now = self._clock.now()
             if claim.tries >= MAX_TRIES:
-                await self._record(claim, "abandoned", now, f"{error} (after {claim.tries} tries)")
                 logger.warning("outbox: %s %s abandoned: %s", claim.kind, claim.id, error[:200])
-            else:
-                delay = min(MAX_BACKOFF_SECONDS, 2**claim.tries)
-                delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter only)
-                await self._record(claim, "retry", now, error, next_try=now + delay)
-                logger.warning(
-                    "outbox: %s %s try %d failed, next in %d s: %s",
-                    claim.kind,
-                    claim.id,
-                    claim.tries,
-                    delay,
-                    error[:200],
+                return _Record(
+                    claim,
+                    "abandoned",
+                    now,
+                    f"{error} (after {claim.tries} tries)",
+                    service_unavailable=unavailable,
                 )
-            return "service_unavailable" if unavailable else "retry"
-        await self._record(claim, "sent", self._clock.now(), None)
-        return "sent"
+            delay = min(MAX_BACKOFF_SECONDS, 2**claim.tries)
+            delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter only)
+            logger.warning(
+                "outbox: %s %s try %d failed, next in %d s: %s",
+                claim.kind,
+                claim.id,
+                claim.tries,
+                delay,
+                error[:200],
+            )
+            return _Record(
+                claim, "retry", now, error, next_try=now + delay, service_unavailable=unavailable
+            )
+        return _Record(claim, "sent", self._clock.now(), None)
 
     async def _render(self, opened: bytes, *, recipient: str) -> bytes:
         if not opened.startswith(b"{"):
@@ -301,32 +327,27 @@ class OutboxDispatcher:
         await asyncio.sleep(0)
         return message
 
-    async def _record(
-        self,
-        claim: _Claim,
-        outcome: Outcome,
-        now: int,
-        detail: str | None,
-        *,
-        next_try: int | None = None,
-    ) -> None:
-        """The row's new state and the try, atomically."""
-        update = _RETRY if outcome == "retry" else _FINISH
-        values = {
-            "id": claim.id,
-            "tries": claim.tries,
-            "now": now,
-            "outcome": outcome,
-            "status": outcome,
-            "next": next_try,
-            "detail": None if detail is None else detail[:200],
-        }
+    async def _record(self, records: list[_Record]) -> None:
+        """Each row's new state and its try, all atomically."""
+        writes: list[Statement] = []
+        for record in records:
+            values = {
+                "id": record.claim.id,
+                "tries": record.claim.tries,
+                "now": record.now,
+                "outcome": record.outcome,
+                "status": record.outcome,
+                "next": record.next_try,
+                "detail": None if record.detail is None else record.detail[:200],
+            }
+            update = _RETRY if record.outcome == "retry" else _FINISH
+            writes += [(update, values), (_TRY, values)]
         # Not durable (no fsync of its own on SQLite, no wait for the WAL flush on PostgreSQL):
-        # if a power failure loses this record, the row is claimed again when its lease runs out
-        # and the message goes again, which the at-least-once guarantee allows (SPEC.md §7.2,
-        # §8.5, §8.7). On PostgreSQL one statement on the single-statement path, instead of a
-        # transaction of five round trips (BEGIN, the setting, the two statements, COMMIT).
-        await self._db.run_together([(update, values), (_TRY, values)], durable=False)
+        # if a power failure loses these records, the rows are claimed again when their leases
+        # run out and the messages go again, which the at-least-once guarantee allows (SPEC.md
+        # §7.2, §8.5, §8.7). On PostgreSQL one statement on the single-statement path, instead
+        # of a transaction of BEGIN, the setting, the statements and COMMIT.
+        await self._db.run_together(writes, durable=False)
 
 
 @dataclass(frozen=True)
@@ -334,6 +355,23 @@ class _Claim:
     id: str
     tries: int
     kind: str
+    recipient: Any
+    sealed_message: Any = field(repr=False)
+    live: bool
+    claimed_at: int
+
+
+@dataclass(frozen=True)
+class _Record:
+    """The outcome of one claim, to be written."""
+
+    claim: _Claim
+    outcome: Outcome
+    now: int
+    detail: str | None
+    next_try: int | None = None
+    # A transient failure of the mail service as a whole: the round ends.
+    service_unavailable: bool = False
 
 
 def _deliverable_address(recipient: Any) -> bool:

@@ -64,7 +64,7 @@ async def test_smtp_down_for_minutes_then_every_live_login_completes_none_stale_
                 response = await complete_from(
                     server, device, started, delivery_for(sink, started["attempt_id"])
                 )
-                assert response.status_code == 200, email
+                assert response.status_code == 200, (email, response.text)
             tries = {row[0]: tries_of(server, row[0]) for row in outbox_rows(server)}
     delivered = {d.link() for d in sink.deliveries}
     assert len(sink.deliveries) == 2
@@ -357,3 +357,26 @@ async def test_tries_go_with_their_row_when_housekeeping_removes_it(
         await purge_expired(db, now=server.clock.now() + KEEP_FINISHED_SECONDS + 1)
         assert server.query("SELECT COUNT(*) FROM outbox") == [(0,)]
         assert server.query("SELECT COUNT(*) FROM outbox_tries") == [(0,)]
+
+
+async def test_a_claim_takes_at_most_its_limit_of_rows_oldest_first(
+    tmp_path: Path, sink: SmtpSink, backend: str
+) -> None:
+    # SPEC.md §7.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)` may
+    # run its subquery again for the outer rows and take more than its LIMIT.
+    async with mail_server(tmp_path, sink, backend=backend) as server:
+        for n in range(9):
+            await start(server, server.device(), f"user{n}@example.com")
+            server.clock.advance(1 if n % 3 == 2 else 0)
+        due = [row[0] for row in outbox_rows(server)]
+        dispatcher = _dispatcher(
+            server, server.app.state.services.db, build_mail_transport(server.settings)
+        )
+        claimed = []
+        for limit in (1, 2, 4, 4):
+            batch = await dispatcher._claim(limit)
+            assert len(batch) == min(limit, len(due) - len(claimed))
+            claimed += [claim.id for claim in batch]
+        leased = [row[0] for row in outbox_rows(server) if row[4] == 1]
+    assert claimed == due
+    assert sorted(leased) == sorted(due)

@@ -119,7 +119,9 @@ async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
     # claim that sorted them all on every call cost more than the rest of a delivery.
     from server.mail.outbox import _CLAIM
 
-    plan = _plan(server, _CLAIM[server.backend], {"now": 5, "lease": 65, "max_failed": 5})
+    plan = _plan(
+        server, _CLAIM[server.backend], {"now": 5, "lease": 65, "max_failed": 5, "limit": 4}
+    )
     if server.backend == "sqlite":
         assert "USING INDEX outbox_claim_order" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
