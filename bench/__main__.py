@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     "target_seconds": 0.0,
                     "min_logins": 10,
                     "concurrency": 4,
+                    "also_at": 2,
                 }
             else:
                 options = {}

@@ -263,6 +263,20 @@ def login_rows(logins: dict[str, Any]) -> list[Row]:
                     "orientation",
                 )
             )
+        fewer = entry.get("fewer_connections")
+        if fewer:
+            rows.append(
+                Row(
+                    section,
+                    f"completed logins/s, {fewer['concurrency']} connections",
+                    fewer["logins_per_second"],
+                    "/s",
+                    f"{entry['concurrency']} connections",
+                    value,
+                    _ratio(fewer["logins_per_second"], value),
+                    "orientation",
+                )
+            )
         for phase, label in (("start", "start"), ("complete", "completion")):
             for q in ("p50", "p99"):
                 latency = entry[phase]["latency_ms"].get(q)
