@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -186,6 +187,7 @@ def create_app(
     events: EventSink | None = None,
     mail_transport: MailTransport | None = None,
     background_tasks: bool = True,
+    freeze_after_startup: bool = False,
 ) -> Starlette:
     settings = settings or Settings()
     clock = clock or SystemClock()
@@ -218,6 +220,8 @@ def create_app(
                 ),
                 asyncio.create_task(_reload_keys(svc.keys, settings.key_refresh_interval)),
             ]
+        if freeze_after_startup:
+            _freeze_startup_objects()
         try:
             yield
         finally:
@@ -283,4 +287,15 @@ async def _reload_keys(keys: ServerKeys, interval: float) -> None:
 
 def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and for each worker of `splitlink serve`."""
-    return create_app(settings_from_environment(os.environ))
+    return create_app(settings_from_environment(os.environ), freeze_after_startup=True)
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what exists once the worker has started (modules, settings, templates, tables,
+    caches' containers) out of Python's cyclic garbage collector, which otherwise walks all of
+    it at every full collection while the event loop waits. Measured under the login load,
+    two workers of about 114,000 objects: full collections of up to 85 ms. Garbage is collected
+    first, so that none is kept for good; the process's own server only, since a process that
+    builds many apps (the tests) would keep each one's objects."""
+    gc.collect()
+    gc.freeze()
