@@ -83,8 +83,7 @@ async def test_smtp_down_for_minutes_then_every_live_login_completes_none_stale_
 async def test_an_unreachable_server_ends_the_round_after_one_try(tmp_path: Path) -> None:
     with smtp_sink(tmp_path / "smtp", running=False) as sink:
         async with mail_server(tmp_path, sink) as server:
-            for n in range(3):
-                await start(server, server.device(), f"user{n}@example.com")
+            await _start_logins(server, 3)
             assert await server.deliver() == 1
             (count,) = server.query("SELECT COUNT(*) FROM outbox_tries")
     assert count == (1,)
@@ -112,8 +111,7 @@ async def test_two_dispatchers_racing_send_each_message_once_i5(
     tmp_path: Path, sink: SmtpSink, backend: str
 ) -> None:
     async with mail_server(tmp_path, sink, backend=backend) as server:
-        for n in range(8):
-            await start(server, server.device(), f"user{n}@example.com")
+        await _start_logins(server, 8)
         dispatchers, databases = [], []
         for _ in range(2):
             db = Database(server.database_url)
@@ -257,6 +255,12 @@ async def test_transient_failures_stop_after_max_tries(tmp_path: Path) -> None:
     assert sink.deliveries == []
 
 
+async def _start_logins(server: Harness, count: int, *, first: int = 0) -> None:
+    """`count` logins, each for an address of its own and with a key of its own."""
+    for n in range(first, first + count):
+        await start(server, server.device(), f"user{n}@example.com")
+
+
 def _dispatcher(
     server: Harness, db: Database, transport: MailTransport, *, concurrency: int = 1
 ) -> OutboxDispatcher:
@@ -295,8 +299,7 @@ async def test_a_process_hands_off_up_to_outbox_concurrency_messages_at_once_eac
 ) -> None:
     # SPEC.md §7.2: lanes of one dispatcher claim different rows, as competing processes do.
     async with mail_server(tmp_path, sink, backend=backend) as server:
-        for n in range(12):
-            await start(server, server.device(), f"user{n}@example.com")
+        await _start_logins(server, 12)
         slow = _SlowHandOff(build_mail_transport(server.settings))
         dispatcher = _dispatcher(server, server.app.state.services.db, slow, concurrency=4)
         assert await dispatcher.dispatch_due() == 12
@@ -313,8 +316,7 @@ async def test_with_several_lanes_an_outage_still_costs_one_try_per_round(
 ) -> None:
     with smtp_sink(tmp_path / "smtp", running=False) as sink:
         async with mail_server(tmp_path, sink, backend=backend) as server:
-            for n in range(12):
-                await start(server, server.device(), f"user{n}@example.com")
+            await _start_logins(server, 12)
             dispatcher = _dispatcher(
                 server,
                 server.app.state.services.db,
@@ -365,9 +367,9 @@ async def test_a_claim_takes_at_most_its_limit_of_rows_oldest_first(
     # SPEC.md §7.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)` may
     # run its subquery again for the outer rows and take more than its LIMIT.
     async with mail_server(tmp_path, sink, backend=backend) as server:
-        for n in range(9):
-            await start(server, server.device(), f"user{n}@example.com")
-            server.clock.advance(1 if n % 3 == 2 else 0)
+        for second in range(3):
+            await _start_logins(server, 3, first=3 * second)
+            server.clock.advance(1)
         due = [row[0] for row in outbox_rows(server)]
         dispatcher = _dispatcher(
             server, server.app.state.services.db, build_mail_transport(server.settings)
