@@ -53,6 +53,8 @@ SQLITE_WAL_FILE_BYTES = 4 * SQLITE_WAL_LIMIT_BYTES
 # How long a restart of the log may wait for the writer and the readers before it gives up until
 # the next round; writers wait for it meanwhile.
 SQLITE_WAL_RESTART_WAIT_MS = 50
+# The longest wait between two tries for a lock another process holds (`_until_not_busy`).
+SQLITE_BUSY_POLL_MAX = 0.001
 POOL_PAGE_CACHE_KIB = 256
 
 logger = logging.getLogger("splitlink.storage")
@@ -228,8 +230,11 @@ async def _until_not_busy(
 ) -> T:
     """Run `attempt` (one non-blocking SQLite call) until no other process holds the lock it
     needs. SQLite's own busy handler would sleep inside the call and block the event loop; here
-    the loop runs other requests between tries. Short first waits: a write transaction holds
-    the lock for well under a millisecond."""
+    the loop runs other requests between tries. Short waits: a write transaction holds the lock
+    for well under a millisecond. The bound stops doubling at 1 ms: at 10 ms a writer often slept
+    on after the lock was free, and every writer of its worker queued behind it (under a light
+    load of 4 connections, in 3 alternating pairs, a completion's p99 was 12 to 13 ms against 15
+    to 24 ms; the rate under a heavy load did not change)."""
     delay = 0.0001
     while True:
         try:
@@ -239,7 +244,7 @@ async def _until_not_busy(
             if not busy or loop.time() >= deadline:
                 raise
         await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not a secret
-        delay = min(delay * 2, 0.01)
+        delay = min(delay * 2, SQLITE_BUSY_POLL_MAX)
 
 
 def _writes(query: str) -> bool:
