@@ -12,7 +12,7 @@ from protocol.check_phrase import check_phrase
 from protocol.dpop import VerifiedDPoPProof
 from protocol.email_address import parse_email_address
 from protocol.encoding import b64url_encode
-from protocol.errors import InvalidGrant, MalformedInput
+from protocol.errors import InvalidEmail, InvalidGrant, MalformedInput
 from protocol.link import build_login_link
 from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
 from server.clock import Clock, RandomBytes
@@ -20,7 +20,7 @@ from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
-from server.ratelimit import RateLimiter
+from server.ratelimit import Limit, RateLimiter
 from server.replay import DatabaseReplayStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
@@ -100,13 +100,18 @@ class LoginService:
         """
         settings = self._settings
         now = self._clock.now()
-        await self._limits.hit(
-            "start-ip", client_ip, limit=settings.rate_limit_start_per_ip, now=now
-        )
-        address = parse_email_address(email)
-        name = parse_device_name(device_name)
-        await self._limits.hit(
-            "start-email", address.canonical, limit=settings.rate_limit_start_per_email, now=now
+        per_ip = Limit("start-ip", client_ip, settings.rate_limit_start_per_ip)
+        try:
+            address = parse_email_address(email)
+            name = parse_device_name(device_name)
+        except (InvalidEmail, MalformedInput):
+            # Refused input still counts against its client, and the limit comes first.
+            await self._limits.hit(per_ip.scope, per_ip.subject, limit=per_ip.limit, now=now)
+            raise
+        await self._limits.hit_in_turn(
+            per_ip,
+            Limit("start-email", address.canonical, settings.rate_limit_start_per_email),
+            now=now,
         )
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)

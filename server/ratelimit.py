@@ -5,9 +5,43 @@ Bucket names are keyed hashes: a canonical email address never rests in this tab
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from protocol.split_secret import keyed_hash
 from server.errors import RateLimited
-from server.storage.database import Database
+from server.storage.database import Connection, Database
+
+# One count: a bucket's row for the window, added if missing, else its hits plus one.
+_COUNT = (
+    "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+    "VALUES (:bucket, :window_start, 1, :expires_at) "
+    "ON CONFLICT (bucket, window_start) "
+    "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits"
+)
+# On PostgreSQL, two counts in one statement: the second bucket only while the first is within
+# its limit. Each count sees its bucket's row as committed or locks it, so concurrent requests
+# all count, as with two statements.
+_COUNT_IN_TURN = (
+    "WITH counted_first AS (INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+    "VALUES (:first, :window_start, 1, :expires_at) ON CONFLICT (bucket, window_start) "
+    "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits), "
+    "counted_second AS (INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+    "SELECT :second, :window_start, 1, :expires_at FROM counted_first "
+    "WHERE counted_first.hits <= :first_limit "
+    "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
+    "RETURNING hits) "
+    "SELECT (SELECT hits FROM counted_first) AS first_hits, "
+    "(SELECT hits FROM counted_second) AS second_hits"
+)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most `limit` requests per window for `subject` within `scope`."""
+
+    scope: str
+    subject: str
+    limit: int
 
 
 class RateLimiter:
@@ -29,10 +63,7 @@ class RateLimiter:
         """Count one request; raise RateLimited once the window's count passes `limit`."""
         window_start = now - now % self._window
         rows = await self._db.statement(
-            "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-            "VALUES (:bucket, :window_start, 1, :expires_at) "
-            "ON CONFLICT (bucket, window_start) "
-            "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
+            _COUNT,
             {
                 "bucket": self.bucket(scope, subject),
                 "window_start": window_start,
@@ -41,3 +72,45 @@ class RateLimiter:
         )
         if rows and int(rows[0]["hits"]) > limit:
             raise RateLimited(retry_after=window_start + self._window - now)
+
+    async def hit_in_turn(self, first: Limit, second: Limit, *, now: int) -> None:
+        """`hit` of `first`, then of `second`, as one unit: `second` is counted only while
+        `first` is within its limit, so a client refused by `first` (an IP address) cannot go on
+        using up `second` (an email address's bucket, which would lock its owner out). One
+        statement on PostgreSQL, one write transaction on SQLite, where two `hit`s were two."""
+        window_start = now - now % self._window
+        values = {
+            "window_start": window_start,
+            "expires_at": window_start + self._window,
+        }
+        first_bucket = self.bucket(first.scope, first.subject)
+        second_bucket = self.bucket(second.scope, second.subject)
+        if self._db.dialect == "postgresql":
+            rows = await self._db.statement(
+                _COUNT_IN_TURN,
+                {
+                    **values,
+                    "first": first_bucket,
+                    "second": second_bucket,
+                    "first_limit": first.limit,
+                },
+            )
+            first_hits, second_hits = rows[0]["first_hits"], rows[0]["second_hits"]
+        else:
+
+            async def count(conn: Connection) -> tuple[int, int | None]:
+                one = await conn.fetch_one(_COUNT, {**values, "bucket": first_bucket})
+                hits = 0 if one is None else int(one["hits"])
+                if hits > first.limit:
+                    return hits, None
+                two = await conn.fetch_one(_COUNT, {**values, "bucket": second_bucket})
+                return hits, None if two is None else int(two["hits"])
+
+            # Not durable, like a single count: a count lost in a power failure lets a few
+            # more requests through in that window.
+            first_hits, second_hits = await self._db.run(count, durable=False)
+        retry_after = window_start + self._window - now
+        if first_hits is not None and int(first_hits) > first.limit:
+            raise RateLimited(retry_after=retry_after)
+        if second_hits is not None and int(second_hits) > second.limit:
+            raise RateLimited(retry_after=retry_after)

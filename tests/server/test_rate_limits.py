@@ -4,7 +4,9 @@ attacks.md F1, F2, F3)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.harness import Harness, running_server
@@ -93,3 +95,59 @@ async def test_trusted_proxy_forwards_the_client_address(tmp_path: Path, backend
             )
             statuses.append(response.status_code)
         assert statuses == [202, 202, 429]
+
+
+def _hits(server: Harness, scope: str) -> list[int]:
+    rows = server.query(
+        "SELECT hits FROM rate_limits WHERE bucket LIKE ? ORDER BY window_start", f"{scope}:%"
+    )
+    return [int(hits) for (hits,) in rows]
+
+
+async def test_a_client_over_its_ip_limit_no_longer_counts_against_the_address(
+    tmp_path: Path, backend: str
+) -> None:
+    # Else a client refused for its address could go on filling the address's bucket and lock
+    # its owner out (SPEC.md §6.1 step 5).
+    async with running_server(
+        tmp_path, backend=backend, rate_limit_start_per_ip=2, rate_limit_start_per_email=5
+    ) as server:
+        statuses = [
+            (await server.start(server.device(), "victim@example.com")).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [202, 202, 429, 429]
+        assert _hits(server, "start-ip") == [4]
+        assert _hits(server, "start-email") == [2]
+
+
+async def test_a_start_with_a_refused_address_still_counts_against_its_ip(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, rate_limit_start_per_ip=2) as server:
+        statuses = [
+            (await server.start(server.device(), email)).status_code
+            for email in ("not an address", "a@example.com", "b@example.com")
+        ]
+        assert statuses == [400, 202, 429]
+        assert _hits(server, "start-ip") == [3]
+        assert _hits(server, "start-email") == [1]
+
+
+async def test_on_postgres_a_start_counts_both_its_limits_in_one_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_server(tmp_path, backend="postgresql") as server:
+        statements = server.app.state.services.db._pg_statements
+        sent: list[str] = []
+        run = statements.run
+
+        async def counted(query: str, values: Mapping[str, Any]) -> list[Any]:
+            sent.append(query)
+            return await run(query, values)
+
+        monkeypatch.setattr(statements, "run", counted)
+        assert (await server.start(server.device(), "a@example.com")).status_code == 202
+    counts = [query for query in sent if "rate_limits" in query]
+    assert len(counts) == 1, sent
+    assert counts[0].startswith("WITH counted_first AS (INSERT INTO rate_limits"), counts
