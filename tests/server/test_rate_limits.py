@@ -4,9 +4,7 @@ attacks.md F1, F2, F3)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support.harness import Harness, running_server
@@ -138,15 +136,7 @@ async def test_on_postgres_a_start_counts_both_its_limits_in_one_statement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_server(tmp_path, backend="postgresql") as server:
-        statements = server.app.state.services.db._pg_statements
-        sent: list[str] = []
-        run = statements.run
-
-        async def counted(query: str, values: Mapping[str, Any]) -> list[Any]:
-            sent.append(query)
-            return await run(query, values)
-
-        monkeypatch.setattr(statements, "run", counted)
+        sent = server.record_single_statements(monkeypatch)
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
     counts = [query for query in sent if "rate_limits" in query]
     assert len(counts) == 1, sent

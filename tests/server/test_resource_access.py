@@ -3,7 +3,6 @@ RFC 9449 §7; attacks.md B1-B3, B6, B9)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +197,7 @@ async def test_on_postgres_the_session_lookup_and_the_replay_entry_are_one_round
     async with running_server(tmp_path, backend="postgresql") as server:
         device = server.device()
         token = (await server.login(device, "a@example.com"))["access_token"]
-        statements = server.app.state.services.db._pg_statements
-        sent: list[str] = []
-        run = statements.run
-
-        async def counted(query: str, values: Mapping[str, Any]) -> list[Any]:
-            sent.append(query)
-            return await run(query, values)
-
-        monkeypatch.setattr(statements, "run", counted)
+        sent = server.record_single_statements(monkeypatch)
         response = await server.me(device, token)
         assert response.status_code == 200, response.text
     assert len(sent) == 1, sent

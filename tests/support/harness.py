@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from server.app import create_app
 from server.events import SecurityEvent
@@ -135,6 +136,20 @@ class Harness:
                 "DPoP": device.proof("GET", "/v1/me", access_token=access_token),
             },
         )
+
+    def record_single_statements(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """From now on, every statement sent on PostgreSQL's single-statement pool, in order:
+        each one is a round trip."""
+        statements = self.app.state.services.db._pg_statements
+        sent: list[str] = []
+        run = statements.run
+
+        async def recorded(query: str, values: Mapping[str, Any]) -> list[Any]:
+            sent.append(query)
+            return await run(query, values)
+
+        monkeypatch.setattr(statements, "run", recorded)
+        return sent
 
     @property
     def backend(self) -> str:
