@@ -106,7 +106,7 @@ class LoginService:
             name = parse_device_name(device_name)
         except (InvalidEmail, MalformedInput):
             # Refused input still counts against its client, and the limit comes first.
-            await self._limits.hit(per_ip.scope, per_ip.subject, limit=per_ip.limit, now=now)
+            await self._limits.hit(per_ip, now=now)
             raise
         await self._limits.hit_in_turn(
             per_ip,
@@ -202,7 +202,7 @@ class LoginService:
         settings = self._settings
         now = self._clock.now()
         await self._limits.hit(
-            "complete-ip", client_ip, limit=settings.rate_limit_complete_per_ip, now=now
+            Limit("complete-ip", client_ip, settings.rate_limit_complete_per_ip), now=now
         )
         attempt_id = parse_attempt_id(form.get("attempt_id"))
         device_half = parse_half(form.get("device_half"), field="device_half")

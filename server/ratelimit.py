@@ -11,25 +11,19 @@ from protocol.split_secret import keyed_hash
 from server.errors import RateLimited
 from server.storage.database import Connection, Database
 
-# One count: a bucket's row for the window, added if missing, else its hits plus one.
-_COUNT = (
-    "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-    "VALUES (:bucket, :window_start, 1, :expires_at) "
-    "ON CONFLICT (bucket, window_start) "
-    "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits"
+_INTO = "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+_ADD_ONE = (
+    " ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits"
 )
-# On PostgreSQL, two counts in one statement: the second bucket only while the first is within
-# its limit. Each count sees its bucket's row as committed or locks it, so concurrent requests
-# all count, as with two statements.
+# One count: a bucket's row for the window, added if missing, else its hits plus one.
+_COUNT = f"{_INTO}VALUES (:bucket, :window_start, 1, :expires_at){_ADD_ONE}"
+# On PostgreSQL, two counts in one statement: the first as `_COUNT`, the second bucket only while
+# the first is within its limit. Each count sees its bucket's row as committed or locks it, so
+# concurrent requests all count, as with two statements.
 _COUNT_IN_TURN = (
-    "WITH counted_first AS (INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-    "VALUES (:first, :window_start, 1, :expires_at) ON CONFLICT (bucket, window_start) "
-    "DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits), "
-    "counted_second AS (INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
+    f"WITH counted_first AS ({_COUNT}), counted_second AS ({_INTO}"  # noqa: S608 - constants
     "SELECT :second, :window_start, 1, :expires_at FROM counted_first "
-    "WHERE counted_first.hits <= :first_limit "
-    "ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
-    "RETURNING hits) "
+    f"WHERE counted_first.hits <= :first_limit{_ADD_ONE}) "
     "SELECT (SELECT hits FROM counted_first) AS first_hits, "
     "(SELECT hits FROM counted_second) AS second_hits"
 )
@@ -59,18 +53,18 @@ class RateLimiter:
             ).hex()[:32]
         )
 
-    async def hit(self, scope: str, subject: str, *, limit: int, now: int) -> None:
-        """Count one request; raise RateLimited once the window's count passes `limit`."""
+    async def hit(self, limit: Limit, *, now: int) -> None:
+        """Count one request; raise RateLimited once the window's count passes the limit."""
         window_start = now - now % self._window
         rows = await self._db.statement(
             _COUNT,
             {
-                "bucket": self.bucket(scope, subject),
+                "bucket": self.bucket(limit.scope, limit.subject),
                 "window_start": window_start,
                 "expires_at": window_start + self._window,
             },
         )
-        if rows and int(rows[0]["hits"]) > limit:
+        if rows and int(rows[0]["hits"]) > limit.limit:
             raise RateLimited(retry_after=window_start + self._window - now)
 
     async def hit_in_turn(self, first: Limit, second: Limit, *, now: int) -> None:
@@ -90,7 +84,7 @@ class RateLimiter:
                 _COUNT_IN_TURN,
                 {
                     **values,
-                    "first": first_bucket,
+                    "bucket": first_bucket,
                     "second": second_bucket,
                     "first_limit": first.limit,
                 },
