@@ -28,13 +28,23 @@ class Connection:
         self.port = port
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        # How often this connection was opened: more than once means the server closed it and
+        # the worker that holds it may have changed (bench.placement).
+        self.opened = 0
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._reader is None or self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(
                 self.host, self.port, limit=1 << 20
             )
+            self.opened += 1
         return self._reader, self._writer
+
+    def local_port(self) -> int | None:
+        """The client's port while the connection is open."""
+        if self._writer is None:
+            return None
+        return int(self._writer.get_extra_info("sockname")[1])
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -80,9 +80,20 @@ def mail_dir(server: procs.Server) -> Path:
 
 
 def loadgen(
-    server: procs.Server, command: str, *options: str, timeout: float = 600
+    server: procs.Server,
+    command: str,
+    *options: str,
+    timeout: float = 600,
+    spread: bool = False,
 ) -> tuple[dict[str, Any], float]:
-    """Run `python -m bench.loadgen COMMAND` against `server`: its JSON, and its CPU seconds."""
+    """Run `python -m bench.loadgen COMMAND` against `server`: its JSON, and its CPU seconds.
+    With `spread`, each of the server's workers gets its share of the connections
+    (bench.placement); otherwise they land where the workers accept them."""
+    spread_over = (
+        ["--spread-over", ",".join(str(pid) for pid in server.worker_pids())]
+        if spread and server.workers > 1
+        else []
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [
@@ -96,6 +107,7 @@ def loadgen(
             server.env["SPLITLINK_PUBLIC_URL"],
             "--mail-dir",
             str(mail_dir(server)),
+            *spread_over,
             *options,
         ],
         capture_output=True,

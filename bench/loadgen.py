@@ -28,10 +28,13 @@ from urllib.parse import urlencode, urlsplit
 
 from bench.client import Answer, Connection, HttpError
 from bench.devices import new_key, proof, read_email_halves
+from bench.placement import owning_worker
 from bench.stats import summarize
 from protocol.keys import SigningKey
 
 GRANT_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
+# Answered by every worker at once, with no database and no side effect.
+PROBE_PATH = "/.well-known/jwks.json"
 FORM = "application/x-www-form-urlencoded"
 
 Job = Callable[[Connection], Awaitable[Answer]]
@@ -109,6 +112,38 @@ class Flow:
     async def close(self) -> None:
         for conn in self.connections:
             await conn.close()
+
+    async def _open_probed(self, workers: list[int]) -> tuple[Connection, int | None]:
+        """A new connection, used once so that a worker has accepted it, and that worker."""
+        conn = Connection(self.host, self.port)
+        await conn.request("GET", PROBE_PATH)
+        port = conn.local_port()
+        return conn, None if port is None else owning_worker(self.port, port, workers)
+
+    async def spread(self, workers: list[int], *, tries_per_connection: int = 20) -> list[int]:
+        """Open the connections so that no worker holds more than its share of them
+        (bench.placement): each new connection is kept if the worker that accepted it has room,
+        and closed otherwise. Returns how many each worker holds, in the order of `workers`.
+        Past the bound on tries, the rest are kept as they land, so a flow always runs."""
+        count = len(self.connections)
+        room = -(-count // len(workers))
+        held: Counter[int | None] = Counter()
+        kept: list[Connection] = []
+        tries = 0
+        while len(kept) < count:
+            conn, owner = await self._open_probed(workers)
+            tries += 1
+            if (owner is not None and held[owner] < room) or tries > tries_per_connection * count:
+                held[owner] += 1
+                kept.append(conn)
+            else:
+                await conn.close()
+        self.connections = kept
+        return [held[pid] for pid in workers]
+
+    def reopened(self) -> int:
+        """Connections the server closed during the flow and that were opened again."""
+        return sum(max(0, conn.opened - 1) for conn in self.connections)
 
     def new_logins(self, count: int, tag: str, alg: str) -> list[Login]:
         return [Login(f"bench-{tag}-{i}@example.com", new_key(alg)) for i in range(count)]  # type: ignore[arg-type]
@@ -214,6 +249,9 @@ async def flow(args: argparse.Namespace) -> dict[str, Any]:
     cpu_before = time.process_time()
     count = args.count
     try:
+        if args.spread_over:
+            workers = [int(pid) for pid in args.spread_over.split(",")]
+            result["connections_per_worker"] = await runner.spread(workers)
         if args.warmup:
             warm = runner.new_logins(args.warmup, args.tag + "-warm", args.alg)
             started = await runner.start(warm)
@@ -239,6 +277,7 @@ async def flow(args: argparse.Namespace) -> dict[str, Any]:
             result["phases"]["me"] = (await runner.me(logins, args.me_per_login)).report(
                 200, raw=args.raw
             )
+        result["connections_reopened"] = runner.reopened()
     finally:
         await runner.close()
     result["generator_cpu_seconds"] = round(time.process_time() - cpu_before, 3)
@@ -252,8 +291,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     latencies: dict[str, list[float]] = {}
     rounds = 0
+    placement: list[int] | None = None
     deadline = time.monotonic() + args.duration
     try:
+        if args.spread_over:
+            placement = await runner.spread([int(pid) for pid in args.spread_over.split(",")])
         while time.monotonic() < deadline:
             round_started = time.monotonic()
             logins = runner.new_logins(args.round_size, f"{args.tag}-{rounds}", args.alg)
@@ -277,6 +319,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "logins": rounds * args.round_size,
         "statuses": dict(totals),
         "latency_ms": {name: summarize(values) for name, values in latencies.items()},
+        "connections_per_worker": placement,
     }
 
 
@@ -293,6 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         cmd.add_argument("--tag", default=f"{os.getpid()}-{int(time.time())}")
         cmd.add_argument("--me-per-login", type=int, default=1)
         cmd.add_argument("--out", default="-")
+        cmd.add_argument(
+            "--spread-over",
+            default="",
+            help="the server's worker process ids, comma-separated: give each its share of the "
+            "connections (bench.placement)",
+        )
     flow_cmd = sub.choices["flow"]
     flow_cmd.add_argument("--count", type=int, required=True)
     flow_cmd.add_argument("--warmup", type=int, default=0)

@@ -308,15 +308,6 @@ def _incomplete(entry: dict[str, Any]) -> str:
     return f"{entry['completed']} of {entry['logins']} logins completed"
 
 
-def _ratio_spans(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """What a growth ratio's verdict and error bar rest on, per operation: the bounds (the
-    interval widened by the control's spread) where the run has them, else its bootstrap
-    interval (the control's own row)."""
-    if run.get("p99_ratio_bounds"):
-        return "bounds", run["p99_ratio_bounds"]
-    return "interval", run.get("p99_ratio_interval") or {}
-
-
 def growth_rows(growth: dict[str, Any]) -> list[Row]:
     rows = []
     target = TARGETS["growth_p99"]
@@ -342,7 +333,7 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
             # An empty database measured again: the run-to-run noise of these p99s.
             users = f"{run['users']:,} users" if run["users"] else "empty db again"
             section = f"growth, {backend}, {users}"
-            kind, spans = _ratio_spans(run)
+            spans = run.get("p99_ratio_interval") or {}
             for op, label in OPERATIONS.items():
                 value, base = run["p99_ms"][op], empty["p99_ms"][op]
                 ratio = _ratio(value, base)
@@ -367,7 +358,7 @@ def growth_rows(growth: dict[str, Any]) -> list[Row]:
                 )
                 if interval is not None and level is not None:
                     low, high = interval
-                    rows[-1].caveat = f"{100 * level:.0f} % {kind} {low:.2f}-{high:.2f}"
+                    rows[-1].caveat = f"{100 * level:.0f} % interval {low:.2f}-{high:.2f}"
                     if not noise:
                         # Decided only where the whole interval is on one side of the limit.
                         rows[-1].met = True if high <= target else False if low > target else None
@@ -553,13 +544,13 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         for run in (entry or {}).get("runs", [])[1:]:
             size = f"{run['users']:,} users" if run["users"] else "empty again (noise)"
             ratios = [run["p99_ratio"][op] or 0.0 for op in OPERATIONS]
-            _, intervals = _ratio_spans(run)
+            intervals = run.get("p99_ratio_interval") or {}
             spans = [intervals.get(op) or [r, r] for op, r in zip(OPERATIONS, ratios, strict=True)]
             series.append((f"{backend}, {size}", ratios, spans))
     width = 0.8 / max(1, len(series))
     for i, (label, ratios, spans) in enumerate(series):
         positions = [x + (i - (len(series) - 1) / 2) * width for x in range(len(OPERATIONS))]
-        # Error bars: the bounds of each ratio (the control: its bootstrap interval).
+        # Error bars: each ratio's bootstrap interval.
         below = [max(0.0, r - low) for r, (low, _) in zip(ratios, spans, strict=True)]
         above = [max(0.0, high - r) for r, (_, high) in zip(ratios, spans, strict=True)]
         ax.bar(positions, ratios, width, label=label, yerr=[below, above], capsize=2)
