@@ -79,21 +79,92 @@ def mail_dir(server: procs.Server) -> Path:
     return Path(server.env["SPLITLINK_DATA_DIR"]) / "mail"
 
 
-def loadgen(
-    server: procs.Server,
-    command: str,
-    *options: str,
-    timeout: float = 600,
-    spread: bool = False,
-) -> tuple[dict[str, Any], float]:
-    """Run `python -m bench.loadgen COMMAND` against `server`: its JSON, and its CPU seconds.
-    With `spread`, each of the server's workers gets its share of the connections
-    (bench.placement); otherwise they land where the workers accept them."""
+def _target(server: procs.Server, *, spread: bool) -> list[str]:
+    """The options that point the load generator at `server` (and, with `spread`, at its
+    workers: each gets its share of the connections, bench.placement)."""
     spread_over = (
         ["--spread-over", ",".join(str(pid) for pid in server.worker_pids())]
         if spread and server.workers > 1
         else []
     )
+    return [
+        "--url",
+        server.url,
+        "--public-url",
+        server.env["SPLITLINK_PUBLIC_URL"],
+        "--mail-dir",
+        str(mail_dir(server)),
+        *spread_over,
+    ]
+
+
+class LoadgenSession:
+    """One load generator process that runs flow after flow against one server
+    (`python -m bench.loadgen flows`), for measurements that run many short turns."""
+
+    def __init__(self, server: procs.Server, workdir: Path, *, spread: bool = False) -> None:
+        self._server = server
+        self._target = _target(server, spread=spread)
+        self._errors = workdir / f"loadgen-{server.port}.err"
+        with self._errors.open("wb") as errors:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "bench.loadgen", "flows"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                cwd=procs.ROOT,
+                env={**server.env},
+            )
+
+    def flow(self, *options: str) -> tuple[dict[str, Any], float]:
+        """One flow: its JSON, and the generator's CPU seconds during it."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        if stdin is None or stdout is None:  # pragma: no cover - both are pipes
+            raise RuntimeError("the load generator has no pipes")
+        stdin.write(json.dumps([*self._target, *options]) + "\n")
+        stdin.flush()
+        line = stdout.readline()
+        if not line:
+            self._process.wait(timeout=10)
+            raise RuntimeError(
+                f"load generator failed:\n{self._errors.read_text()[-3000:]}\n"
+                f"server log:\n{self._server.log()[-3000:]}"
+            )
+        result: dict[str, Any] = json.loads(line)
+        return result, float(result["generator_cpu_seconds"])
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+@contextmanager
+def loadgen_session(
+    server: procs.Server, workdir: Path, *, spread: bool = False
+) -> Iterator[LoadgenSession]:
+    session = LoadgenSession(server, workdir, spread=spread)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def loadgen(
+    server: procs.Server,
+    command: str,
+    *options: str,
+    timeout: float = 600,
+) -> tuple[dict[str, Any], float]:
+    """Run `python -m bench.loadgen COMMAND` against `server`: its JSON, and its CPU seconds.
+    The connections land on the server's workers where the workers accept them."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [
@@ -101,13 +172,7 @@ def loadgen(
             "-m",
             "bench.loadgen",
             command,
-            "--url",
-            server.url,
-            "--public-url",
-            server.env["SPLITLINK_PUBLIC_URL"],
-            "--mail-dir",
-            str(mail_dir(server)),
-            *spread_over,
+            *_target(server, spread=False),
             *options,
         ],
         capture_output=True,

@@ -126,13 +126,17 @@ def run(
             )
             for index, n in enumerate(users)
         ]
+        # One load generator per server for all its turns, its connections spread evenly over
+        # the server's workers (bench.placement).
+        generators = [
+            stack.enter_context(deploy.loadgen_session(server, workdir, spread=True))
+            for server in servers
+        ]
         for turn, count in enumerate(turns):
             for step in range(len(servers)):
                 index = (turn + step) % len(servers)
                 with procs.CpuWindow(servers[index]) as window:
-                    flow, generator_cpu = deploy.loadgen(
-                        servers[index],
-                        "flow",
+                    flow, generator_cpu = generators[index].flow(
                         "--count",
                         str(count),
                         "--warmup",
@@ -144,7 +148,6 @@ def run(
                         "--phases",
                         ",".join(PHASES),
                         "--raw",
-                        spread=True,
                     )
                 pooled[index].add(flow, window, generator_cpu)
     for info, pool in zip(infos, pooled, strict=True):
