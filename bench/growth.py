@@ -34,12 +34,11 @@ from bench.stats import paired_rounds_percentile_ratio_interval
 PHASES = ("start", "complete", "refresh", "me")
 INTERVAL_LEVEL = 0.90
 # How much wider, on a log scale, the bootstrap intervals must be to hold what identical
-# databases do. In 6 runs of three empty databases each at these settings (48 intervals at 90 %,
-# of two empty databases against a third), 10 intervals left out 1 where 5 were to be expected,
-# and the ratios lay 1.22 times as far from 1 (root mean square) as the intervals' widths
-# implied: a server differs from another by a little more than its rounds show. Widened by 1.2,
-# 5 of those 48 leave out 1, as many as 90 % allows; 1.3 keeps a margin (2 of 48), since 48
-# intervals, two of each run sharing one baseline, are few.
+# databases do. In 10 runs of three empty databases each at these settings (80 intervals at 90 %,
+# of two empty databases against a third), 12 intervals left out 1 where 8 were to be expected:
+# a server differs from another by a little more than its rounds show. Widened by 1.2, 5 of those
+# 80 leave out 1; 1.3 keeps a margin (2 of 80), since the intervals of a run are not independent
+# (two of them share one baseline, and the four operations share the turns).
 INTERVAL_WIDENING = 1.3
 
 
