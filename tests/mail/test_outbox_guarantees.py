@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import backends
 from support.backends import database_url_for
 from support.fakes import FakeClock
 from support.harness import Harness
@@ -382,3 +385,37 @@ async def test_a_claim_takes_at_most_its_limit_of_rows_oldest_first(
         leased = [row[0] for row in outbox_rows(server) if row[4] == 1]
     assert claimed == due
     assert sorted(leased) == sorted(due)
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+async def test_on_postgres_a_claim_reads_no_more_rows_than_it_takes_whatever_the_statistics_say(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    # SPEC.md §7.2 step 1. A busy outbox leaves statistics taken while the queue was all but
+    # empty. With them, the planner once found the claimed rows through the claim index and
+    # walked every queued entry to do so (920 of them under the login measurement).
+    limit = 4
+    async with mail_server(tmp_path, sink, backend="postgresql") as server:
+        url, now = server.database_url, server.clock.now()
+        rows = (
+            "INSERT INTO outbox (id, kind, recipient, message_id, status, not_before, created_at) "
+            "SELECT ?::text || i, 'login_link', 'a@example.com', 'm' || i, ?, ?, ? "
+            "FROM generate_series(1, ?) AS i"
+        )
+        backends.execute(url, "ALTER TABLE outbox SET (autovacuum_enabled = false)")
+        backends.execute(url, rows, "q", "queued", now - 10, now - 10, 5)
+        backends.execute(url, rows, "s", "sent", now - 10, now - 10, 5000)
+        backends.execute(url, "ANALYZE outbox")
+        backends.execute(url, rows, "r", "queued", now - 10, now - 10, 1000)
+        values = {"now": now, "lease": now + LEASE_SECONDS, "limit": limit, "max_failed": 5}
+        claim = re.sub(r":(\w+)", lambda m: str(values[m.group(1)]), outbox._CLAIM["postgresql"])
+        [(plan,)] = backends.query(url, "EXPLAIN (ANALYZE, FORMAT JSON) " + claim)
+    scans = [node for node in _plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "outbox"]
+    assert scans
+    for scan in scans:
+        assert scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) <= limit, scan
