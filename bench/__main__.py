@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     work / "protected",
                     seconds=1,
                     warmup=0,
+                    rounds=1,
                     connections=4,
                     algorithms=("EdDSA",),
                     references=("bare",),

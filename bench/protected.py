@@ -1,6 +1,7 @@
 """Measurement 1: GET /v1/me throughput against a bare endpoint and the one-verification ceilings.
 
-Every app runs alone, with one uvicorn worker and the same uvicorn settings (bench/serve.py), and
+Every app has its own server, with one uvicorn worker and the same uvicorn settings
+(bench/serve.py); all run at once, and the load goes to one at a time, in rounds (`run`). Each
 receives byte-for-byte the same kind of request from wrk: `Authorization: DPoP <token>` and a
 `DPoP` proof. For the splitlink server every proof is used once (unique `jti`, fresh `iat`,
 `ath` of the token); the pool is sized from a calibration run so that it is not exhausted.
@@ -8,6 +9,7 @@ receives byte-for-byte the same kind of request from wrk: `Authorization: DPoP <
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -54,55 +56,111 @@ def write_pool(path: Path, access_token: str, proofs: list[str]) -> Path:
     return path
 
 
-def measure_splitlink(
-    server: procs.Server,
-    key: SigningKey,
-    access_token: str,
-    workdir: Path,
-    *,
-    seconds: float,
-    warmup: float,
-    connections: int,
-    max_age: int = 60,
-) -> dict[str, Any]:
-    """Warm up (which also calibrates the rate), then one measured run with a fresh pool."""
-    url = server.env["SPLITLINK_PUBLIC_URL"] + "/v1/me"
-    calibrated = 1000.0
-    warm: wrk.WrkResult | None = None
-    if warmup:
-        # The warm-up pool may run out: that only ends the warm-up early with refusals.
-        warm_pool = proof_pool(
-            key, "GET", url, 8000, access_token=access_token, iat=int(time.time())
-        )
-        warm = wrk.run(
-            server,
-            write_pool(workdir / f"warm-{key.alg}.txt", access_token, warm_pool),
-            seconds=warmup,
-            connections=connections,
-        )
-        calibrated = max(warm.rate, 1.0)
-        if warm.proofs_used >= len(warm_pool):
-            calibrated = max(calibrated, len(warm_pool) / warmup)
-    # Twice the calibrated rate for the whole run, so that a faster measured run still has
-    # a proof for every request.
-    count = int(calibrated * seconds * 2) + 2000
-    made_at = int(time.time())
-    pool = proof_pool(key, "GET", url, count, access_token=access_token, iat=made_at)
-    result = wrk.run(
-        server,
-        write_pool(workdir / f"pool-{key.alg}.txt", access_token, pool),
-        seconds=seconds,
-        connections=connections,
+def combined(results: list[wrk.WrkResult]) -> wrk.WrkResult:
+    """Several runs of one target as one: counts and CPU added up; the latencies of the run
+    whose rate is the median (percentiles of separate runs do not add up)."""
+    middle = sorted(results, key=lambda result: result.rate)[len(results) // 2]
+    return wrk.WrkResult(
+        requests=sum(r.requests for r in results),
+        seconds=sum(r.seconds for r in results),
+        non_2xx=sum(r.non_2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
+        latency_ms=middle.latency_ms,
+        proofs_used=sum(r.proofs_used for r in results),
+        server_cpu_seconds=sum(r.server_cpu_seconds for r in results),
+        generator_cpu_seconds=sum(r.generator_cpu_seconds for r in results),
+        machine_busy_seconds=sum(r.machine_busy_seconds for r in results),
     )
-    finished_age = int(time.time()) - made_at
-    return {
-        **result.to_json(),
-        "warmup_rate": round(warm.rate, 1) if warm else None,
-        "pool_size": count,
-        "pool_exhausted": result.proofs_used > count,
-        "oldest_proof_age_at_end_s": finished_age,
-        "proofs_fresh": finished_age < max_age,
-    }
+
+
+class _Target:
+    """One server and the requests it gets: the splitlink server's /v1/me with fresh proofs
+    for each run, or a reference app with one pool of proofs used in turn."""
+
+    def __init__(
+        self,
+        name: str,
+        server: procs.Server,
+        key: SigningKey,
+        access_token: str,
+        workdir: Path,
+        *,
+        fresh_proofs: bool,
+        connections: int,
+    ) -> None:
+        self.name = name
+        self.server = server
+        self._key = key
+        self._token = access_token
+        self._workdir = workdir
+        self._fresh = fresh_proofs
+        self._connections = connections
+        self._url = server.env["SPLITLINK_PUBLIC_URL"] + "/v1/me"
+        self.rate = 1000.0
+        self.warmup_rate: float | None = None
+        self.runs: list[wrk.WrkResult] = []
+        self.pool_sizes: list[int] = []
+        self.pool_exhausted = False
+        self.oldest_proof_age = 0
+        self._cycled: Path | None = None
+
+    def _pool(self, count: int, tag: str) -> tuple[Path, int]:
+        made_at = int(time.time())
+        pool = proof_pool(self._key, "GET", self._url, count, access_token=self._token, iat=made_at)
+        return write_pool(self._workdir / f"{self.name}-{tag}.txt", self._token, pool), made_at
+
+    def _cycled_pool(self) -> Path:
+        if self._cycled is None:
+            raise RuntimeError("warm_up comes first")
+        return self._cycled
+
+    def warm_up(self, seconds: float) -> None:
+        """A first run that is not counted; for the splitlink server it also calibrates the
+        rate, which sizes the pools (its own pool may run out: that only ends it early)."""
+        if not self._fresh:
+            self._cycled, _ = self._pool(5000, "cycled")
+        if not seconds:
+            return
+        pool = self._pool(8000, "warm")[0] if self._fresh else self._cycled_pool()
+        warm = wrk.run(
+            self.server, pool, seconds=seconds, connections=self._connections, cycle=not self._fresh
+        )
+        self.warmup_rate = round(warm.rate, 1)
+        self.rate = max(warm.rate, 1.0)
+        if self._fresh and warm.proofs_used >= 8000:
+            self.rate = max(self.rate, 8000 / seconds)
+
+    def measure(self, seconds: float, tag: str) -> None:
+        if self._fresh:
+            # Twice the calibrated rate, so that a faster run still has a proof for every
+            # request; each proof is sent once.
+            count = int(self.rate * seconds * 2) + 1000
+            pool, made_at = self._pool(count, tag)
+            self.pool_sizes.append(count)
+        else:
+            pool, made_at = self._cycled_pool(), int(time.time())
+        result = wrk.run(
+            self.server, pool, seconds=seconds, connections=self._connections, cycle=not self._fresh
+        )
+        self.runs.append(result)
+        if self._fresh:
+            self.pool_exhausted = self.pool_exhausted or result.proofs_used > count
+            self.oldest_proof_age = max(self.oldest_proof_age, int(time.time()) - made_at)
+
+    def report(self, max_age: int) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            **combined(self.runs).to_json(),
+            "rounds_rate": [round(run.rate, 1) for run in self.runs],
+        }
+        if self._fresh:
+            report |= {
+                "warmup_rate": self.warmup_rate,
+                "pool_size": sum(self.pool_sizes),
+                "pool_exhausted": self.pool_exhausted,
+                "oldest_proof_age_at_end_s": self.oldest_proof_age,
+                "proofs_fresh": self.oldest_proof_age < max_age,
+            }
+        return report
 
 
 REFERENCES: dict[str, Algorithm] = {"bare": "EdDSA", "ed25519": "EdDSA", "p256": "ES256"}
@@ -113,55 +171,74 @@ def run(
     *,
     seconds: float = 8.0,
     warmup: float = 2.0,
+    rounds: int = 4,
     connections: int = 32,
     backend: str = "sqlite",
     algorithms: tuple[Algorithm, ...] = ("EdDSA", "ES256"),
     references: tuple[str, ...] = tuple(REFERENCES),
+    max_age: int = 60,
 ) -> dict[str, Any]:
+    """Every server runs at once; after a warm-up each, the measured time is split into
+    `rounds` runs per server, one server at a time, the order rotating from round to round. A
+    ratio then compares two servers measured in the same stretches of the run: on this kind of
+    machine the speed drifts within minutes, and measured one after the other, one figure could
+    fall in a slow stretch and its baseline in a fast one."""
     keys = {alg: new_key(alg) for alg in algorithms}
     results: dict[str, Any] = {
         "seconds": seconds,
+        "rounds": rounds,
         "connections": connections,
         "backend": backend,
         "workers": 1,
     }
-    tokens: dict[str, str] = {}
-    with deploy.splitlink(workdir / "splitlink", backend, workers=1) as server:
-        env = server.env
-        public_url = env["SPLITLINK_PUBLIC_URL"]
+    with contextlib.ExitStack() as stack:
+        splitlink = stack.enter_context(deploy.splitlink(workdir / "splitlink", backend, workers=1))
+        env = splitlink.env
         data_dir = Path(env["SPLITLINK_DATA_DIR"])
-        for alg, key in keys.items():
-            tokens[alg] = login(server, key, data_dir / "mail", f"me-{alg.lower()}@example.com")[
+        tokens = {
+            alg: login(splitlink, key, data_dir / "mail", f"me-{alg.lower()}@example.com")[
                 "access_token"
             ]
-            results[f"me_{alg}"] = measure_splitlink(
-                server,
+            for alg, key in keys.items()
+        }
+        targets = [
+            _Target(
+                f"me_{alg}",
+                splitlink,
                 key,
                 tokens[alg],
                 workdir,
-                seconds=seconds,
-                warmup=warmup,
+                fresh_proofs=True,
                 connections=connections,
             )
-    # The references: the same requests, proofs reused in turn (nothing there checks replay).
-    for name in references:
-        alg = REFERENCES[name]
-        key = keys[alg]
-        pool = proof_pool(
-            key,
-            "GET",
-            public_url + "/v1/me",
-            5000,
-            access_token=tokens[alg],
-            iat=int(time.time()),
-        )
-        pool_file = write_pool(workdir / f"ref-{name}.txt", tokens[alg], pool)
-        ref_env = {**env, "BENCH_DEVICE_JWK": json.dumps(dict(key.public.jwk))}
-        with procs.running(name, workdir=workdir, workers=1, env=ref_env) as server:
-            if warmup:
-                wrk.run(server, pool_file, seconds=warmup, connections=connections, cycle=True)
-            measured = wrk.run(
-                server, pool_file, seconds=seconds, connections=connections, cycle=True
+            for alg, key in keys.items()
+        ]
+        # The references: the same requests, proofs reused in turn (nothing there checks
+        # replay).
+        for name in references:
+            alg = REFERENCES[name]
+            ref_env = {**env, "BENCH_DEVICE_JWK": json.dumps(dict(keys[alg].public.jwk))}
+            server = stack.enter_context(
+                procs.running(name, workdir=workdir, workers=1, env=ref_env)
             )
-        results[name] = measured.to_json()
+            targets.append(
+                _Target(
+                    name,
+                    server,
+                    keys[alg],
+                    tokens[alg],
+                    workdir,
+                    fresh_proofs=False,
+                    connections=connections,
+                )
+            )
+        for target in targets:
+            target.warm_up(warmup)
+        share = seconds / max(1, rounds)
+        for turn in range(max(1, rounds)):
+            for step in range(len(targets)):
+                target = targets[(turn + step) % len(targets)]
+                target.measure(share, f"round-{turn}")
+    for target in targets:
+        results[target.name] = target.report(max_age)
     return results
