@@ -46,7 +46,7 @@ bench-wrk:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
 
-bench: $(BENCH_STAMP) bench-wrk   # about 4 minutes: one table, bench/results/latest.{json,png}
+bench: $(BENCH_STAMP) bench-wrk   # 4 to 5 minutes: one table, bench/results/latest.{json,png}
 	$(BIN)/python -m bench
 
 bench-full: $(BENCH_STAMP) bench-wrk   # about 13 minutes: also 100,000 users, PostgreSQL

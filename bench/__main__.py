@@ -1,6 +1,6 @@
 """`python -m bench`: run the measurements, print one table, write JSON and a chart.
 
-python -m bench            # `make bench`: about 4 minutes on 2 cores
+python -m bench            # `make bench`: 4 to 5 minutes on 2 cores
 python -m bench --full     # `make bench-full`: also 100,000 users, growth and /v1/me on
                            # PostgreSQL (about 13 minutes)
 python -m bench --soak     # `make soak`: the 10-minute memory soak alone
