@@ -56,7 +56,8 @@ class _Pooled:
         # Per phase, each turn's latencies apart: the unit that the intervals draw again.
         self.turns: dict[str, list[list[float]]] = {name: [] for name in PHASES}
         self.wall = self.server_cpu = self.generator_cpu = self.machine_busy = 0.0
-        # Turns whose connections the workers did not hold in equal shares (bench.placement).
+        # Turns whose connections the workers did not hold in equal shares from start to end
+        # (bench.placement): placed unevenly, or closed by the server and opened again.
         self.uneven_turns = 0
 
     def add(self, flow: dict[str, Any], window: procs.CpuWindow, generator_cpu: float) -> None:
@@ -69,7 +70,7 @@ class _Pooled:
             phase.seconds += turn["seconds"]
             phase.sample_error = phase.sample_error or turn["sample_error"]
         placement = flow.get("connections_per_worker") or []
-        if placement and max(placement) - min(placement) > 1:
+        if (placement and max(placement) - min(placement) > 1) or flow["connections_reopened"]:
             self.uneven_turns += 1
         self.wall += window.wall
         self.server_cpu += window.server_seconds

@@ -291,11 +291,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     latencies: dict[str, list[float]] = {}
     rounds = 0
-    placement: list[int] | None = None
     deadline = time.monotonic() + args.duration
     try:
-        if args.spread_over:
-            placement = await runner.spread([int(pid) for pid in args.spread_over.split(",")])
         while time.monotonic() < deadline:
             round_started = time.monotonic()
             logins = runner.new_logins(args.round_size, f"{args.tag}-{rounds}", args.alg)
@@ -319,7 +316,6 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "logins": rounds * args.round_size,
         "statuses": dict(totals),
         "latency_ms": {name: summarize(values) for name, values in latencies.items()},
-        "connections_per_worker": placement,
     }
 
 
@@ -338,13 +334,13 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--tag", default=f"{os.getpid()}-{time.time_ns()}")
         cmd.add_argument("--me-per-login", type=int, default=1)
         cmd.add_argument("--out", default="-")
-        cmd.add_argument(
-            "--spread-over",
-            default="",
-            help="the server's worker process ids, comma-separated: give each its share of the "
-            "connections (bench.placement)",
-        )
     flow_cmd = sub.choices["flow"]
+    flow_cmd.add_argument(
+        "--spread-over",
+        default="",
+        help="the server's worker process ids, comma-separated: give each its share of the "
+        "connections (bench.placement)",
+    )
     flow_cmd.add_argument("--count", type=int, required=True)
     flow_cmd.add_argument("--warmup", type=int, default=0)
     flow_cmd.add_argument("--phases", default="start,complete")

@@ -53,30 +53,28 @@ class RateLimiter:
             ).hex()[:32]
         )
 
+    def _window_of(self, now: int) -> tuple[dict[str, int], int]:
+        """The current window's values for the count statements, and the seconds until the
+        next window."""
+        window_start = now - now % self._window
+        expires_at = window_start + self._window
+        return {"window_start": window_start, "expires_at": expires_at}, expires_at - now
+
     async def hit(self, limit: Limit, *, now: int) -> None:
         """Count one request; raise RateLimited once the window's count passes the limit."""
-        window_start = now - now % self._window
+        values, retry_after = self._window_of(now)
         rows = await self._db.statement(
-            _COUNT,
-            {
-                "bucket": self.bucket(limit.scope, limit.subject),
-                "window_start": window_start,
-                "expires_at": window_start + self._window,
-            },
+            _COUNT, {**values, "bucket": self.bucket(limit.scope, limit.subject)}
         )
         if rows and int(rows[0]["hits"]) > limit.limit:
-            raise RateLimited(retry_after=window_start + self._window - now)
+            raise RateLimited(retry_after=retry_after)
 
     async def hit_in_turn(self, first: Limit, second: Limit, *, now: int) -> None:
         """`hit` of `first`, then of `second`, as one unit: `second` is counted only while
         `first` is within its limit, so a client refused by `first` (an IP address) cannot go on
         using up `second` (an email address's bucket, which would lock its owner out). One
         statement on PostgreSQL, one write transaction on SQLite, where two `hit`s were two."""
-        window_start = now - now % self._window
-        values = {
-            "window_start": window_start,
-            "expires_at": window_start + self._window,
-        }
+        values, retry_after = self._window_of(now)
         first_bucket = self.bucket(first.scope, first.subject)
         second_bucket = self.bucket(second.scope, second.subject)
         if self._db.dialect == "postgresql":
@@ -103,7 +101,6 @@ class RateLimiter:
             # Not durable, like a single count: a count lost in a power failure lets a few
             # more requests through in that window.
             first_hits, second_hits = await self._db.run(count, durable=False)
-        retry_after = window_start + self._window - now
         if first_hits is not None and int(first_hits) > first.limit:
             raise RateLimited(retry_after=retry_after)
         if second_hits is not None and int(second_hits) > second.limit:

@@ -53,8 +53,8 @@ _SEAL_CONTEXT = "outbox:"
 # before login links, so a notice queued by one completion never follows the link of a login
 # started later in that second. SQLite runs one writer at a time, so the statement is atomic as
 # it stands; on PostgreSQL, FOR UPDATE SKIP LOCKED makes concurrent dispatchers take different
-# rows instead of queueing behind one lock, and the outer conditions are checked again on the
-# locked rows. Both walk the index (status, not_before, kind DESC, id) in its order
+# rows instead of queueing behind one lock, and checks the conditions again on the rows it
+# locks. Both walk the index (status, not_before, kind DESC, id) in its order
 # ('new_device' and 'no_account' sort after 'login_link') and stop after the rows they can take
 # (revision 0004). Whether each message is still worth sending, read by the claim itself: mail
 # without an attempt always is; a login link only while its attempt can still be completed.
