@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,6 +58,34 @@ def test_b64url_accepts_a_text_only_if_it_is_the_canonical_encoding(text: str) -
     except MalformedInput:
         return
     assert b64url_encode(data) == text
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _is_canonical(text: str) -> bool:
+    """The definition: the text is what encoding its (leniently decoded) bytes gives."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return b64url_encode(data) == text
+
+
+@pytest.mark.parametrize("prefix", ["", "Zm9v", "____"])
+@pytest.mark.parametrize("middle", ["A", "Zm", "-_"])
+def test_b64url_accepts_exactly_the_canonical_last_characters(prefix: str, middle: str) -> None:
+    """Every possible last character, at both lengths that leave bits of it unused: 4 of 64
+    are canonical when 4 bits are unused, 16 when 2 are, and exactly those decode."""
+    accepted = []
+    for last in _ALPHABET:
+        text = prefix + middle + last
+        try:
+            data = b64url_decode(text)
+        except MalformedInput:
+            assert not _is_canonical(text)
+            continue
+        assert _is_canonical(text)
+        assert b64url_encode(data) == text
+        accepted.append(last)
+    assert len(accepted) == (4 if len(middle) == 1 else 16)
 
 
 def test_b64url_decode_exact_refuses_other_lengths() -> None:
