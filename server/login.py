@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,12 +26,30 @@ from server.ratelimit import Limit, RateLimiter
 from server.replay import DatabaseReplayStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
-from server.storage.database import Connection, Database, Row
+from server.storage.database import (
+    MISSING_REFERENCES,
+    Connection,
+    Database,
+    Row,
+    Statement,
+    is_missing_reference,
+)
 from server.tokens import TokenPair, mint_access_token, new_refresh_token
 
 GRANT_TYPE_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
 MAX_DEVICE_NAME_LENGTH = 64
 _NOT_COMPLETABLE = "the login attempt cannot be completed; start a new login"
+# The attempt and the account of its address, if there is one yet (SPEC.md §6.2 step 7.1).
+_ATTEMPT = (
+    "SELECT a.dpop_jkt, a.device_half_hash, a.email_half_hash, a.expires_at, a.consumed_at, "
+    "a.failed_count, a.signup_allowed, a.email_canonical, a.email_address, a.device_name, "
+    "a.key_alg, u.id AS account_id, u.email_address AS account_address FROM login_attempts a "
+    "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id"
+)
+# A session's reference to its user: what a concurrent first login leaves unmet.
+_SESSION_USER = "sessions_user_id_fkey"
+
+RunGuarded = Callable[[Statement, Sequence[Statement]], Awaitable[list[Row]]]
 
 
 @dataclass(frozen=True)
@@ -214,47 +234,30 @@ class LoginService:
             self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
         )
 
-        async def redeem(conn: Connection) -> tuple[str, TokenPair | None]:
-            # Every outcome below commits, so a refused completion has used up its proof.
-            # The attempt, with the account of its address if there is one yet.
-            attempts = await self._replay.record_in(
-                conn,
-                proof,
-                now=now,
-                read=(
-                    "SELECT a.dpop_jkt, a.device_half_hash, a.email_half_hash, a.expires_at, "
-                    "a.consumed_at, a.failed_count, a.signup_allowed, a.email_canonical, "
-                    "a.email_address, a.device_name, a.key_alg, u.id AS account_id, "
-                    "u.email_address AS account_address FROM login_attempts a "
-                    "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id",
-                    {"id": attempt_id},
-                ),
-            )
-            attempt = attempts[0] if attempts else None
-            if attempt is None:
-                return "unknown_attempt", None
-            # Evaluate all three comparisons, in constant time, before deciding.
-            key_ok = hmac.compare_digest(attempt["dpop_jkt"], proof.jkt)
-            device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
-            email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
-            if not (key_ok & device_ok & email_ok):
-                return "mismatch", None
-            if attempt["consumed_at"] is not None:
-                return "consumed", None
-            if int(attempt["failed_count"]) >= settings.max_failed_completions:
-                return "locked", None
-            if int(attempt["expires_at"]) <= now:
-                return "expired", None
-            if not attempt["signup_allowed"] and attempt["account_id"] is None:
-                # Closed sign-up: only an existing account may complete. Users are never
-                # deleted, so this answer cannot change before the consume below.
-                return "no_account", None
-            tokens = await self._consume_and_open_session(
-                conn, attempt_id=attempt_id, attempt=attempt, proof=proof, now=now
-            )
-            return ("completed" if tokens is not None else "consumed"), tokens
+        read = (_ATTEMPT, {"id": attempt_id})
+        redeem = functools.partial(
+            self._redeem,
+            attempt_id=attempt_id,
+            proof=proof,
+            device_hash=device_hash,
+            email_hash=email_hash,
+            now=now,
+        )
+        if self._db.dialect == "sqlite":
+            # One write transaction for all of it: a statement is a call here, not a round
+            # trip, and the transaction holds SQLite's write lock from its start.
+            async def in_transaction(conn: Connection) -> tuple[str, TokenPair | None]:
+                attempts = await self._replay.record_in(conn, proof, now=now, read=read)
+                return await redeem(attempts, conn.run_guarded)
 
-        outcome, tokens = await self._db.run(redeem)
+            outcome, tokens = await self._db.run(in_transaction)
+        else:
+            # Two statements, each atomic on its own, instead of a transaction of six round
+            # trips (SPEC.md §6.2 step 7): the entry with the read, then the consume with
+            # everything a consume must commit with. The comparisons between them read only
+            # what never changes once an attempt exists; the consume checks the rest again.
+            attempts = await self._replay.record_with(proof, now=now, writes=(), read=read)
+            outcome, tokens = await redeem(attempts, self._db.run_guarded)
         if outcome == "mismatch":
             # The count that locks the attempt. One atomic increment in its own statement, so
             # concurrent failures all count at every isolation level and none conflicts with
@@ -273,59 +276,140 @@ class LoginService:
         self.emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
         return tokens
 
-    async def _consume_and_open_session(
+    async def _redeem(
         self,
-        conn: Connection,
+        attempts: list[Row],
+        run_guarded: RunGuarded,
         *,
         attempt_id: str,
-        attempt: Any,
+        proof: VerifiedDPoPProof,
+        device_hash: str,
+        email_hash: str,
+        now: int,
+    ) -> tuple[str, TokenPair | None]:
+        """Every outcome of the completion but the failure count, from the attempt as read."""
+        settings = self._settings
+        attempt = attempts[0] if attempts else None
+        if attempt is None:
+            return "unknown_attempt", None
+        # Evaluate all three comparisons, in constant time, before deciding.
+        key_ok = hmac.compare_digest(attempt["dpop_jkt"], proof.jkt)
+        device_ok = hmac.compare_digest(attempt["device_half_hash"], device_hash)
+        email_ok = hmac.compare_digest(attempt["email_half_hash"], email_hash)
+        if not (key_ok & device_ok & email_ok):
+            return "mismatch", None
+        if attempt["consumed_at"] is not None:
+            return "consumed", None
+        if int(attempt["failed_count"]) >= settings.max_failed_completions:
+            return "locked", None
+        if int(attempt["expires_at"]) <= now:
+            return "expired", None
+        if not attempt["signup_allowed"] and attempt["account_id"] is None:
+            # Closed sign-up: only an existing account may complete. Users are never
+            # deleted, so this answer cannot change before the consume.
+            return "no_account", None
+        account: Row | None = None
+        if attempt["account_id"] is not None:
+            account = {"id": attempt["account_id"], "email_address": attempt["account_address"]}
+        try:
+            tokens = await self._consume_and_open_session(
+                run_guarded,
+                attempt_id=attempt_id,
+                attempt=attempt,
+                account=account,
+                proof=proof,
+                now=now,
+            )
+        except MISSING_REFERENCES as exc:
+            if not is_missing_reference(exc, constraint=_SESSION_USER):
+                raise
+            # PostgreSQL only: a concurrent first login for this address created the account
+            # after the read, so this one's new account was not inserted and its session
+            # named no user. Nothing of the statement took effect; once more, with that account.
+            tokens = await self._consume_and_open_session(
+                run_guarded,
+                attempt_id=attempt_id,
+                attempt=attempt,
+                account=await self._existing_account(attempt["email_canonical"]),
+                proof=proof,
+                now=now,
+            )
+        return ("completed" if tokens is not None else "consumed"), tokens
+
+    async def _consume_and_open_session(
+        self,
+        run_guarded: RunGuarded,
+        *,
+        attempt_id: str,
+        attempt: Row,
+        account: Row | None,
         proof: VerifiedDPoPProof,
         now: int,
     ) -> TokenPair | None:
+        """The consume, and only if it succeeds, the account at its first login, the session,
+        its notice and its refresh token, all atomically (SPEC.md §8.1). None if the consume
+        found the attempt consumed, expired or locked meanwhile."""
         settings = self._settings
-        # Single use rests on this one conditional statement (SPEC.md §8.1).
-        consumed = await conn.fetch_one(
-            "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
-            "AND expires_at > :now AND failed_count < :max RETURNING id",
-            {"id": attempt_id, "now": now, "max": settings.max_failed_completions},
-        )
-        if consumed is None:
-            return None
-        user = await self._account(conn, attempt, now=now)
+        writes: list[Statement] = []
+        if account is None:
+            # Only with sign-up allowed (checked before). Concurrent first logins for one
+            # address make one user (attacks.md D2): the later insert does nothing, and its
+            # session, naming the id that was not inserted, fails the statement.
+            account = {
+                "id": b64url_encode(self._random(16)),
+                "email_address": attempt["email_address"],
+            }
+            writes.append(
+                (
+                    "INSERT INTO users (id, email_canonical, email_address, created_at) "
+                    "VALUES (:id, :canonical, :address, :now) "
+                    "ON CONFLICT (email_canonical) DO NOTHING",
+                    {
+                        "id": account["id"],
+                        "canonical": attempt["email_canonical"],
+                        "address": account["email_address"],
+                        "now": now,
+                    },
+                )
+            )
         session_id = b64url_encode(self._random(16))
-        session_row = (
-            "INSERT INTO sessions (id, user_id, attempt_id, device_name, dpop_jkt, key_alg, "
-            "auth_time, created_at, last_used_at, expires_at) VALUES (:id, :user_id, "
-            ":attempt_id, :device_name, :jkt, :alg, :now, :now, :now, :expires_at)",
-            {
-                "id": session_id,
-                "user_id": user["id"],
-                "attempt_id": attempt_id,
-                "device_name": attempt["device_name"],
-                "jkt": proof.jkt,
-                "alg": attempt["key_alg"],
-                "now": now,
-                "expires_at": now + settings.session_absolute_lifetime,
-            },
+        writes.append(
+            (
+                "INSERT INTO sessions (id, user_id, attempt_id, device_name, dpop_jkt, key_alg, "
+                "auth_time, created_at, last_used_at, expires_at) VALUES (:id, :user_id, "
+                ":attempt_id, :device_name, :jkt, :alg, :now, :now, :now, :expires_at)",
+                {
+                    "id": session_id,
+                    "user_id": account["id"],
+                    "attempt_id": attempt_id,
+                    "device_name": attempt["device_name"],
+                    "jkt": proof.jkt,
+                    "alg": attempt["key_alg"],
+                    "now": now,
+                    "expires_at": now + settings.session_absolute_lifetime,
+                },
+            )
         )
         # The new-device notice is committed with the session it reports (NIST SP 800-63B-4
         # §4.6): no session without its notice, and no notice for a session that never was.
         notice = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
-        queued_notice = outbox.queue_statement(
-            notice,
-            NewDeviceOrder(
-                recipient=user["email_address"],
-                message_id=notice.message_id,
-                device_name=attempt["device_name"],
-                key_alg=attempt["key_alg"],
-                signed_in_at=now,
-                session_id=session_id,
-                check_phrase=check_phrase(proof.jkt),
-            ),
-            attempt_id=None,
-            keyring=self._keyring,
-            random_bytes=self._random,
-            now=now,
+        writes.append(
+            outbox.queue_statement(
+                notice,
+                NewDeviceOrder(
+                    recipient=account["email_address"],
+                    message_id=notice.message_id,
+                    device_name=attempt["device_name"],
+                    key_alg=attempt["key_alg"],
+                    signed_in_at=now,
+                    session_id=session_id,
+                    check_phrase=check_phrase(proof.jkt),
+                ),
+                attempt_id=None,
+                keyring=self._keyring,
+                random_bytes=self._random,
+                now=now,
+            )
         )
         refresh_token, refresh_row = new_refresh_token(
             hmac_key=self._keyring.hmac_key,
@@ -333,12 +417,20 @@ class LoginService:
             random_bytes=self._random,
             now=now,
         )
-        await conn.run_together([session_row, queued_notice, refresh_row])
+        writes.append(refresh_row)
+        # Single use rests on this one conditional statement (SPEC.md §8.1).
+        consume = (
+            "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
+            "AND expires_at > :now AND failed_count < :max RETURNING id",
+            {"id": attempt_id, "now": now, "max": settings.max_failed_completions},
+        )
+        if not await run_guarded(consume, writes):
+            return None
         access_token, lifetime = mint_access_token(
             settings=settings,
             keys=self.keys.key_set,
             random_bytes=self._random,
-            user_id=user["id"],
+            user_id=account["id"],
             session_id=session_id,
             jkt=proof.jkt,
             auth_time=now,
@@ -349,31 +441,11 @@ class LoginService:
             access_token=access_token, refresh_token=refresh_token, expires_in=lifetime
         )
 
-    async def _account(self, conn: Connection, attempt: Any, *, now: int) -> Row:
-        """The account that the consumed attempt signs in to, created at its first login."""
-        if attempt["account_id"] is not None:
-            return {"id": attempt["account_id"], "email_address": attempt["account_address"]}
-        # Only with sign-up allowed (checked before the consume). Concurrent first logins for
-        # one address make one user (attacks.md D2).
-        canonical = attempt["email_canonical"]
-        created = await conn.fetch_one(
-            "INSERT INTO users (id, email_canonical, email_address, created_at) "
-            "VALUES (:id, :canonical, :address, :now) ON CONFLICT (email_canonical) DO NOTHING "
-            "RETURNING id, email_address",
-            {
-                "id": b64url_encode(self._random(16)),
-                "canonical": canonical,
-                "address": attempt["email_address"],
-                "now": now,
-            },
-        )
-        if created is not None:
-            return created
-        # Another login created it since this one read the attempt.
-        existing = await conn.fetch_one(
+    async def _existing_account(self, canonical: str) -> Row:
+        rows = await self._db.statement(
             "SELECT id, email_address FROM users WHERE email_canonical = :canonical",
             {"canonical": canonical},
         )
-        if existing is None:  # pragma: no cover - the conflict above was with this row
-            raise RuntimeError("the account vanished inside the completion transaction")
-        return existing
+        if not rows:  # pragma: no cover - the failed reference was to this very row
+            raise RuntimeError("the account that a concurrent login created is not there")
+        return rows[0]

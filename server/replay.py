@@ -75,12 +75,18 @@ class DatabaseReplayStore:
             return await conn.run_together([(_ENTRY, self._values(proof, now))], read)
 
     async def record_with(
-        self, proof: VerifiedDPoPProof, *, now: int, writes: Sequence[Statement]
-    ) -> None:
-        """The entry and the work's `writes` as one atomic unit of their own, durably: on
-        PostgreSQL one statement, without a transaction around it (SPEC.md §4.4, §8.7)."""
+        self,
+        proof: VerifiedDPoPProof,
+        *,
+        now: int,
+        writes: Sequence[Statement],
+        read: Statement | None = None,
+    ) -> list[Row]:
+        """The entry, the work's `writes` and `read` (its rows are returned) as one atomic unit
+        of their own, durably: on PostgreSQL one statement, without a transaction around it
+        (SPEC.md §4.4, §8.7). As with `record_in`, `read` must not depend on the entry."""
         with _refusing_reuse():
-            await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes])
+            return await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes], read)
 
     async def record_beside(
         self, proof: VerifiedDPoPProof, *, now: int, read: Statement

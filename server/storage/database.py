@@ -113,6 +113,18 @@ class Connection:
             await self.execute(query, values)
         return [] if read is None else await self.fetch_all(*read)
 
+    async def run_guarded(self, guard: Statement, writes: Sequence[Statement]) -> list[Row]:
+        """`guard`, a statement that returns at most one row (a conditional `UPDATE … RETURNING`),
+        then `writes` only if it returned one; the guard's rows are returned. On PostgreSQL one
+        statement: each write, an `INSERT INTO t (…) VALUES (…)`, becomes an insert of its
+        values for each row of the guard. As with `run_together`, no write may depend on the
+        effects of another, and if one part fails, none has an effect."""
+        rows = await self.fetch_all(*guard)
+        if rows:
+            for query, values in writes:
+                await self.execute(query, values)
+        return rows
+
 
 def is_unique_violation(exc: BaseException, *, table: str) -> bool:
     """Whether `exc` is a driver's refusal of a row that duplicates a unique key of `table`."""
@@ -127,6 +139,20 @@ UNIQUE_VIOLATIONS: tuple[type[BaseException], ...] = (
     sqlite3.IntegrityError,
     asyncpg.UniqueViolationError,
 )
+
+# PostgreSQL's alone: a row inserted by a statement's own part can be missing there only when a
+# concurrent transaction made that part do nothing (`ON CONFLICT DO NOTHING`). On SQLite a write
+# transaction holds the write lock from its start, so what it has read stays true until it ends.
+MISSING_REFERENCES: tuple[type[BaseException], ...] = (asyncpg.ForeignKeyViolationError,)
+
+
+def is_missing_reference(exc: BaseException, *, constraint: str) -> bool:
+    """Whether `exc` is PostgreSQL's refusal of a row whose foreign key `constraint` names no
+    row."""
+    return (
+        isinstance(exc, asyncpg.ForeignKeyViolationError)
+        and getattr(exc, "constraint_name", None) == constraint
+    )
 
 
 class _SqliteConnection(Connection):
@@ -607,6 +633,10 @@ class _AsyncpgConnection(Connection):
             return []
         return [dict(record) for record in await self._raw.fetch(sql, *args)]
 
+    async def run_guarded(self, guard: Statement, writes: Sequence[Statement]) -> list[Row]:
+        sql, args = self._args(*_guarded(guard, writes))
+        return [dict(record) for record in await self._raw.fetch(sql, *args)]
+
 
 def _combined(writes: Sequence[Statement], read: Statement | None) -> Statement | None:
     """`writes` and `read` as one PostgreSQL statement; None when there is only one part. Each
@@ -629,6 +659,39 @@ def _together(parts: tuple[str, ...]) -> str:
     prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
     clauses = ", ".join(f"part{i} AS ({text})" for i, text in enumerate(prefixed[:-1]))
     return f"WITH {clauses} {prefixed[-1]}"
+
+
+def _guarded(guard: Statement, writes: Sequence[Statement]) -> Statement:
+    """`Connection.run_guarded` as one PostgreSQL statement, parameters prefixed as in
+    `_combined`."""
+    parts = [guard, *writes]
+    values = {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
+    return _guarded_text(tuple(text for text, _ in parts)), values
+
+
+_INSERT_VALUES = re.compile(r"\s*(INSERT INTO \w+ \([\w, ]+\)) VALUES \(", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=64)  # the statements are the server's constants
+def _guarded_text(parts: tuple[str, ...]) -> str:
+    prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
+    clauses = [f"guard AS ({prefixed[0]})"]
+    for i, text in enumerate(prefixed[1:], start=1):
+        head = _INSERT_VALUES.match(text)
+        if head is None:
+            raise ValueError("a guarded write must be INSERT INTO t (...) VALUES (...)")
+        # The values end at the parenthesis that closes the one VALUES opened.
+        depth, end = 1, head.end()
+        while depth:
+            if end == len(text):
+                raise ValueError("a guarded write's VALUES list is not closed")
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        values, rest = text[head.end() : end - 1], text[end:]
+        # Only the server's own statement texts are put together; every value stays a parameter.
+        select = f"SELECT {values} FROM guard"  # noqa: S608
+        clauses.append(f"part{i} AS ({head.group(1)} {select}{rest})")
+    return f"WITH {', '.join(clauses)} SELECT * FROM guard"  # noqa: S608
 
 
 class Database:
@@ -759,16 +822,12 @@ class Database:
     async def run(self, work: Callable[[Connection], Awaitable[T]], *, durable: bool = True) -> T:
         """Run `work` in a transaction; run it again on a serialization conflict, up to
         MAX_TRANSACTION_ATTEMPTS times. `work` must have no effect outside the database."""
-        for attempt in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self.transaction(durable=durable) as conn:
-                    return await work(conn)
-            except TransactionConflict:
-                if attempt == MAX_TRANSACTION_ATTEMPTS:
-                    raise
-                # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
-                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def in_transaction() -> T:
+            async with self.transaction(durable=durable) as conn:
+                return await work(conn)
+
+        return await _again_after_conflicts(in_transaction)
 
     async def run_together(
         self,
@@ -787,6 +846,19 @@ class Database:
             return await self.statement(*one)
         async with self.autocommit() as conn:
             return await conn.fetch_all(*one)
+
+    async def run_guarded(self, guard: Statement, writes: Sequence[Statement]) -> list[Row]:
+        """`Connection.run_guarded` as one atomic unit of its own, durably: on PostgreSQL one
+        statement, with no BEGIN and no COMMIT to send; on SQLite a write transaction."""
+        if self._sqlite is not None:
+            return await self.run(lambda conn: conn.run_guarded(guard, writes))
+
+        async def in_one_statement() -> list[Row]:
+            async with self.autocommit() as conn:
+                return await conn.run_guarded(guard, writes)
+
+        # A statement that failed on a conflict had no effect: it runs again, as `run` does.
+        return await _again_after_conflicts(in_one_statement)
 
     async def statement(self, query: str, values: Mapping[str, Any] | None = None) -> list[Row]:
         """One statement, atomic by itself, on the fastest path the backend has."""
@@ -809,6 +881,19 @@ class Database:
             return
         async with self._translate_errors(), self._db.connection() as raw:
             yield _AsyncpgConnection(raw.raw_connection, self._pg_statements)
+
+
+async def _again_after_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt`, again after a serialization conflict, up to MAX_TRANSACTION_ATTEMPTS times."""
+    for tries in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except TransactionConflict:
+            if tries == MAX_TRANSACTION_ATTEMPTS:
+                raise
+            # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**tries))  # noqa: S311
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def database_for(settings: Settings) -> Database:

@@ -31,7 +31,12 @@ from server.housekeeping import (
     PURGE_TRIES,
     purge_expired,
 )
-from server.storage.database import UNIQUE_VIOLATIONS, Database, is_unique_violation
+from server.storage.database import (
+    UNIQUE_VIOLATIONS,
+    Database,
+    TransactionConflict,
+    is_unique_violation,
+)
 from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
 
 pytestmark = pytest.mark.anyio
@@ -423,6 +428,90 @@ def test_a_statement_with_its_own_with_clause_is_refused_rather_than_run_togethe
             _together(parts)
 
 
+_TAKE_BUCKET = (
+    "UPDATE rate_limits SET hits = hits + 1 WHERE bucket = :bucket AND hits < 2 RETURNING bucket"
+)
+
+
+async def test_guarded_writes_take_effect_only_with_the_guard_and_only_together(
+    tmp_path: Path, backend: str
+) -> None:
+    # SPEC.md §8.7: the guard (a conditional update) and the inserts it admits are one atomic
+    # unit: on PostgreSQL one statement, on SQLite a write transaction.
+    seeded = "INSERT INTO rate_limits VALUES ('guard', 0, 0, 0), ('taken', 0, 1, 0)"
+    async with _connected(backend, tmp_path, seeded) as (db, url):
+        guard = (_TAKE_BUCKET, {"bucket": "guard"})
+        admitted = await db.run_guarded(guard, [(_INSERT_BUCKET, {"bucket": "first"})])
+        assert admitted == [{"bucket": "guard"}]
+        # A write that fails undoes the guard's effect and every other write.
+        with pytest.raises(UNIQUE_VIOLATIONS):
+            await db.run_guarded(
+                guard, [(_INSERT_BUCKET, {"bucket": "lost"}), (_INSERT_BUCKET, {"bucket": "taken"})]
+            )
+        # Once the guard returns no row, nothing is written.
+        assert await db.run_guarded(guard, [(_INSERT_BUCKET, {"bucket": "second"})]) == [
+            {"bucket": "guard"}
+        ]
+        assert await db.run_guarded(guard, [(_INSERT_BUCKET, {"bucket": "third"})]) == []
+        assert query(url, "SELECT bucket, hits FROM rate_limits ORDER BY bucket") == [
+            ("first", 1),
+            ("guard", 2),
+            ("second", 1),
+            ("taken", 1),
+        ]
+
+
+async def test_on_postgres_a_guarded_statement_that_conflicts_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a transaction around it, the statement is what `Database.run` would retry: one
+    # that failed on a serialization conflict or a deadlock had no effect.
+    seeded = "INSERT INTO rate_limits VALUES ('guard', 0, 0, 0)"
+    async with _connected("postgresql", tmp_path, seeded) as (db, url):
+        autocommit = db.autocommit
+        uses: list[int] = []
+
+        @contextlib.asynccontextmanager
+        async def conflicting_once() -> AsyncIterator[Any]:
+            uses.append(1)
+            if len(uses) == 1:
+                raise TransactionConflict()
+            async with autocommit() as conn:
+                yield conn
+
+        monkeypatch.setattr(db, "autocommit", conflicting_once)
+        rows = await db.run_guarded(
+            (_TAKE_BUCKET, {"bucket": "guard"}), [(_INSERT_BUCKET, {"bucket": "once"})]
+        )
+        assert rows == [{"bucket": "guard"}]
+        assert len(uses) == 2
+        assert query(url, "SELECT bucket, hits FROM rate_limits ORDER BY bucket") == [
+            ("guard", 1),
+            ("once", 1),
+        ]
+
+
+def test_a_guarded_write_must_be_an_insert_of_values() -> None:
+    from server.storage.database import _guarded_text
+
+    guard = "UPDATE t SET n = 1 WHERE id = :id RETURNING id"
+    for write in (
+        "UPDATE t SET n = :n",
+        "INSERT INTO t (n) SELECT :n",
+        "INSERT INTO t (n) VALUES (:n",
+    ):
+        with pytest.raises(ValueError, match="guarded write"):
+            _guarded_text((guard, write))
+    text = _guarded_text(
+        (guard, "INSERT INTO t (a, b) VALUES (lower(:a), 'x') ON CONFLICT (a) DO NOTHING")
+    )
+    assert text == (
+        "WITH guard AS (UPDATE t SET n = 1 WHERE id = :p0_id RETURNING id), "
+        "part1 AS (INSERT INTO t (a, b) SELECT lower(:p1_a), 'x' FROM guard "
+        "ON CONFLICT (a) DO NOTHING) SELECT * FROM guard"
+    )
+
+
 class _SentStatements:
     """An asyncpg connection that records the text of every query sent through it."""
 
@@ -452,6 +541,19 @@ async def test_postgres_runs_writes_together_with_a_read_in_one_round_trip(
         )
     assert len(sent.queries) == 1, sent.queries
     assert sent.queries[0].startswith("WITH part0 AS (INSERT"), sent.queries
+
+
+async def test_postgres_runs_guarded_writes_in_one_round_trip(tmp_path: Path) -> None:
+    seeded = "INSERT INTO rate_limits VALUES ('guard', 0, 0, 0)"
+    async with _connected("postgresql", tmp_path, seeded) as (db, _), db.autocommit() as conn:
+        sent = _SentStatements(conn._raw)  # type: ignore[attr-defined]
+        conn._raw = sent  # type: ignore[attr-defined]
+        await conn.run_guarded(
+            (_TAKE_BUCKET, {"bucket": "guard"}),
+            [(_INSERT_BUCKET, {"bucket": "a"}), (_INSERT_BUCKET, {"bucket": "b"})],
+        )
+    assert len(sent.queries) == 1, sent.queries
+    assert sent.queries[0].startswith("WITH guard AS (UPDATE"), sent.queries
 
 
 class _RecordedFsyncs:

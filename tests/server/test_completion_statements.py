@@ -1,0 +1,108 @@
+"""How a completion reaches the database on PostgreSQL: two statements, each atomic on its own,
+and no transaction around them (SPEC.md §6.2 step 7, §8.1; attacks.md D2)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import backends
+from support.harness import Harness, running_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _count_uses(server: Harness, monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """Every use of the database's context manager `name` (a transaction, an autocommit
+    connection) from now on."""
+    db = server.app.state.services.db
+    used: list[str] = []
+    original = getattr(db, name)
+
+    @asynccontextmanager
+    async def counted(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        used.append(name)
+        async with original(*args, **kwargs) as conn:
+            yield conn
+
+    monkeypatch.setattr(db, name, counted)
+    return used
+
+
+async def test_on_postgres_a_completion_is_three_round_trips_without_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The per-IP limit on the single-statement path, then two durable statements: the replay
+    # entry with the read of the attempt, and the consume with everything it commits with.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        device = server.device()
+        started, email_half = await server.start_and_read_link(device, "a@example.com")
+        transactions = _count_uses(server, monkeypatch, "transaction")
+        statements = _count_uses(server, monkeypatch, "autocommit")
+        single = server.record_single_statements(monkeypatch)
+        response = await server.complete(
+            device,
+            attempt_id=started["attempt_id"],
+            device_half=started["device_half"],
+            email_half=email_half,
+        )
+        assert response.status_code == 200, response.text
+    assert transactions == []
+    assert len(statements) == 2
+    assert len(single) == 1 and single[0].startswith("INSERT INTO rate_limits"), single
+
+
+async def test_on_postgres_a_first_login_joins_the_account_created_after_its_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # attacks.md D2. Another first login for the same address commits its account between this
+    # completion's read (no account yet) and its consume. This completion's own account insert
+    # then does nothing, and its session, which names the id that was not inserted, fails the
+    # whole statement: nothing is consumed. It is run again with the account that now exists.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        device = server.device()
+        started, email_half = await server.start_and_read_link(device, "Twin@Example.com")
+        replay = server.app.state.services.login._replay
+        record_with = replay.record_with
+
+        async def record_then_other_login_commits(*args: Any, **kwargs: Any) -> Any:
+            read = await record_with(*args, **kwargs)
+            backends.execute(
+                server.database_url,
+                "INSERT INTO users (id, email_canonical, email_address, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                "the-other-logins-account",
+                "twin@example.com",
+                "twin@example.COM",
+                server.clock.now(),
+            )
+            return read
+
+        monkeypatch.setattr(replay, "record_with", record_then_other_login_commits)
+        response = await server.complete(
+            device,
+            attempt_id=started["attempt_id"],
+            device_half=started["device_half"],
+            email_half=email_half,
+        )
+        assert response.status_code == 200, response.text
+        assert server.query("SELECT id, email_address FROM users") == [
+            ("the-other-logins-account", "twin@example.COM")
+        ]
+        assert server.query("SELECT user_id FROM sessions") == [("the-other-logins-account",)]
+        assert server.query(
+            "SELECT consumed_at IS NOT NULL FROM login_attempts WHERE id = ?",
+            started["attempt_id"],
+        ) == [(True,)]
+        # The new-device notice goes to the address stored for the account.
+        assert server.query("SELECT recipient FROM outbox WHERE kind = 'new_device'") == [
+            ("twin@example.COM",)
+        ]
