@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -206,3 +207,19 @@ def test_smoke_run_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
         assert row["met"] in (True, False, None)
     if results.get("chart"):
         assert (ROOT / results["chart"]).exists()
+
+
+def test_every_chart_the_readme_shows_is_kept_with_its_results() -> None:
+    """A chart of a run the README reports, and the JSON it was drawn from, are in the
+    repository (bench/results is ignored but for the files named in .gitignore)."""
+    shown = re.findall(
+        r"!\[[^\]]*\]\((bench/results/[^)]+\.png)\)", (ROOT / "README.md").read_text()
+    )
+    assert shown
+    for chart in shown:
+        for path in (chart, chart.removesuffix(".png") + ".json"):
+            assert (ROOT / path).is_file(), path
+            ignored = subprocess.run(
+                ["git", "check-ignore", "-q", path], cwd=ROOT, check=False
+            ).returncode
+            assert ignored != 0, f"{path} is ignored by git, so a clone would not have it"
