@@ -49,7 +49,7 @@ bench-wrk:
 bench: $(BENCH_STAMP) bench-wrk   # 4 to 5 minutes: one table, bench/results/latest.{json,png}
 	$(BIN)/python -m bench
 
-bench-full: $(BENCH_STAMP) bench-wrk   # about 13 minutes: also 100,000 users, PostgreSQL
+bench-full: $(BENCH_STAMP) bench-wrk   # about 10 minutes: also 100,000 users, PostgreSQL
 	$(BIN)/python -m bench --full --out bench/results/full.json
 
 soak: $(BENCH_STAMP)   # 10 minutes: worker RSS under steady load

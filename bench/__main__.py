@@ -2,7 +2,7 @@
 
 python -m bench            # `make bench`: 4 to 5 minutes on 2 cores
 python -m bench --full     # `make bench-full`: also 100,000 users, growth and /v1/me on
-                           # PostgreSQL (about 13 minutes)
+                           # PostgreSQL, growth from twice the logins (about 10 minutes)
 python -m bench --soak     # `make soak`: the 10-minute memory soak alone
 python -m bench --smoke    # every measurement, tiny (tests/bench: about 25 s)
 """
