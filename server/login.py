@@ -234,6 +234,8 @@ class LoginService:
             self._keyring, which="email-half", attempt_id=attempt_id, half=email_half
         )
 
+        # On both backends the replay entry commits whatever the outcome, so a refused
+        # completion has used up its proof (SPEC.md §4.4).
         read = (_ATTEMPT, {"id": attempt_id})
         redeem = functools.partial(
             self._redeem,

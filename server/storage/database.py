@@ -670,6 +670,7 @@ def _guarded(guard: Statement, writes: Sequence[Statement]) -> Statement:
 
 
 _INSERT_VALUES = re.compile(r"\s*(INSERT INTO \w+ \([\w, ]+\)) VALUES \(", re.IGNORECASE)
+_PARENTHESES_AND_LITERALS = re.compile(r"'(?:[^']|'')*'|[()]")
 
 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants
@@ -680,14 +681,16 @@ def _guarded_text(parts: tuple[str, ...]) -> str:
         head = _INSERT_VALUES.match(text)
         if head is None:
             raise ValueError("a guarded write must be INSERT INTO t (...) VALUES (...)")
-        # The values end at the parenthesis that closes the one VALUES opened.
-        depth, end = 1, head.end()
-        while depth:
-            if end == len(text):
-                raise ValueError("a guarded write's VALUES list is not closed")
-            depth += {"(": 1, ")": -1}.get(text[end], 0)
-            end += 1
-        values, rest = text[head.end() : end - 1], text[end:]
+        # The values end at the parenthesis that closes the one VALUES opened; parentheses
+        # inside string literals do not count.
+        depth = 1
+        for token in _PARENTHESES_AND_LITERALS.finditer(text, head.end()):
+            depth += {"(": 1, ")": -1}.get(token.group(), 0)
+            if depth == 0:
+                break
+        else:
+            raise ValueError("a guarded write's VALUES list is not closed")
+        values, rest = text[head.end() : token.start()], text[token.end() :]
         # Only the server's own statement texts are put together; every value stays a parameter.
         select = f"SELECT {values} FROM guard"  # noqa: S608
         clauses.append(f"part{i} AS ({head.group(1)} {select}{rest})")

@@ -48,12 +48,7 @@ async def test_on_postgres_a_completion_is_three_round_trips_without_a_transacti
         transactions = _count_uses(server, monkeypatch, "transaction")
         statements = _count_uses(server, monkeypatch, "autocommit")
         single = server.record_single_statements(monkeypatch)
-        response = await server.complete(
-            device,
-            attempt_id=started["attempt_id"],
-            device_half=started["device_half"],
-            email_half=email_half,
-        )
+        response = await server.complete_started(device, started, email_half)
         assert response.status_code == 200, response.text
     assert transactions == []
     assert len(statements) == 2
@@ -87,12 +82,7 @@ async def test_on_postgres_a_first_login_joins_the_account_created_after_its_rea
             return read
 
         monkeypatch.setattr(replay, "record_with", record_then_other_login_commits)
-        response = await server.complete(
-            device,
-            attempt_id=started["attempt_id"],
-            device_half=started["device_half"],
-            email_half=email_half,
-        )
+        response = await server.complete_started(device, started, email_half)
         assert response.status_code == 200, response.text
         assert server.query("SELECT id, email_address FROM users") == [
             ("the-other-logins-account", "twin@example.COM")

@@ -499,15 +499,16 @@ def test_a_guarded_write_must_be_an_insert_of_values() -> None:
         "UPDATE t SET n = :n",
         "INSERT INTO t (n) SELECT :n",
         "INSERT INTO t (n) VALUES (:n",
+        "INSERT INTO t (n) VALUES (')'",
     ):
         with pytest.raises(ValueError, match="guarded write"):
             _guarded_text((guard, write))
     text = _guarded_text(
-        (guard, "INSERT INTO t (a, b) VALUES (lower(:a), 'x') ON CONFLICT (a) DO NOTHING")
+        (guard, "INSERT INTO t (a, b) VALUES (lower(:a), ')''(') ON CONFLICT (a) DO NOTHING")
     )
     assert text == (
         "WITH guard AS (UPDATE t SET n = 1 WHERE id = :p0_id RETURNING id), "
-        "part1 AS (INSERT INTO t (a, b) SELECT lower(:p1_a), 'x' FROM guard "
+        "part1 AS (INSERT INTO t (a, b) SELECT lower(:p1_a), ')''(' FROM guard "
         "ON CONFLICT (a) DO NOTHING) SELECT * FROM guard"
     )
 

@@ -116,14 +116,20 @@ class Harness:
         assert link.attempt_id == started["attempt_id"]
         return started, link.email_half
 
-    async def login(self, device: Device, email: str, **kwargs: Any) -> dict[str, Any]:
-        started, email_half = await self.start_and_read_link(device, email, **kwargs)
-        response = await self.complete(
+    async def complete_started(
+        self, device: Device, started: dict[str, Any], email_half: str
+    ) -> httpx.Response:
+        """Complete the login that `started` (a start's answer) began, with its email half."""
+        return await self.complete(
             device,
             attempt_id=started["attempt_id"],
             device_half=started["device_half"],
             email_half=email_half,
         )
+
+    async def login(self, device: Device, email: str, **kwargs: Any) -> dict[str, Any]:
+        started, email_half = await self.start_and_read_link(device, email, **kwargs)
+        response = await self.complete_started(device, started, email_half)
         assert response.status_code == 200, response.text
         tokens: dict[str, Any] = response.json()
         return tokens
