@@ -313,28 +313,24 @@ class LoginService:
         account: Row | None = None
         if attempt["account_id"] is not None:
             account = {"id": attempt["account_id"], "email_address": attempt["account_address"]}
+        open_session = functools.partial(
+            self._consume_and_open_session,
+            run_guarded,
+            attempt_id=attempt_id,
+            attempt=attempt,
+            proof=proof,
+            now=now,
+        )
         try:
-            tokens = await self._consume_and_open_session(
-                run_guarded,
-                attempt_id=attempt_id,
-                attempt=attempt,
-                account=account,
-                proof=proof,
-                now=now,
-            )
+            tokens = await open_session(account=account)
         except MISSING_REFERENCES as exc:
             if not is_missing_reference(exc, constraint=_SESSION_USER):
                 raise
             # PostgreSQL only: a concurrent first login for this address created the account
             # after the read, so this one's new account was not inserted and its session
             # named no user. Nothing of the statement took effect; once more, with that account.
-            tokens = await self._consume_and_open_session(
-                run_guarded,
-                attempt_id=attempt_id,
-                attempt=attempt,
-                account=await self._existing_account(attempt["email_canonical"]),
-                proof=proof,
-                now=now,
+            tokens = await open_session(
+                account=await self._existing_account(attempt["email_canonical"])
             )
         return ("completed" if tokens is not None else "consumed"), tokens
 

@@ -639,34 +639,41 @@ class _AsyncpgConnection(Connection):
 
 
 def _combined(writes: Sequence[Statement], read: Statement | None) -> Statement | None:
-    """`writes` and `read` as one PostgreSQL statement; None when there is only one part. Each
-    part's parameters get the prefix of its position, so that equal names in two parts never
-    mix their values."""
+    """`writes` and `read` as one PostgreSQL statement; None when there is only one part."""
     parts = [*writes] if read is None else [*writes, read]
     if len(parts) < 2:
         return None
-    values = {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
-    return _together(tuple(text for text, _ in parts)), values
+    return _together(tuple(text for text, _ in parts)), _numbered_values(parts)
+
+
+def _numbered_values(parts: Sequence[Statement]) -> dict[str, Any]:
+    """The values of parts put into one statement: each part's parameters get the prefix of its
+    position (`_numbered_texts`), so that equal names in two parts never mix their values."""
+    return {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
+
+
+def _numbered_texts(parts: tuple[str, ...]) -> list[str]:
+    """The texts of parts to be put into one statement, parameters renamed as
+    `_numbered_values` names their values."""
+    if any(text.lstrip()[:4].upper() == "WITH" for text in parts):
+        # Data-modifying statements may stand only in the top-level WITH, and a part's own WITH
+        # would need merging into it: neither is done here.
+        raise ValueError("a statement with a WITH clause of its own cannot run together")
+    return [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
 
 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants
 def _together(parts: tuple[str, ...]) -> str:
     """One PostgreSQL statement of several: all but the last part as WITH clauses."""
-    if any(text.lstrip()[:4].upper() == "WITH" for text in parts):
-        # Data-modifying statements may stand only in the top-level WITH, and a last part's
-        # own WITH would need merging into it: neither is done here.
-        raise ValueError("a statement with a WITH clause of its own cannot run together")
-    prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
+    prefixed = _numbered_texts(parts)
     clauses = ", ".join(f"part{i} AS ({text})" for i, text in enumerate(prefixed[:-1]))
     return f"WITH {clauses} {prefixed[-1]}"
 
 
 def _guarded(guard: Statement, writes: Sequence[Statement]) -> Statement:
-    """`Connection.run_guarded` as one PostgreSQL statement, parameters prefixed as in
-    `_combined`."""
+    """`Connection.run_guarded` as one PostgreSQL statement."""
     parts = [guard, *writes]
-    values = {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
-    return _guarded_text(tuple(text for text, _ in parts)), values
+    return _guarded_text(tuple(text for text, _ in parts)), _numbered_values(parts)
 
 
 _INSERT_VALUES = re.compile(r"\s*(INSERT INTO \w+ \([\w, ]+\)) VALUES \(", re.IGNORECASE)
@@ -675,7 +682,7 @@ _PARENTHESES_AND_LITERALS = re.compile(r"'(?:[^']|'')*'|[()]")
 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants
 def _guarded_text(parts: tuple[str, ...]) -> str:
-    prefixed = [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
+    prefixed = _numbered_texts(parts)
     clauses = [f"guard AS ({prefixed[0]})"]
     for i, text in enumerate(prefixed[1:], start=1):
         head = _INSERT_VALUES.match(text)

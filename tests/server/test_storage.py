@@ -503,6 +503,8 @@ def test_a_guarded_write_must_be_an_insert_of_values() -> None:
     ):
         with pytest.raises(ValueError, match="guarded write"):
             _guarded_text((guard, write))
+    with pytest.raises(ValueError, match="cannot run together"):
+        _guarded_text(("WITH d AS (SELECT 1) " + guard, "INSERT INTO t (n) VALUES (:n)"))
     text = _guarded_text(
         (guard, "INSERT INTO t (a, b) VALUES (lower(:a), ')''(') ON CONFLICT (a) DO NOTHING")
     )
