@@ -128,10 +128,15 @@ class LoginService:
             # Refused input still counts against its client, and the limit comes first.
             await self._limits.hit(per_ip, now=now)
             raise
-        await self._limits.hit_in_turn(
+        # The account's stored address is read with the counts (one round trip on PostgreSQL).
+        accounts = await self._limits.hit_in_turn(
             per_ip,
             Limit("start-email", address.canonical, settings.rate_limit_start_per_email),
             now=now,
+            beside=(
+                "SELECT email_address FROM users WHERE email_canonical = :canonical",
+                {"canonical": address.canonical},
+            ),
         )
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
@@ -142,10 +147,6 @@ class LoginService:
             email_half=secrets.email_half,
         )
 
-        accounts = await self._db.statement(
-            "SELECT email_address FROM users WHERE email_canonical = :canonical",
-            {"canonical": address.canonical},
-        )
         user = accounts[0] if accounts else None
         # Mail goes to the address stored for the account, never to the submitted spelling.
         recipient = user["email_address"] if user is not None else address.address

@@ -652,6 +652,12 @@ def _numbered_values(parts: Sequence[Statement]) -> dict[str, Any]:
     return {f"p{i}_{name}": v for i, (_, given) in enumerate(parts) for name, v in given.items()}
 
 
+def prefixed_parameters(text: str, prefix: str) -> str:
+    """`text` with each named parameter `:name` renamed `:<prefix>name`, for a statement put
+    into another whose parameters could otherwise share its names."""
+    return _NAMED_PARAMETER.sub(f":{prefix}\\1", text)
+
+
 def _numbered_texts(parts: tuple[str, ...]) -> list[str]:
     """The texts of parts to be put into one statement, parameters renamed as
     `_numbered_values` names their values."""
@@ -659,7 +665,7 @@ def _numbered_texts(parts: tuple[str, ...]) -> list[str]:
         # Data-modifying statements may stand only in the top-level WITH, and a part's own WITH
         # would need merging into it: neither is done here.
         raise ValueError("a statement with a WITH clause of its own cannot run together")
-    return [_NAMED_PARAMETER.sub(f":p{i}_\\1", text) for i, text in enumerate(parts)]
+    return [prefixed_parameters(text, f"p{i}_") for i, text in enumerate(parts)]
 
 
 @functools.lru_cache(maxsize=64)  # the statements are the server's constants

@@ -7,9 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from support.backends import database_url_for, execute, query
 from support.harness import Harness, running_server
 
 from protocol.encoding import b64url_encode
+from server.errors import RateLimited
+from server.ratelimit import Limit, RateLimiter
+from server.storage.database import Database
+from server.storage.migrate import migrate
 
 pytestmark = pytest.mark.anyio
 
@@ -132,12 +137,48 @@ async def test_a_start_with_a_refused_address_still_counts_against_its_ip(
         assert _hits(server, "start-email") == [1]
 
 
-async def test_on_postgres_a_start_counts_both_its_limits_in_one_statement(
+async def test_on_postgres_a_start_counts_both_its_limits_and_reads_the_account_in_one_statement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_server(tmp_path, backend="postgresql") as server:
         sent = server.record_single_statements(monkeypatch)
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
-    counts = [query for query in sent if "rate_limits" in query]
-    assert len(counts) == 1, sent
-    assert counts[0].startswith("WITH counted_first AS (INSERT INTO rate_limits"), counts
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("WITH counted_first AS (INSERT INTO rate_limits"), sent
+    assert "beside AS (SELECT email_address FROM users" in sent[0], sent
+
+
+_READ_BESIDE = "SELECT bucket, hits FROM rate_limits WHERE bucket LIKE :bucket ORDER BY bucket"
+
+
+async def test_a_read_beside_the_counts_is_answered_with_them_with_its_own_parameters(
+    tmp_path: Path, backend: str
+) -> None:
+    # The read's `:bucket` is not the count's; the read sees the table as it was before the
+    # counts (on SQLite it runs after them and would see them: hence the pattern "seen%").
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        execute(url, "INSERT INTO rate_limits VALUES ('seen-1', 0, 7, 0), ('seen-2', 0, 8, 0)")
+        db = Database(url)
+        await db.connect()
+        try:
+            limits = RateLimiter(db, hmac_key=b"k" * 32, window=900)
+            first, second = Limit("ip", "192.0.2.1", 2), Limit("email", "a@example.com", 5)
+
+            async def hit(pattern: str) -> list[dict[str, object]]:
+                rows = await limits.hit_in_turn(
+                    first, second, now=1000, beside=(_READ_BESIDE, {"bucket": pattern})
+                )
+                return [dict(row) for row in rows]
+
+            assert await hit("seen%") == [
+                {"bucket": "seen-1", "hits": 7},
+                {"bucket": "seen-2", "hits": 8},
+            ]
+            assert await hit("nothing%") == []
+            with pytest.raises(RateLimited):
+                await hit("seen%")
+        finally:
+            await db.disconnect()
+        counted = query(url, "SELECT hits FROM rate_limits WHERE bucket NOT LIKE ?", "seen%")
+        assert sorted(hits for (hits,) in counted) == [2, 3]

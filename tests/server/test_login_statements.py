@@ -1,5 +1,6 @@
-"""How a completion reaches the database on PostgreSQL: two statements, each atomic on its own,
-and no transaction around them (SPEC.md §6.2 step 7, §8.1; attacks.md D2)."""
+"""How a login reaches the database on PostgreSQL: a start in two round trips and a completion in
+three, each statement atomic on its own, and no transaction around them (SPEC.md §6.1 step 5,
+§6.2 step 7, §8.1; attacks.md D2)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,25 @@ def _count_uses(server: Harness, monkeypatch: pytest.MonkeyPatch, name: str) -> 
 
     monkeypatch.setattr(db, name, counted)
     return used
+
+
+async def test_on_postgres_a_start_is_two_round_trips_without_a_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both rate limits with the read of the account on the single-statement path, then one
+    # durable statement: the replay entry, the attempt and its mail order.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        await server.login(server.device(), "known@example.com")
+        for address in ("known@example.com", "new@example.com"):
+            transactions = _count_uses(server, monkeypatch, "transaction")
+            statements = _count_uses(server, monkeypatch, "autocommit")
+            single = server.record_single_statements(monkeypatch)
+            response = await server.start(server.device(), address)
+            assert response.status_code == 202, response.text
+            monkeypatch.undo()
+            assert transactions == []
+            assert len(statements) == 1
+            assert len(single) == 1 and single[0].startswith("WITH counted_first"), single
 
 
 async def test_on_postgres_a_completion_is_three_round_trips_without_a_transaction(
