@@ -1,28 +1,46 @@
 """Measurement 2: completed logins per second, two workers, on SQLite and on PostgreSQL.
 
-A warm-up of `warmup` logins calibrates the count: as many logins as the warm-up rate fits in
-`target_seconds` (within bounds). Then phase 1 starts all of them (each queues its mail), the
-email halves are collected from the dev mailbox (not timed), and phase 2 completes them.
-Completed logins per second = completions answered 200 / (phase 1 time + phase 2 time).
+Both servers run at once, and the logins go to one at a time, in `rounds` turns each whose
+order rotates from round to round, so that PostgreSQL's rate is compared with SQLite's over the
+same stretches of the run (the machine's speed drifts within minutes: measured one after the
+other, two runs of the same server a minute apart gave 354 and 259 logins/s). In the first
+round a warm-up of `warmup` logins calibrates each server's turn: as many logins as the
+warm-up rate fits in `target_seconds` / `rounds` (within bounds). In a turn, phase 1 starts all
+of its logins (each queues its mail), the email halves are collected from the dev mailbox (not
+timed), and phase 2 completes them. Completed logins per second = completions answered 200 /
+(phase 1 time + phase 2 time), summed over a server's turns.
 
 The figure is taken at `concurrency` connections, enough to keep the server busy: with fewer,
 each client's wait for its answer (a durable commit's fsync, a turn at SQLite's write lock)
-leaves the server idle, and the figure measures the clients. The same server then runs the
-measurement again at `also_at` connections, for orientation.
+leaves the server idle, and the figure measures the clients. Each server then runs its logins
+once more at `also_at` connections, for orientation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
+from bench.stats import summarize
+
+ROUNDS = 4
+
+
+def rotated(backends: Sequence[str], round_index: int) -> list[str]:
+    """The order of the turns in round `round_index`: each backend leads in turn."""
+    shift = round_index % len(backends)
+    return [*backends[shift:], *backends[:shift]]
 
 
 def run(
     workdir: Path,
-    backend: str,
+    backends: Sequence[str],
     *,
+    rounds: int = ROUNDS,
     workers: int = 2,
     concurrency: int = 64,
     also_at: int | None = 16,
@@ -30,68 +48,146 @@ def run(
     target_seconds: float = 10.0,
     min_logins: int = 200,
     max_logins: int = 4000,
-) -> dict[str, Any]:
-    with deploy.splitlink(workdir, backend, workers=workers) as server:
-        with procs.CpuWindow(server) as window:
-            flow, generator_cpu = deploy.loadgen(
-                server,
-                "flow",
-                "--count",
-                str(min_logins),
-                "--max-count",
-                str(max_logins),
-                "--warmup",
-                str(warmup),
-                "--target-seconds",
-                str(target_seconds),
-                "--concurrency",
-                str(concurrency),
-                "--phases",
-                "start,complete",
+) -> dict[str, dict[str, Any]]:
+    """One result per backend, each over its `rounds` turns."""
+    turns: dict[str, list[_Turn]] = {backend: [] for backend in backends}
+    again: dict[str, dict[str, Any]] = {}
+    per_turn = {backend: max(1, min_logins // rounds) for backend in backends}
+    common = ["--concurrency", str(concurrency), "--phases", "start,complete", "--raw"]
+    with ExitStack() as stack:
+        servers = {
+            backend: stack.enter_context(
+                deploy.splitlink(workdir / backend, backend, workers=workers)
             )
-        again = None
+            for backend in backends
+        }
+        sessions = {
+            backend: stack.enter_context(
+                deploy.loadgen_session(servers[backend], workdir / backend)
+            )
+            for backend in backends
+        }
+        for round_index in range(rounds):
+            for backend in rotated(backends, round_index):
+                options = [*common, "--count", str(per_turn[backend])]
+                if round_index == 0:
+                    options += [
+                        "--warmup",
+                        str(warmup),
+                        "--target-seconds",
+                        str(target_seconds / rounds),
+                        "--max-count",
+                        str(max(1, max_logins // rounds)),
+                    ]
+                # Over the whole turn (warm-up, mail dispatch and waits included).
+                with procs.CpuWindow(servers[backend]) as window:
+                    flow, generator_cpu = sessions[backend].flow(*options)
+                per_turn[backend] = flow["count"]
+                turns[backend].append(_Turn(round_index, flow, window, generator_cpu))
         if also_at is not None:
-            again, _ = deploy.loadgen(
-                server,
-                "flow",
-                "--count",
-                str(flow["count"]),
-                "--warmup",
-                "0",
-                "--concurrency",
-                str(also_at),
-                "--phases",
-                "start,complete",
-            )
+            for backend in backends:
+                count = sum(turn.flow["count"] for turn in turns[backend])
+                flow, _ = sessions[backend].flow(
+                    "--count", str(count), "--concurrency", str(also_at),
+                    "--phases", "start,complete",
+                )  # fmt: skip
+                again[backend] = _summary(flow, also_at)
+    return {
+        backend: _result(
+            backend,
+            turns[backend],
+            workers=workers,
+            concurrency=concurrency,
+            warmup=warmup,
+            fewer_connections=again.get(backend),
+        )
+        for backend in backends
+    }
 
-    start, complete = flow["phases"]["start"], flow["phases"]["complete"]
+
+@dataclass(frozen=True)
+class _Turn:
+    round_index: int
+    flow: dict[str, Any]
+    window: procs.CpuWindow
+    generator_cpu: float
+
+    def seconds(self, phase: str) -> float:
+        return float(self.flow["phases"][phase]["seconds"])
+
+    def completed(self) -> int:
+        return int(self.flow["phases"]["complete"]["ok"])
+
+
+def _pooled(turns: list[_Turn], phase: str) -> dict[str, Any]:
+    """A phase's report over all turns: counts and seconds added, latencies pooled."""
+    reports = [turn.flow["phases"][phase] for turn in turns]
+    statuses: dict[str, int] = {}
+    for report in reports:
+        for status, n in report["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+    ok = sum(report["ok"] for report in reports)
+    seconds = sum(report["seconds"] for report in reports)
+    latencies = [ms / 1000 for report in reports for ms in report["latencies_ms"]]
+    return {
+        "requests": sum(report["requests"] for report in reports),
+        "ok": ok,
+        "statuses": statuses,
+        "seconds": round(seconds, 4),
+        "rate": round(ok / seconds, 1) if seconds else 0.0,
+        "latency_ms": summarize(latencies),
+        "sample_error": next((r["sample_error"] for r in reports if r["sample_error"]), None),
+    }
+
+
+def _result(
+    backend: str,
+    turns: list[_Turn],
+    *,
+    workers: int,
+    concurrency: int,
+    warmup: int,
+    fewer_connections: dict[str, Any] | None,
+) -> dict[str, Any]:
+    start, complete = _pooled(turns, "start"), _pooled(turns, "complete")
     completed = complete["ok"]
     seconds = start["seconds"] + complete["seconds"]
+    mail_wait = sum(float(turn.flow["mail_wait_seconds"]) for turn in turns)
+    server_seconds = sum(turn.window.server_seconds for turn in turns)
     return {
         "backend": backend,
         "workers": workers,
         "concurrency": concurrency,
-        "logins": flow["count"],
+        "rounds": len(turns),
+        "logins": sum(int(turn.flow["count"]) for turn in turns),
         "completed": completed,
-        "start_seconds": start["seconds"],
-        "complete_seconds": complete["seconds"],
-        "mail_wait_seconds": flow["mail_wait_seconds"],
+        "start_seconds": round(start["seconds"], 4),
+        "complete_seconds": round(complete["seconds"], 4),
+        "mail_wait_seconds": round(mail_wait, 3),
         "logins_per_second": round(completed / seconds, 1) if seconds else 0.0,
         # The same logins with the wait for their mail between the phases counted too: the rate
         # at which the outbox rendered and delivered what the starts queued bounds it.
-        "with_mail_logins_per_second": round(completed / (seconds + flow["mail_wait_seconds"]), 1)
+        "with_mail_logins_per_second": round(completed / (seconds + mail_wait), 1)
         if seconds
         else 0.0,
+        # Each turn's rate, in the order of the rounds: how far the machine drifted.
+        "turns_logins_per_second": [
+            round(turn.completed() / (turn.seconds("start") + turn.seconds("complete")), 1)
+            for turn in turns
+        ],
         "start": start,
         "complete": complete,
-        "warmup": flow.get("warmup"),
-        # Over the whole run (warm-up, mail dispatch and waits included).
-        "cpu": window.report(generator_cpu),
-        "server_cpu_ms_per_login": round(
-            1000 * window.server_seconds / max(1, completed + warmup), 2
+        "warmup": turns[0].flow.get("warmup"),
+        # Over this server's turns (warm-up, mail dispatch and waits included).
+        "cpu": procs.cpu_report(
+            wall=sum(turn.window.wall for turn in turns),
+            server=server_seconds,
+            generator=sum(turn.generator_cpu for turn in turns),
+            machine_busy=sum(turn.window.machine_busy_seconds for turn in turns),
         ),
-        # At `also_at` connections, after the rest (so outside `cpu`), on the same server.
-        "fewer_connections": None if again is None else _summary(again, also_at),
+        "server_cpu_ms_per_login": round(1000 * server_seconds / max(1, completed + warmup), 2),
+        # At `also_at` connections, after the turns (so outside `cpu`), on the same server.
+        "fewer_connections": fewer_connections,
     }
 
 

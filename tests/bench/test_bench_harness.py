@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import growth, placement, report, stats, wrk
+from bench import growth, logins, placement, procs, report, stats, wrk
 from bench.seed import seed_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +122,58 @@ def test_a_growth_verdict_is_given_only_when_its_interval_is_on_one_side_of_the_
         assert f"{interval[0]:.2f}-{interval[1]:.2f}" in row.caveat
 
 
+def test_login_turns_rotate_so_that_each_backend_leads_in_turn() -> None:
+    backends = ["sqlite", "postgresql"]
+    assert [logins.rotated(backends, i) for i in range(3)] == [
+        ["sqlite", "postgresql"],
+        ["postgresql", "sqlite"],
+        ["sqlite", "postgresql"],
+    ]
+
+
+def _login_turn(index: int, *, ok: int, seconds: float, latencies_ms: list[float]) -> logins._Turn:
+    def phase(expected: int) -> dict[str, object]:
+        return {
+            "requests": ok + 1,
+            "ok": ok,
+            "statuses": {str(expected): ok, "503": 1},
+            "seconds": seconds,
+            "latencies_ms": latencies_ms,
+            "sample_error": None,
+        }
+
+    window = procs.CpuWindow.__new__(procs.CpuWindow)
+    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 4.0, 5.0
+    flow = {
+        "count": ok + 1,
+        "mail_wait_seconds": 0.5,
+        "phases": {"start": phase(202), "complete": phase(200)},
+    }
+    return logins._Turn(index, flow, window, 0.5)
+
+
+def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() -> None:
+    turns = [
+        _login_turn(0, ok=100, seconds=1.0, latencies_ms=[10.0] * 99),
+        _login_turn(1, ok=100, seconds=3.0, latencies_ms=[30.0] * 99),
+    ]
+    result = logins._result(
+        "sqlite", turns, workers=2, concurrency=64, warmup=0, fewer_connections=None
+    )
+    # 200 completions over (1 + 1) + (3 + 3) seconds of phases.
+    assert result["logins_per_second"] == 25.0
+    assert result["turns_logins_per_second"] == [50.0, 16.7]
+    assert (result["logins"], result["completed"], result["rounds"]) == (202, 200, 2)
+    assert result["complete"]["statuses"] == {"200": 200, "503": 2}
+    assert result["complete"]["latency_ms"]["p50"] == 10.0
+    assert result["complete"]["latency_ms"]["p99"] == 30.0
+    assert result["mail_wait_seconds"] == 1.0
+    assert result["cpu"]["server_cpu_seconds"] == 4.0
+    # Busy 10 s, of it 4 the server's and 1 the load generator's, over 8 s of turns.
+    assert result["cpu"]["other_cpu_cores"] == 0.625
+    assert result["server_cpu_ms_per_login"] == 20.0
+
+
 def test_seeding_writes_consistent_rows(tmp_path: Path) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SPLITLINK_")},
@@ -196,6 +248,7 @@ def test_smoke_run_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
         assert results["protected"]["me_EdDSA"]["requests"] > 0
     # A busy server may refuse some requests with 503: counted, not a harness failure.
     assert results["logins"]["sqlite"]["completed"] > 0
+    assert len(results["logins"]["sqlite"]["turns_logins_per_second"]) == 2
     assert [run["users"] for run in results["growth"]["sqlite"]["runs"]] == [0, 1000]
     # The growth turns give each of a server's two workers an equal share of the connections.
     assert [run["uneven_turns"] for run in results["growth"]["sqlite"]["runs"]] == [0, 0]
