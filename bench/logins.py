@@ -3,12 +3,13 @@
 Both servers run at once, and the logins go to one at a time, in `rounds` turns each whose
 order rotates from round to round, so that PostgreSQL's rate is compared with SQLite's over the
 same stretches of the run (the machine's speed drifts within minutes: measured one after the
-other, two runs of the same server a minute apart gave 354 and 259 logins/s). In the first
-round a warm-up of `warmup` logins calibrates each server's turn: as many logins as the
-warm-up rate fits in `target_seconds` / `rounds` (within bounds). In a turn, phase 1 starts all
-of its logins (each queues its mail), the email halves are collected from the dev mailbox (not
-timed), and phase 2 completes them. Completed logins per second = completions answered 200 /
-(phase 1 time + phase 2 time), summed over a server's turns.
+other, two runs of the same server a minute apart gave 354 and 259 logins/s). First each server
+gets a warm-up of `warmup` logins, not measured; the fastest warm-up's rate sets the size of
+every turn, the same on every server: as many logins as it fits in `target_seconds` / `rounds`
+(within bounds). In a turn, phase 1 starts all of its logins (each queues its mail), the email
+halves are collected from the dev mailbox (not timed), and phase 2 completes them. Completed
+logins per second = completions answered 200 / (phase 1 time + phase 2 time), summed over a
+server's turns.
 
 The figure is taken at `concurrency` connections, enough to keep the server busy: with fewer,
 each client's wait for its answer (a durable commit's fsync, a turn at SQLite's write lock)
@@ -18,7 +19,7 @@ once more at `also_at` connections, for orientation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,9 @@ def run(
 ) -> dict[str, dict[str, Any]]:
     """One result per backend, each over its `rounds` turns."""
     turns: dict[str, list[_Turn]] = {backend: [] for backend in backends}
+    warmups: dict[str, dict[str, Any]] = {}
     again: dict[str, dict[str, Any]] = {}
-    per_turn = {backend: max(1, min_logins // rounds) for backend in backends}
-    common = ["--concurrency", str(concurrency), "--phases", "start,complete", "--raw"]
+    common = ["--concurrency", str(concurrency), "--phases", "start,complete"]
     with ExitStack() as stack:
         servers = {
             backend: stack.enter_context(
@@ -67,22 +68,21 @@ def run(
             )
             for backend in backends
         }
+        for backend in backends:
+            warmups[backend], _ = sessions[backend].flow(*common, "--count", str(warmup))
+        per_turn = _turn_size(
+            warmups.values(),
+            target_seconds=target_seconds / rounds,
+            least=max(1, min_logins // rounds),
+            most=max(1, max_logins // rounds),
+        )
         for round_index in range(rounds):
             for backend in rotated(backends, round_index):
-                options = [*common, "--count", str(per_turn[backend])]
-                if round_index == 0:
-                    options += [
-                        "--warmup",
-                        str(warmup),
-                        "--target-seconds",
-                        str(target_seconds / rounds),
-                        "--max-count",
-                        str(max(1, max_logins // rounds)),
-                    ]
-                # Over the whole turn (warm-up, mail dispatch and waits included).
+                # Over the whole turn (mail dispatch and the wait for it included).
                 with procs.CpuWindow(servers[backend]) as window:
-                    flow, generator_cpu = sessions[backend].flow(*options)
-                per_turn[backend] = flow["count"]
+                    flow, generator_cpu = sessions[backend].flow(
+                        *common, "--count", str(per_turn), "--raw"
+                    )
                 turns[backend].append(_Turn(round_index, flow, window, generator_cpu))
         if also_at is not None:
             for backend in backends:
@@ -98,11 +98,28 @@ def run(
             turns[backend],
             workers=workers,
             concurrency=concurrency,
-            warmup=warmup,
+            warmup=warmups[backend],
             fewer_connections=again.get(backend),
         )
         for backend in backends
     }
+
+
+def _turn_size(
+    warmups: Iterable[dict[str, Any]], *, target_seconds: float, least: int, most: int
+) -> int:
+    """The logins of every turn, the same on every server so that their rates compare alike
+    (a turn's fixed costs, its connections and its last few answers, weigh more in a short
+    one): as many as the fastest warm-up's rate fits in `target_seconds`, within bounds. The
+    fastest, since a server's first logins also pay for what it sets up once (connections,
+    prepared statements): the PostgreSQL server's warm-up ran at about 0.6 of the rate of its
+    turns."""
+    rates = []
+    for flow in warmups:
+        start, complete = flow["phases"]["start"], flow["phases"]["complete"]
+        seconds = start["seconds"] + complete["seconds"]
+        rates.append(complete["ok"] / seconds if seconds else 0.0)
+    return max(least, min(most, int(max(rates, default=0.0) * target_seconds)))
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,7 @@ def _result(
     *,
     workers: int,
     concurrency: int,
-    warmup: int,
+    warmup: dict[str, Any],
     fewer_connections: dict[str, Any] | None,
 ) -> dict[str, Any]:
     start, complete = _pooled(turns, "start"), _pooled(turns, "complete")
@@ -177,15 +194,15 @@ def _result(
         ],
         "start": start,
         "complete": complete,
-        "warmup": turns[0].flow.get("warmup"),
-        # Over this server's turns (warm-up, mail dispatch and waits included).
+        "warmup": _summary(warmup, concurrency),
+        # Over this server's turns (mail dispatch and the waits for it included).
         "cpu": procs.cpu_report(
             wall=sum(turn.window.wall for turn in turns),
             server=server_seconds,
             generator=sum(turn.generator_cpu for turn in turns),
             machine_busy=sum(turn.window.machine_busy_seconds for turn in turns),
         ),
-        "server_cpu_ms_per_login": round(1000 * server_seconds / max(1, completed + warmup), 2),
+        "server_cpu_ms_per_login": round(1000 * server_seconds / max(1, completed), 2),
         # At `also_at` connections, after the turns (so outside `cpu`), on the same server.
         "fewer_connections": fewer_connections,
     }

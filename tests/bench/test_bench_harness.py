@@ -139,6 +139,7 @@ def _login_turn(index: int, *, ok: int, seconds: float, latencies_ms: list[float
             "statuses": {str(expected): ok, "503": 1},
             "seconds": seconds,
             "latencies_ms": latencies_ms,
+            "latency_ms": stats.summarize([ms / 1000 for ms in latencies_ms]),
             "sample_error": None,
         }
 
@@ -158,7 +159,7 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
         _login_turn(1, ok=100, seconds=3.0, latencies_ms=[30.0] * 99),
     ]
     result = logins._result(
-        "sqlite", turns, workers=2, concurrency=64, warmup=0, fewer_connections=None
+        "sqlite", turns, workers=2, concurrency=64, warmup=turns[0].flow, fewer_connections=None
     )
     # 200 completions over (1 + 1) + (3 + 3) seconds of phases.
     assert result["logins_per_second"] == 25.0
@@ -172,6 +173,14 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
     # Busy 10 s, of it 4 the server's and 1 the load generator's, over 8 s of turns.
     assert result["cpu"]["other_cpu_cores"] == 0.625
     assert result["server_cpu_ms_per_login"] == 20.0
+
+
+def test_every_server_gets_turns_of_one_size_from_the_fastest_warm_up() -> None:
+    slow = _login_turn(0, ok=100, seconds=1.0, latencies_ms=[]).flow  # 50 logins/s
+    fast = _login_turn(0, ok=100, seconds=0.25, latencies_ms=[]).flow  # 200 logins/s
+    assert logins._turn_size([slow, fast], target_seconds=2.5, least=10, most=1000) == 500
+    assert logins._turn_size([slow, fast], target_seconds=2.5, least=10, most=300) == 300
+    assert logins._turn_size([slow], target_seconds=0.0, least=10, most=1000) == 10
 
 
 def test_seeding_writes_consistent_rows(tmp_path: Path) -> None:
