@@ -13,8 +13,8 @@ server's turns.
 
 The figure is taken at `concurrency` connections, enough to keep the server busy: with fewer,
 each client's wait for its answer (a durable commit's fsync, a turn at SQLite's write lock)
-leaves the server idle, and the figure measures the clients. Each server then runs its logins
-once more at `also_at` connections, for orientation.
+leaves the server idle, and the figure measures the clients. Each server then runs a turn's
+logins once more at `also_at` connections, for orientation.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def run(
     workers: int = 2,
     concurrency: int = 64,
     also_at: int | None = 16,
-    warmup: int = 100,
+    warmup: int = 300,
     target_seconds: float = 10.0,
     min_logins: int = 200,
     max_logins: int = 4000,
@@ -86,9 +86,8 @@ def run(
                 turns[backend].append(_Turn(round_index, flow, window, generator_cpu))
         if also_at is not None:
             for backend in backends:
-                count = sum(turn.flow["count"] for turn in turns[backend])
                 flow, _ = sessions[backend].flow(
-                    "--count", str(count), "--concurrency", str(also_at),
+                    "--count", str(per_turn), "--concurrency", str(also_at),
                     "--phases", "start,complete",
                 )  # fmt: skip
                 again[backend] = _summary(flow, also_at)
