@@ -31,6 +31,8 @@ def splitlink(
     info: dict[str, Any] | None = None,
 ) -> Iterator[procs.Server]:
     """Serve splitlink on a fresh database. `info` receives the seeding time."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)

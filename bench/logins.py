@@ -51,6 +51,8 @@ def run(
     max_logins: int = 4000,
 ) -> dict[str, dict[str, Any]]:
     """One result per backend, each over its `rounds` turns."""
+    if isinstance(backends, str):
+        raise TypeError("backends is a sequence of backend names, not one name")
     turns: dict[str, list[_Turn]] = {backend: [] for backend in backends}
     warmups: dict[str, dict[str, Any]] = {}
     again: dict[str, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import growth, logins, placement, procs, report, stats, wrk
+from bench import deploy, growth, logins, placement, procs, report, stats, wrk
 from bench.seed import seed_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,6 +120,14 @@ def test_a_growth_verdict_is_given_only_when_its_interval_is_on_one_side_of_the_
         assert row.met is met
         assert row.caveat.startswith("undecided") is undecided
         assert f"{interval[0]:.2f}-{interval[1]:.2f}" in row.caveat
+
+
+def test_a_server_is_deployed_only_on_a_known_backend(tmp_path: Path) -> None:
+    # An unknown name once made a PostgreSQL database that nothing dropped afterwards.
+    with pytest.raises(ValueError), deploy.splitlink(tmp_path, "postgres", workers=1):
+        pass
+    with pytest.raises(TypeError):
+        logins.run(tmp_path, "sqlite")
 
 
 def test_login_turns_rotate_so_that_each_backend_leads_in_turn() -> None:
