@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,25 @@ from bench.seed import seed
 BACKENDS = ("sqlite", "postgresql")
 
 
+@dataclass(frozen=True)
+class Database:
+    """A fresh, migrated and optionally seeded database, with what its server will need."""
+
+    workdir: Path
+    port: int
+    env: dict[str, str]
+
+
 @contextmanager
-def splitlink(
+def database(
     workdir: Path,
     backend: str,
     *,
-    workers: int,
     seed_users: int = 0,
     info: dict[str, Any] | None = None,
-) -> Iterator[procs.Server]:
-    """Serve splitlink on a fresh database. `info` receives the seeding time."""
+) -> Iterator[Database]:
+    """A fresh database (SQLite file or PostgreSQL database), migrated and seeded with
+    `seed_users`; removed at the end. `info` receives the seeding time."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
     if workdir.exists():
@@ -58,8 +68,7 @@ def splitlink(
             seconds = seed(database_url, seed_users)
             if info is not None:
                 info["seed_seconds"] = round(seconds, 1)
-        with procs.running("splitlink", workdir=workdir, workers=workers, env=env, port=port) as s:
-            yield s
+        yield Database(workdir, port, env)
     finally:
         if mailbox_root != data_dir:
             shutil.rmtree(mailbox_root, ignore_errors=True)
@@ -67,6 +76,32 @@ def splitlink(
             pg.drop_database(db_name)
         elif seed_users:
             shutil.rmtree(data_dir, ignore_errors=True)  # a seeded file is large
+
+
+@contextmanager
+def serving(database: Database, *, workers: int) -> Iterator[procs.Server]:
+    """splitlink served by bench/serve.py on `database`."""
+    with procs.running(
+        "splitlink", workdir=database.workdir, workers=workers, env=database.env, port=database.port
+    ) as server:
+        yield server
+
+
+@contextmanager
+def splitlink(
+    workdir: Path,
+    backend: str,
+    *,
+    workers: int,
+    seed_users: int = 0,
+    info: dict[str, Any] | None = None,
+) -> Iterator[procs.Server]:
+    """Serve splitlink on a fresh database. `info` receives the seeding time."""
+    with (
+        database(workdir, backend, seed_users=seed_users, info=info) as prepared,
+        serving(prepared, workers=workers) as server,
+    ):
+        yield server
 
 
 def _memory_dir() -> Path | None:

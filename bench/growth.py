@@ -2,7 +2,8 @@
 (each with a consumed attempt, a live session and a refresh token), against an empty database.
 
 Every database gets its own server (two workers), and all of them run at once; the load then
-goes to one server at a time, in rounds, the order rotating from round to round: `logins`
+goes to one server at a time, in rounds, in orders that change from round to round so that
+every server comes first, and after each other server, equally often (bench.orders): `logins`
 logins through every phase at `concurrency` connections, split over `rounds` turns. So a
 change in the machine's speed during the measurement (this kind of machine drifts within
 minutes) falls on every database alike, instead of on whichever ran last. Each p99 is taken
@@ -29,6 +30,7 @@ from typing import Any
 
 from bench import deploy, procs
 from bench.loadgen import Phase
+from bench.orders import balanced_orders
 from bench.stats import paired_rounds_percentile_ratio_interval
 
 PHASES = ("start", "complete", "refresh", "me")
@@ -118,17 +120,18 @@ def run(
     pooled = [_Pooled() for _ in users]
     turns = _turns(logins, rounds)
     with contextlib.ExitStack() as stack:
-        servers = [
+        # Every database is seeded before any server starts, so that the servers start
+        # together and none idles through the seeding of the others.
+        databases = [
             stack.enter_context(
-                deploy.splitlink(
-                    workdir / f"{backend}-{index}-{n}",
-                    backend,
-                    workers=2,
-                    seed_users=n,
-                    info=infos[index],
+                deploy.database(
+                    workdir / f"{backend}-{index}-{n}", backend, seed_users=n, info=infos[index]
                 )
             )
             for index, n in enumerate(users)
+        ]
+        servers = [
+            stack.enter_context(deploy.serving(database, workers=2)) for database in databases
         ]
         # One load generator per server for all its turns, its connections spread evenly over
         # the server's workers (bench.placement).
@@ -136,9 +139,9 @@ def run(
             stack.enter_context(deploy.loadgen_session(server, workdir, spread=True))
             for server in servers
         ]
+        orders = balanced_orders(len(servers))
         for turn, count in enumerate(turns):
-            for step in range(len(servers)):
-                index = (turn + step) % len(servers)
+            for index in orders[turn % len(orders)]:
                 with procs.CpuWindow(servers[index]) as window:
                     flow, generator_cpu = generators[index].flow(
                         "--count",

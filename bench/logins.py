@@ -1,7 +1,7 @@
 """Measurement 2: completed logins per second, two workers, on SQLite and on PostgreSQL.
 
 Both servers run at once, and the logins go to one at a time, in `rounds` turns each whose
-order rotates from round to round, so that PostgreSQL's rate is compared with SQLite's over the
+order alternates (bench.orders), so that PostgreSQL's rate is compared with SQLite's over the
 same stretches of the run (the machine's speed drifts within minutes: measured one after the
 other, two runs of the same server a minute apart gave 354 and 259 logins/s). First each server
 gets a warm-up of `warmup` logins, not measured; the fastest warm-up's rate sets the size of
@@ -26,15 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
+from bench.orders import balanced_orders
 from bench.stats import summarize
 
 ROUNDS = 4
-
-
-def rotated(backends: Sequence[str], round_index: int) -> list[str]:
-    """The order of the turns in round `round_index`: each backend leads in turn."""
-    shift = round_index % len(backends)
-    return [*backends[shift:], *backends[:shift]]
 
 
 def run(
@@ -78,8 +73,9 @@ def run(
             least=max(1, min_logins // rounds),
             most=max(1, max_logins // rounds),
         )
+        orders = balanced_orders(len(backends))
         for round_index in range(rounds):
-            for backend in rotated(backends, round_index):
+            for backend in (backends[i] for i in orders[round_index % len(orders)]):
                 # Over the whole turn (mail dispatch and the wait for it included).
                 with procs.CpuWindow(servers[backend]) as window:
                     flow, generator_cpu = sessions[backend].flow(

@@ -3,6 +3,8 @@ asserted here: `make bench` measures, this only checks that it can."""
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import math
 import os
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench import deploy, growth, logins, placement, procs, report, stats, wrk
+from bench import orders as orders_of_turns
 from bench.seed import seed_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,12 +133,21 @@ def test_a_server_is_deployed_only_on_a_known_backend(tmp_path: Path) -> None:
         logins.run(tmp_path, "sqlite")
 
 
-def test_login_turns_rotate_so_that_each_backend_leads_in_turn() -> None:
-    backends = ["sqlite", "postgresql"]
-    assert [logins.rotated(backends, i) for i in range(3)] == [
-        ["sqlite", "postgresql"],
-        ["postgresql", "sqlite"],
-        ["sqlite", "postgresql"],
+def test_turn_orders_put_every_server_first_and_after_each_other_equally_often() -> None:
+    # A turn's leftover work runs into the next turn: no server may always follow the same one.
+    for n in range(1, 8):
+        orders = orders_of_turns.balanced_orders(n)
+        assert all(sorted(order) == list(range(n)) for order in orders)
+        firsts = collections.Counter(order[0] for order in orders)
+        assert set(firsts) == set(range(n)) and len(set(firsts.values())) == 1
+        after = collections.Counter(pair for order in orders for pair in itertools.pairwise(order))
+        assert len(after) == n * (n - 1) and len(set(after.values())) <= 1
+    assert orders_of_turns.balanced_orders(2) == [[0, 1], [1, 0]]
+    assert orders_of_turns.balanced_orders(4) == [
+        [0, 1, 3, 2],
+        [1, 2, 0, 3],
+        [2, 3, 1, 0],
+        [3, 0, 2, 1],
     ]
 
 
