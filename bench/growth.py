@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
-from bench.loadgen import Phase
 from bench.orders import balanced_orders
+from bench.pooled import PooledTurns
 from bench.stats import paired_rounds_percentile_ratio_interval
 
 PHASES = ("start", "complete", "refresh", "me")
@@ -52,46 +52,6 @@ def _turns(logins: int, rounds: int) -> list[int]:
     """`logins` split over `rounds` turns as evenly as whole logins allow."""
     rounds = max(1, min(rounds, logins))
     return [logins // rounds + (1 if turn < logins % rounds else 0) for turn in range(rounds)]
-
-
-class _Pooled:
-    """One server's turns added up: per phase its answers and latencies, and the CPU."""
-
-    def __init__(self) -> None:
-        self.phases = {name: Phase(name) for name in PHASES}
-        # Per phase, each turn's latencies apart: the unit that the intervals draw again.
-        self.turns: dict[str, list[list[float]]] = {name: [] for name in PHASES}
-        self.wall = self.server_cpu = self.generator_cpu = self.machine_busy = 0.0
-        # Turns whose connections the workers did not hold in equal shares from start to end
-        # (bench.placement): placed unevenly, or closed by the server and opened again.
-        self.uneven_turns = 0
-
-    def add(self, flow: dict[str, Any], window: procs.CpuWindow, generator_cpu: float) -> None:
-        for name, phase in self.phases.items():
-            turn = flow["phases"][name]
-            latencies = [ms / 1000 for ms in turn["latencies_ms"]]
-            phase.latencies += latencies
-            self.turns[name].append(latencies)
-            phase.statuses.update(turn["statuses"])
-            phase.seconds += turn["seconds"]
-            phase.sample_error = phase.sample_error or turn["sample_error"]
-        placement = flow.get("connections_per_worker") or []
-        if (placement and max(placement) - min(placement) > 1) or flow["connections_reopened"]:
-            self.uneven_turns += 1
-        self.wall += window.wall
-        self.server_cpu += window.server_seconds
-        self.generator_cpu += generator_cpu
-        self.machine_busy += window.machine_busy_seconds
-
-    def cpu(self) -> dict[str, float]:
-        """Over this server's turns only. The other servers, idle meanwhile (their timers still
-        run), count as other CPU."""
-        return procs.cpu_report(
-            wall=self.wall,
-            server=self.server_cpu,
-            generator=self.generator_cpu,
-            machine_busy=self.machine_busy,
-        )
 
 
 def widened(interval: tuple[float, float], factor: float) -> tuple[float, float]:
@@ -117,7 +77,7 @@ def run(
     database (the control), measured in turns as the module's text describes."""
     users = [0, *sizes, *([0] if repeat_empty else [])]
     infos: list[dict[str, Any]] = [{"backend": backend, "users": n} for n in users]
-    pooled = [_Pooled() for _ in users]
+    pooled = [PooledTurns(PHASES) for _ in users]
     turns = _turns(logins, rounds)
     with contextlib.ExitStack() as stack:
         # Every database is seeded before any server starts, so that the servers start

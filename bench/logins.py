@@ -21,15 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
 from bench.orders import balanced_orders
-from bench.stats import summarize
+from bench.pooled import PooledTurns
 
 ROUNDS = 4
+PHASES = ("start", "complete")
 
 
 def run(
@@ -48,10 +48,11 @@ def run(
     """One result per backend, each over its `rounds` turns."""
     if isinstance(backends, str):
         raise TypeError("backends is a sequence of backend names, not one name")
-    turns: dict[str, list[_Turn]] = {backend: [] for backend in backends}
+    pooled = {backend: PooledTurns(PHASES) for backend in backends}
+    flows: dict[str, list[dict[str, Any]]] = {backend: [] for backend in backends}
     warmups: dict[str, dict[str, Any]] = {}
     again: dict[str, dict[str, Any]] = {}
-    common = ["--concurrency", str(concurrency), "--phases", "start,complete"]
+    common = ["--phases", ",".join(PHASES)]
     with ExitStack() as stack:
         servers = {
             backend: stack.enter_context(
@@ -66,7 +67,9 @@ def run(
             for backend in backends
         }
         for backend in backends:
-            warmups[backend], _ = sessions[backend].flow(*common, "--count", str(warmup))
+            warmups[backend], _ = sessions[backend].flow(
+                *common, "--concurrency", str(concurrency), "--count", str(warmup)
+            )
         per_turn = _turn_size(
             warmups.values(),
             target_seconds=target_seconds / rounds,
@@ -79,20 +82,26 @@ def run(
                 # Over the whole turn (mail dispatch and the wait for it included).
                 with procs.CpuWindow(servers[backend]) as window:
                     flow, generator_cpu = sessions[backend].flow(
-                        *common, "--count", str(per_turn), "--raw"
+                        *common,
+                        "--concurrency",
+                        str(concurrency),
+                        "--count",
+                        str(per_turn),
+                        "--raw",
                     )
-                turns[backend].append(_Turn(round_index, flow, window, generator_cpu))
+                pooled[backend].add(flow, window, generator_cpu)
+                flows[backend].append(flow)
         if also_at is not None:
             for backend in backends:
                 flow, _ = sessions[backend].flow(
-                    "--count", str(per_turn), "--concurrency", str(also_at),
-                    "--phases", "start,complete",
-                )  # fmt: skip
+                    *common, "--concurrency", str(also_at), "--count", str(per_turn)
+                )
                 again[backend] = _summary(flow, also_at)
     return {
         backend: _result(
             backend,
-            turns[backend],
+            pooled[backend],
+            flows[backend],
             workers=workers,
             concurrency=concurrency,
             warmup=warmups[backend],
@@ -111,72 +120,40 @@ def _turn_size(
     fastest, since a server's first logins also pay for what it sets up once (connections,
     prepared statements): the PostgreSQL server's warm-up ran at about 0.6 of the rate of its
     turns."""
-    rates = []
-    for flow in warmups:
-        start, complete = flow["phases"]["start"], flow["phases"]["complete"]
-        seconds = start["seconds"] + complete["seconds"]
-        rates.append(complete["ok"] / seconds if seconds else 0.0)
-    return max(least, min(most, int(max(rates, default=0.0) * target_seconds)))
+    fastest = max((_logins_per_second(flow) for flow in warmups), default=0.0)
+    return max(least, min(most, int(fastest * target_seconds)))
 
 
-@dataclass(frozen=True)
-class _Turn:
-    round_index: int
-    flow: dict[str, Any]
-    window: procs.CpuWindow
-    generator_cpu: float
-
-    def seconds(self, phase: str) -> float:
-        return float(self.flow["phases"][phase]["seconds"])
-
-    def completed(self) -> int:
-        return int(self.flow["phases"]["complete"]["ok"])
-
-
-def _pooled(turns: list[_Turn], phase: str) -> dict[str, Any]:
-    """A phase's report over all turns: counts and seconds added, latencies pooled."""
-    reports = [turn.flow["phases"][phase] for turn in turns]
-    statuses: dict[str, int] = {}
-    for report in reports:
-        for status, n in report["statuses"].items():
-            statuses[status] = statuses.get(status, 0) + n
-    ok = sum(report["ok"] for report in reports)
-    seconds = sum(report["seconds"] for report in reports)
-    latencies = [ms / 1000 for report in reports for ms in report["latencies_ms"]]
-    return {
-        "requests": sum(report["requests"] for report in reports),
-        "ok": ok,
-        "statuses": statuses,
-        "seconds": round(seconds, 4),
-        "rate": round(ok / seconds, 1) if seconds else 0.0,
-        "latency_ms": summarize(latencies),
-        "sample_error": next((r["sample_error"] for r in reports if r["sample_error"]), None),
-    }
+def _logins_per_second(flow: dict[str, Any]) -> float:
+    """Completions answered 200 over the time of both phases of one flow."""
+    start, complete = flow["phases"]["start"], flow["phases"]["complete"]
+    seconds = start["seconds"] + complete["seconds"]
+    return complete["ok"] / seconds if seconds else 0.0
 
 
 def _result(
     backend: str,
-    turns: list[_Turn],
+    pooled: PooledTurns,
+    flows: list[dict[str, Any]],
     *,
     workers: int,
     concurrency: int,
     warmup: dict[str, Any],
     fewer_connections: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    start, complete = _pooled(turns, "start"), _pooled(turns, "complete")
+    start, complete = pooled.phases["start"].report(202), pooled.phases["complete"].report(200)
     completed = complete["ok"]
     seconds = start["seconds"] + complete["seconds"]
-    mail_wait = sum(float(turn.flow["mail_wait_seconds"]) for turn in turns)
-    server_seconds = sum(turn.window.server_seconds for turn in turns)
+    mail_wait = sum(float(flow["mail_wait_seconds"]) for flow in flows)
     return {
         "backend": backend,
         "workers": workers,
         "concurrency": concurrency,
-        "rounds": len(turns),
-        "logins": sum(int(turn.flow["count"]) for turn in turns),
+        "rounds": len(flows),
+        "logins": sum(int(flow["count"]) for flow in flows),
         "completed": completed,
-        "start_seconds": round(start["seconds"], 4),
-        "complete_seconds": round(complete["seconds"], 4),
+        "start_seconds": start["seconds"],
+        "complete_seconds": complete["seconds"],
         "mail_wait_seconds": round(mail_wait, 3),
         "logins_per_second": round(completed / seconds, 1) if seconds else 0.0,
         # The same logins with the wait for their mail between the phases counted too: the rate
@@ -185,34 +162,24 @@ def _result(
         if seconds
         else 0.0,
         # Each turn's rate, in the order of the rounds: how far the machine drifted.
-        "turns_logins_per_second": [
-            round(turn.completed() / (turn.seconds("start") + turn.seconds("complete")), 1)
-            for turn in turns
-        ],
+        "turns_logins_per_second": [round(_logins_per_second(flow), 1) for flow in flows],
         "start": start,
         "complete": complete,
         "warmup": _summary(warmup, concurrency),
         # Over this server's turns (mail dispatch and the waits for it included).
-        "cpu": procs.cpu_report(
-            wall=sum(turn.window.wall for turn in turns),
-            server=server_seconds,
-            generator=sum(turn.generator_cpu for turn in turns),
-            machine_busy=sum(turn.window.machine_busy_seconds for turn in turns),
-        ),
-        "server_cpu_ms_per_login": round(1000 * server_seconds / max(1, completed), 2),
+        "cpu": pooled.cpu(),
+        "server_cpu_ms_per_login": round(1000 * pooled.server_cpu / max(1, completed), 2),
         # At `also_at` connections, after the turns (so outside `cpu`), on the same server.
         "fewer_connections": fewer_connections,
     }
 
 
 def _summary(flow: dict[str, Any], concurrency: int | None) -> dict[str, Any]:
-    start, complete = flow["phases"]["start"], flow["phases"]["complete"]
-    seconds = start["seconds"] + complete["seconds"]
     return {
         "concurrency": concurrency,
         "logins": flow["count"],
-        "completed": complete["ok"],
-        "logins_per_second": round(complete["ok"] / seconds, 1) if seconds else 0.0,
-        "start_latency_ms": start["latency_ms"],
-        "complete_latency_ms": complete["latency_ms"],
+        "completed": flow["phases"]["complete"]["ok"],
+        "logins_per_second": round(_logins_per_second(flow), 1),
+        "start_latency_ms": flow["phases"]["start"]["latency_ms"],
+        "complete_latency_ms": flow["phases"]["complete"]["latency_ms"],
     }

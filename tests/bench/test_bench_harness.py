@@ -15,11 +15,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import deploy, growth, logins, placement, procs, report, stats, wrk
 from bench import orders as orders_of_turns
+from bench.pooled import PooledTurns
 from bench.seed import seed_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +153,9 @@ def test_turn_orders_put_every_server_first_and_after_each_other_equally_often()
     ]
 
 
-def _login_turn(index: int, *, ok: int, seconds: float, latencies_ms: list[float]) -> logins._Turn:
+def _login_flow(*, ok: int, seconds: float, latencies_ms: list[float]) -> dict[str, Any]:
+    """A load generator's login flow as `--raw` reports it, with one 503 in each phase."""
+
     def phase(expected: int) -> dict[str, object]:
         return {
             "requests": ok + 1,
@@ -163,23 +167,32 @@ def _login_turn(index: int, *, ok: int, seconds: float, latencies_ms: list[float
             "sample_error": None,
         }
 
-    window = procs.CpuWindow.__new__(procs.CpuWindow)
-    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 4.0, 5.0
-    flow = {
+    return {
         "count": ok + 1,
         "mail_wait_seconds": 0.5,
+        "connections_reopened": 0,
         "phases": {"start": phase(202), "complete": phase(200)},
     }
-    return logins._Turn(index, flow, window, 0.5)
 
 
 def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() -> None:
-    turns = [
-        _login_turn(0, ok=100, seconds=1.0, latencies_ms=[10.0] * 99),
-        _login_turn(1, ok=100, seconds=3.0, latencies_ms=[30.0] * 99),
+    flows = [
+        _login_flow(ok=100, seconds=1.0, latencies_ms=[10.0] * 99),
+        _login_flow(ok=100, seconds=3.0, latencies_ms=[30.0] * 99),
     ]
+    window = procs.CpuWindow.__new__(procs.CpuWindow)
+    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 4.0, 5.0
+    pooled = PooledTurns(logins.PHASES)
+    for flow in flows:
+        pooled.add(flow, window, 0.5)
     result = logins._result(
-        "sqlite", turns, workers=2, concurrency=64, warmup=turns[0].flow, fewer_connections=None
+        "sqlite",
+        pooled,
+        flows,
+        workers=2,
+        concurrency=64,
+        warmup=flows[0],
+        fewer_connections=None,
     )
     # 200 completions over (1 + 1) + (3 + 3) seconds of phases.
     assert result["logins_per_second"] == 25.0
@@ -196,8 +209,8 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
 
 
 def test_every_server_gets_turns_of_one_size_from_the_fastest_warm_up() -> None:
-    slow = _login_turn(0, ok=100, seconds=1.0, latencies_ms=[]).flow  # 50 logins/s
-    fast = _login_turn(0, ok=100, seconds=0.25, latencies_ms=[]).flow  # 200 logins/s
+    slow = _login_flow(ok=100, seconds=1.0, latencies_ms=[])  # 50 logins/s
+    fast = _login_flow(ok=100, seconds=0.25, latencies_ms=[])  # 200 logins/s
     assert logins._turn_size([slow, fast], target_seconds=2.5, least=10, most=1000) == 500
     assert logins._turn_size([slow, fast], target_seconds=2.5, least=10, most=300) == 300
     assert logins._turn_size([slow], target_seconds=0.0, least=10, most=1000) == 10
