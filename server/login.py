@@ -46,6 +46,8 @@ _ATTEMPT = (
     "a.key_alg, u.id AS account_id, u.email_address AS account_address FROM login_attempts a "
     "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id"
 )
+# The account of a canonical address, if there is one.
+_ACCOUNT = "SELECT id, email_address FROM users WHERE email_canonical = :canonical"
 # A session's reference to its user: what a concurrent first login leaves unmet.
 _SESSION_USER = "sessions_user_id_fkey"
 
@@ -133,10 +135,7 @@ class LoginService:
             per_ip,
             Limit("start-email", address.canonical, settings.rate_limit_start_per_email),
             now=now,
-            beside=(
-                "SELECT email_address FROM users WHERE email_canonical = :canonical",
-                {"canonical": address.canonical},
-            ),
+            beside=(_ACCOUNT, {"canonical": address.canonical}),
         )
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
@@ -441,10 +440,7 @@ class LoginService:
         )
 
     async def _existing_account(self, canonical: str) -> Row:
-        rows = await self._db.statement(
-            "SELECT id, email_address FROM users WHERE email_canonical = :canonical",
-            {"canonical": canonical},
-        )
+        rows = await self._db.statement(_ACCOUNT, {"canonical": canonical})
         if not rows:  # pragma: no cover - the failed reference was to this very row
             raise RuntimeError("the account that a concurrent login created is not there")
         return rows[0]
