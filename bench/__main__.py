@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                     rounds=1,
                     connections=4,
                     algorithms=("EdDSA",),
-                    references=("bare",),
+                    references=("bare", "ed25519_stored"),
                 ),
                 timings,
             )

@@ -163,7 +163,13 @@ class _Target:
         return report
 
 
-REFERENCES: dict[str, Algorithm] = {"bare": "EdDSA", "ed25519": "EdDSA", "p256": "ES256"}
+REFERENCES: dict[str, Algorithm] = {
+    "bare": "EdDSA",
+    "ed25519": "EdDSA",
+    "p256": "ES256",
+    "ed25519_stored": "EdDSA",
+    "p256_stored": "ES256",
+}
 
 
 def run(
@@ -217,7 +223,11 @@ def run(
         # replay).
         for name in references:
             alg = REFERENCES[name]
-            ref_env = {**env, "BENCH_DEVICE_JWK": json.dumps(dict(keys[alg].public.jwk))}
+            ref_env = {
+                **env,
+                "BENCH_DEVICE_JWK": json.dumps(dict(keys[alg].public.jwk)),
+                "BENCH_FLOOR_DATABASE": str(workdir / f"{name}.sqlite3"),
+            }
             server = stack.enter_context(
                 procs.running(name, workdir=workdir, workers=1, env=ref_env)
             )

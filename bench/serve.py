@@ -1,6 +1,8 @@
 """One way to start every server the benchmarks compare, so that they differ only in the app.
 
-    python -m bench.serve {splitlink,bare,p256,ed25519} --port PORT [--workers N]
+    python -m bench.serve APP --port PORT [--workers N]
+
+APP is one of `APPS` below.
 
 uvicorn runs with uvloop and httptools, no access log, no server header and no proxy headers;
 `splitlink` is the same factory `splitlink serve` runs. Each worker is a separate process whose
@@ -18,6 +20,8 @@ APPS = {
     "bare": "bench.apps:bare_app",
     "p256": "bench.apps:p256_app",
     "ed25519": "bench.apps:ed25519_app",
+    "p256_stored": "bench.apps:p256_stored_app",
+    "ed25519_stored": "bench.apps:ed25519_stored_app",
 }
 
 

@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -258,6 +259,32 @@ def test_the_worker_holding_a_connection_is_found_by_its_ports() -> None:
                 assert placement.owning_worker(server_port, server_port, [os.getpid()]) is None
 
 
+@pytest.mark.anyio
+async def test_the_floor_app_writes_a_new_replay_entry_and_reads_the_session_on_every_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The floor under /v1/me does the storage work of a real request even though the load
+    generator reuses its proofs: a new entry each time, and a session that must be live."""
+    import httpx
+
+    from bench import apps
+    from bench.devices import new_key, proof
+
+    key = new_key("EdDSA")
+    database = tmp_path / "floor.sqlite3"
+    monkeypatch.setenv("BENCH_DEVICE_JWK", json.dumps(dict(key.public.jwk)))
+    monkeypatch.setenv("BENCH_FLOOR_DATABASE", str(database))
+    reused = {"DPoP": proof(key, "GET", "http://testserver/v1/me")}
+    transport = httpx.ASGITransport(app=apps.ed25519_stored_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        statuses = [(await client.get("/v1/me", headers=reused)).status_code for _ in range(3)]
+        assert statuses == [200] * 3
+        with sqlite3.connect(database) as conn:
+            assert conn.execute("SELECT count(*) FROM dpop_replay").fetchone() == (3,)
+            conn.execute("UPDATE sessions SET revoked_at = 1")
+        assert (await client.get("/v1/me", headers=reused)).status_code == 401
+
+
 def test_smoke_run_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
     out = tmp_path / "latest.json"
     done = subprocess.run(
@@ -288,6 +315,8 @@ def test_smoke_run_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
         assert "error" not in results[name], results[name]
     if shutil.which("wrk"):
         assert results["protected"]["me_EdDSA"]["requests"] > 0
+        floor = results["protected"]["ed25519_stored"]
+        assert floor["requests"] > 0 and floor["non_2xx"] == 0
     # A busy server may refuse some requests with 503: counted, not a harness failure.
     assert results["logins"]["sqlite"]["completed"] > 0
     assert len(results["logins"]["sqlite"]["turns_logins_per_second"]) == 2
