@@ -80,7 +80,7 @@ def run(
         for round_index in range(rounds):
             for backend in (backends[i] for i in orders[round_index % len(orders)]):
                 # Over the whole turn (mail dispatch and the wait for it included).
-                with procs.CpuWindow(servers[backend]) as window:
+                with procs.CpuWindow(servers[backend], database=backend == "postgresql") as window:
                     flow, generator_cpu = sessions[backend].flow(
                         *common,
                         "--concurrency",
@@ -169,6 +169,11 @@ def _result(
         # Over this server's turns (mail dispatch and the waits for it included).
         "cpu": pooled.cpu(),
         "server_cpu_ms_per_login": round(1000 * pooled.server_cpu / max(1, completed), 2),
+        # On PostgreSQL, the database server's CPU in the same turns (part of the other CPU):
+        # on one machine, the workers and the database share its cores.
+        "database_cpu_ms_per_login": round(1000 * pooled.database_cpu / max(1, completed), 2)
+        if backend == "postgresql"
+        else None,
         # At `also_at` connections, after the turns (so outside `cpu`), on the same server.
         "fewer_connections": fewer_connections,
     }

@@ -16,6 +16,7 @@ class PooledTurns:
         # Per phase, each turn's latencies apart: the unit that the intervals draw again.
         self.turns: dict[str, list[list[float]]] = {name: [] for name in self.phases}
         self.wall = self.server_cpu = self.generator_cpu = self.machine_busy = 0.0
+        self.database_cpu = 0.0
         # Turns whose connections the workers did not hold in equal shares from start to end
         # (bench.placement): placed unevenly, or closed by the server and opened again.
         self.uneven_turns = 0
@@ -37,6 +38,7 @@ class PooledTurns:
         self.server_cpu += window.server_seconds
         self.generator_cpu += generator_cpu
         self.machine_busy += window.machine_busy_seconds
+        self.database_cpu += window.database_seconds
 
     def cpu(self) -> dict[str, float]:
         """Over this server's turns only. The other servers, idle meanwhile (their timers still

@@ -218,14 +218,31 @@ def machine_busy_seconds() -> tuple[float, float]:
     return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
+def database_server_cpu() -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL server process on this machine (the postmaster,
+    each connection's backend, the writers and autovacuum: all are named `postgres`)."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if Path(f"/proc/{entry.name}/comm").read_text().strip() == "postgres":
+                found[int(entry.name)] = cpu_seconds(int(entry.name))
+    return found
+
+
 class CpuWindow:
     """CPU used between start and stop: by the server, the load generator (given as seconds),
-    and everything else on the machine (other processes: a noisy neighbour shows up here)."""
+    and everything else on the machine (other processes: a noisy neighbour shows up here).
+    With `database=True`, also the PostgreSQL server's own share of that everything else."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, database: bool = False) -> None:
         self.server = server
+        self._database = database
+        self.database_seconds = 0.0
 
     def __enter__(self) -> CpuWindow:
+        self._database0 = database_server_cpu() if self._database else {}
         self._server0 = self.server.cpu_seconds()
         self._busy0, self._total0 = machine_busy_seconds()
         self._wall0 = time.monotonic()
@@ -236,6 +253,12 @@ class CpuWindow:
         busy, _ = machine_busy_seconds()
         self.wall = time.monotonic() - self._wall0
         self.machine_busy_seconds = busy - self._busy0
+        if self._database:
+            # A process that ended within the window is missed; one that started counts whole.
+            self.database_seconds = sum(
+                seconds - self._database0.get(pid, 0.0)
+                for pid, seconds in database_server_cpu().items()
+            )
 
     def report(self, generator_seconds: float) -> dict[str, float]:
         return cpu_report(

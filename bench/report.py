@@ -297,6 +297,23 @@ def login_rows(logins: dict[str, Any]) -> list[Row]:
                     "orientation",
                 )
             )
+        # What a login costs the machine's cores: on SQLite the database works inside the
+        # workers, on PostgreSQL its server adds its own share.
+        cpu = _login_cpu(entry)
+        if cpu is not None:
+            base_cpu = None if backend == "sqlite" else _login_cpu(sqlite)
+            rows.append(
+                Row(
+                    section,
+                    "CPU per login, workers + database",
+                    cpu,
+                    "ms",
+                    "" if base_cpu is None else "sqlite",
+                    base_cpu,
+                    _ratio(cpu, base_cpu),
+                    "orientation",
+                )
+            )
         for phase, label in (("start", "start"), ("complete", "completion")):
             for q in ("p50", "p99"):
                 latency = entry[phase]["latency_ms"].get(q)
@@ -320,6 +337,13 @@ def login_rows(logins: dict[str, Any]) -> list[Row]:
         for row in rows[first:]:
             _with_other(row, other, None if backend == "sqlite" else sqlite_other)
     return rows
+
+
+def _login_cpu(entry: dict[str, Any]) -> float | None:
+    workers = entry.get("server_cpu_ms_per_login")
+    if workers is None:
+        return None
+    return round(workers + (entry.get("database_cpu_ms_per_login") or 0.0), 2)
 
 
 def _incomplete(entry: dict[str, Any]) -> str:

@@ -183,6 +183,7 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
     ]
     window = procs.CpuWindow.__new__(procs.CpuWindow)
     window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 4.0, 5.0
+    window.database_seconds = 0.0
     pooled = PooledTurns(logins.PHASES)
     for flow in flows:
         pooled.add(flow, window, 0.5)
@@ -207,6 +208,61 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
     # Busy 10 s, of it 4 the server's and 1 the load generator's, over 8 s of turns.
     assert result["cpu"]["other_cpu_cores"] == 0.625
     assert result["server_cpu_ms_per_login"] == 20.0
+    assert result["database_cpu_ms_per_login"] is None
+
+
+def test_a_login_on_postgresql_costs_the_workers_and_the_database_server() -> None:
+    flows = [_login_flow(ok=100, seconds=1.0, latencies_ms=[10.0] * 99)]
+    window = procs.CpuWindow.__new__(procs.CpuWindow)
+    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 2.0, 3.5
+    window.database_seconds = 1.5
+    results = {}
+    for backend in ("sqlite", "postgresql"):
+        pooled = PooledTurns(logins.PHASES)
+        pooled.add(flows[0], window if backend == "postgresql" else _without_database(), 0.0)
+        results[backend] = logins._result(
+            backend,
+            pooled,
+            flows,
+            workers=2,
+            concurrency=64,
+            warmup=flows[0],
+            fewer_connections=None,
+        )
+    assert results["postgresql"]["server_cpu_ms_per_login"] == 20.0
+    assert results["postgresql"]["database_cpu_ms_per_login"] == 15.0
+    rows = {
+        (row.section, row.figure): row
+        for row in report.login_rows(results)
+        if row.figure == "CPU per login, workers + database"
+    }
+    on_postgresql = rows[("logins, 2 workers, postgresql", "CPU per login, workers + database")]
+    assert (on_postgresql.value, on_postgresql.baseline) == (35.0, 10.0)
+    assert on_postgresql.ratio == 3.5
+    assert rows[("logins, 2 workers, sqlite", "CPU per login, workers + database")].value == 10.0
+
+
+def _without_database() -> procs.CpuWindow:
+    window = procs.CpuWindow.__new__(procs.CpuWindow)
+    window.server_seconds, window.wall, window.machine_busy_seconds = 1.0, 2.0, 1.0
+    window.database_seconds = 0.0
+    return window
+
+
+def test_a_cpu_window_counts_the_postgresql_servers_own_work() -> None:
+    import psycopg
+    from support.backends import postgres_url
+
+    class NoServer:
+        def cpu_seconds(self) -> float:
+            return 0.0
+
+    with psycopg.connect(postgres_url()) as conn:
+        conn.execute("SELECT 1")
+        with procs.CpuWindow(NoServer(), database=True) as window:  # type: ignore[arg-type]
+            conn.execute("SELECT count(*) FROM generate_series(1, 5000000)").fetchone()
+    assert window.database_seconds >= 0.1
+    assert window.database_seconds <= window.machine_busy_seconds + 0.05
 
 
 def test_every_server_gets_turns_of_one_size_from_the_fastest_warm_up() -> None:
