@@ -54,20 +54,6 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/v1/me", _me)])
 
 
-def _verifying_app(alg: str) -> Starlette:
-    key: PublicKey = parse_public_jwk(json.loads(os.environ["BENCH_DEVICE_JWK"]), alg=alg)
-
-    async def me(request: Request) -> Response:
-        proof = request.headers.get("dpop")
-        if proof is None:
-            return JSONResponse({"error": "invalid_dpop_proof"}, status_code=401)
-        signing_input, _, signature = proof.rpartition(".")
-        key.verify(signature=b64url_decode(signature), data=signing_input.encode("ascii"))
-        return JSONResponse(_BODY)
-
-    return Starlette(routes=[Route("/v1/me", me)])
-
-
 _FLOOR_SCHEMA = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
@@ -80,11 +66,25 @@ _FLOOR_SCHEMA = (
 )
 
 
-def _stored_app(alg: str) -> Starlette:
-    key: PublicKey = parse_public_jwk(json.loads(os.environ["BENCH_DEVICE_JWK"]), alg=alg)
+def _floor_database() -> sqlite3.Connection:
     conn = sqlite3.connect(os.environ["BENCH_FLOOR_DATABASE"], isolation_level=None)
     for statement in _FLOOR_SCHEMA:
         conn.execute(statement)
+    return conn
+
+
+def _session_live_after_replay_entry(conn: sqlite3.Connection) -> bool:
+    conn.execute(
+        "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (?, ?)",
+        (os.urandom(16), int(time.time()) + 120),
+    )
+    row = conn.execute("SELECT revoked_at FROM sessions WHERE id = 'floor'").fetchone()
+    return row is not None and row[0] is None
+
+
+def _verifying_app(alg: str, *, floor: bool = False) -> Starlette:
+    key: PublicKey = parse_public_jwk(json.loads(os.environ["BENCH_DEVICE_JWK"]), alg=alg)
+    conn = _floor_database() if floor else None
 
     async def me(request: Request) -> Response:
         proof = request.headers.get("dpop")
@@ -92,12 +92,7 @@ def _stored_app(alg: str) -> Starlette:
             return JSONResponse({"error": "invalid_dpop_proof"}, status_code=401)
         signing_input, _, signature = proof.rpartition(".")
         key.verify(signature=b64url_decode(signature), data=signing_input.encode("ascii"))
-        conn.execute(
-            "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (?, ?)",
-            (os.urandom(16), int(time.time()) + 120),
-        )
-        row = conn.execute("SELECT revoked_at FROM sessions WHERE id = 'floor'").fetchone()
-        if row is None or row[0] is not None:
+        if conn is not None and not _session_live_after_replay_entry(conn):
             return JSONResponse({"error": "invalid_token"}, status_code=401)
         return JSONResponse(_BODY)
 
@@ -113,8 +108,8 @@ def ed25519_app() -> Starlette:
 
 
 def p256_stored_app() -> Starlette:
-    return _stored_app("ES256")
+    return _verifying_app("ES256", floor=True)
 
 
 def ed25519_stored_app() -> Starlette:
-    return _stored_app("EdDSA")
+    return _verifying_app("EdDSA", floor=True)

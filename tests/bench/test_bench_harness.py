@@ -181,21 +181,11 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
         _login_flow(ok=100, seconds=1.0, latencies_ms=[10.0] * 99),
         _login_flow(ok=100, seconds=3.0, latencies_ms=[30.0] * 99),
     ]
-    window = procs.CpuWindow.__new__(procs.CpuWindow)
-    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 4.0, 5.0
-    window.database_seconds = 0.0
+    window = _window(server=2.0, wall=4.0, busy=5.0)
     pooled = PooledTurns(logins.PHASES)
     for flow in flows:
         pooled.add(flow, window, 0.5)
-    result = logins._result(
-        "sqlite",
-        pooled,
-        flows,
-        workers=2,
-        concurrency=64,
-        warmup=flows[0],
-        fewer_connections=None,
-    )
+    result = _login_result("sqlite", pooled, flows)
     # 200 completions over (1 + 1) + (3 + 3) seconds of phases.
     assert result["logins_per_second"] == 25.0
     assert result["turns_logins_per_second"] == [50.0, 16.7]
@@ -213,22 +203,15 @@ def test_a_servers_login_figure_adds_up_its_turns_and_pools_their_latencies() ->
 
 def test_a_login_on_postgresql_costs_the_workers_and_the_database_server() -> None:
     flows = [_login_flow(ok=100, seconds=1.0, latencies_ms=[10.0] * 99)]
-    window = procs.CpuWindow.__new__(procs.CpuWindow)
-    window.server_seconds, window.wall, window.machine_busy_seconds = 2.0, 2.0, 3.5
-    window.database_seconds = 1.5
+    windows = {
+        "sqlite": _window(server=1.0, wall=2.0, busy=1.0),
+        "postgresql": _window(server=2.0, wall=2.0, busy=3.5, database=1.5),
+    }
     results = {}
-    for backend in ("sqlite", "postgresql"):
+    for backend, window in windows.items():
         pooled = PooledTurns(logins.PHASES)
-        pooled.add(flows[0], window if backend == "postgresql" else _without_database(), 0.0)
-        results[backend] = logins._result(
-            backend,
-            pooled,
-            flows,
-            workers=2,
-            concurrency=64,
-            warmup=flows[0],
-            fewer_connections=None,
-        )
+        pooled.add(flows[0], window, 0.0)
+        results[backend] = _login_result(backend, pooled, flows)
     assert results["postgresql"]["server_cpu_ms_per_login"] == 20.0
     assert results["postgresql"]["database_cpu_ms_per_login"] == 15.0
     rows = {
@@ -242,11 +225,24 @@ def test_a_login_on_postgresql_costs_the_workers_and_the_database_server() -> No
     assert rows[("logins, 2 workers, sqlite", "CPU per login, workers + database")].value == 10.0
 
 
-def _without_database() -> procs.CpuWindow:
+def _window(*, server: float, wall: float, busy: float, database: float = 0.0) -> procs.CpuWindow:
+    """A finished CPU window with these seconds, as if measured."""
     window = procs.CpuWindow.__new__(procs.CpuWindow)
-    window.server_seconds, window.wall, window.machine_busy_seconds = 1.0, 2.0, 1.0
-    window.database_seconds = 0.0
+    window.server_seconds, window.wall, window.machine_busy_seconds = server, wall, busy
+    window.database_seconds = database
     return window
+
+
+def _login_result(backend: str, pooled: PooledTurns, flows: list[dict[str, Any]]) -> dict[str, Any]:
+    return logins._result(
+        backend,
+        pooled,
+        flows,
+        workers=2,
+        concurrency=64,
+        warmup=flows[0],
+        fewer_connections=None,
+    )
 
 
 def test_a_cpu_window_counts_the_postgresql_servers_own_work() -> None:
