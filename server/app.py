@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route, Router
 
 from protocol.errors import ErrorCode, SplitlinkError
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
@@ -252,7 +252,7 @@ def create_app(
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
         Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(SecurityHeadersMiddleware),
@@ -269,6 +269,20 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    _refuse_slash_redirects(app.router)
+    return app
+
+
+def _refuse_slash_redirects(router: Router) -> None:
+    """Starlette answers a path that matches only with its trailing slash added or removed by
+    a redirect to a URL built from the `Host` header; a client that follows it posts its grant
+    to that host. Such a path answers 404 instead (SPEC.md §3.6), on every router."""
+    router.redirect_slashes = False
+    for route in router.routes:
+        if isinstance(route, Mount):
+            mounted = route.app.router if isinstance(route.app, Starlette) else route.app
+            if isinstance(mounted, Router):
+                _refuse_slash_redirects(mounted)
 
 
 def _is_account_path(path: str) -> bool:
