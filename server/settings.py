@@ -9,10 +9,10 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.mail.smtp import SmtpTarget, envelope_sender, parse_smtp_url
@@ -22,6 +22,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MINUTE = 60
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+
+# The default database: a SQLite file in data_dir.
+DATABASE_FILE = "splitlink.db"
 
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]{1,63}")
 _APPLE_APP_ID = re.compile(r"[A-Z0-9]{10}\.[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
@@ -59,6 +62,7 @@ class Settings(BaseSettings):
     # Where clients reach the server. Issuer, endpoint URLs, DPoP htu and emailed links are built
     # from it alone, never from the Host or X-Forwarded-* headers (SPEC.md §4.3, attacks.md E1).
     public_url: str = "http://127.0.0.1:8000"
+    # Unset, the SQLite file splitlink.db in data_dir (see _database_in_data_dir).
     database_url: str = "sqlite:///var/splitlink.db"
     data_dir: Path = Path("var")
     # Root secret (at least 32 bytes, base64url or any text of 43+ characters). HMAC keys and
@@ -190,6 +194,16 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_in_data_dir(cls, values: Any) -> Any:
+        """Without a database_url, the database lives beside the secret and the mailbox, so
+        that setting data_dir alone moves all three."""
+        if not isinstance(values, dict) or values.get("database_url") is not None:
+            return values
+        data_dir = Path(values.get("data_dir", cls.model_fields["data_dir"].default))
+        return {**values, "database_url": f"sqlite:///{data_dir / DATABASE_FILE}"}
 
     @field_validator("public_url")
     @classmethod

@@ -51,3 +51,27 @@ def test_commands_refuse_a_misspelt_setting(
     result = CliRunner().invoke(main, ["migrate"])
     assert result.exit_code != 0
     assert "SPLITLINK_SIGNUP_POLCY" in result.output
+
+
+def test_the_data_dir_alone_moves_secret_and_database_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("SPLITLINK_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SPLITLINK_DATA_DIR", str(data_dir))
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert query(f"sqlite:///{data_dir / 'splitlink.db'}", "SELECT COUNT(*) FROM signing_keys") == [
+        (1,)
+    ]
+    assert (data_dir / "secret.key").is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_explicit_database_url_wins_over_the_data_dir(environment: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["migrate"])
+    assert result.exit_code == 0, result.output
+    assert query(environment, "SELECT COUNT(*) FROM signing_keys") == [(1,)]
+    assert not (tmp_path / "splitlink.db").exists()
