@@ -25,7 +25,6 @@ from server.dpop_guard import DPoPGuard
 from server.errors import error_response_parts
 from server.events import EventSink, log_event
 from server.housekeeping import run_housekeeping
-from server.keyring import Keyring, load_root_secret
 from server.login import LoginService
 from server.mail.outbox import OutboxDispatcher
 from server.mail.render import MailComposer, MailTemplates
@@ -41,7 +40,7 @@ from server.routes import account, discovery, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
-from server.signing_keys import ServerKeys
+from server.signing_keys import ServerKeys, open_keyring
 from server.storage.database import database_for
 from server.storage.migrate import require_current_schema
 
@@ -89,11 +88,15 @@ async def build_services(
     random_bytes: RandomBytes,
     events: EventSink,
 ) -> Services:
-    keyring = Keyring.from_root(load_root_secret(settings, random_bytes=random_bytes))
     db = database_for(settings)
     await db.connect()
-    await require_current_schema(db)
-    keys = await ServerKeys.load(db, keyring, clock=clock)
+    try:
+        await require_current_schema(db)
+        keyring = await open_keyring(db, settings, random_bytes=random_bytes)
+        keys = await ServerKeys.load(db, keyring, clock=clock)
+    except BaseException:
+        await db.disconnect()
+        raise
     replay = DatabaseReplayStore(db, retention=settings.dpop_max_age + settings.dpop_max_future + 1)
     dpop = DPoPGuard(
         public_url=settings.public_url,

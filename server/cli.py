@@ -14,11 +14,17 @@ import uvicorn
 from pydantic import ValidationError
 
 from server.clock import SystemClock, system_random_bytes
-from server.keyring import Keyring, load_root_secret
+from server.keyring import Keyring
 from server.settings import Settings, settings_from_environment
-from server.signing_keys import ensure_signing_key, list_signing_keys, rotate_signing_key
+from server.signing_keys import (
+    SecretDoesNotOpenKeys,
+    ensure_signing_key,
+    list_signing_keys,
+    open_keyring,
+    rotate_signing_key,
+)
 from server.storage.database import Database, database_for
-from server.storage.migrate import head_revision, require_current_schema
+from server.storage.migrate import SchemaBehind, head_revision, require_current_schema
 from server.storage.migrate import migrate as apply_migrations
 
 T = TypeVar("T")
@@ -62,14 +68,21 @@ def keys() -> None:
 async def _with_database(
     settings: Settings, action: Callable[[Database, Keyring], Awaitable[T]]
 ) -> T:
-    keyring = Keyring.from_root(load_root_secret(settings, random_bytes=system_random_bytes))
     db = database_for(settings)
     await db.connect()
     try:
         await require_current_schema(db)
+        keyring = await open_keyring(db, settings, random_bytes=system_random_bytes)
         return await action(db, keyring)
+    except (SchemaBehind, SecretDoesNotOpenKeys) as exc:
+        # Said plainly, without a traceback: each names what is wrong and what to do.
+        raise click.ClickException(str(exc)) from exc
     finally:
         await db.disconnect()
+
+
+async def _nothing(db: Database, keyring: Keyring) -> None:
+    return None
 
 
 @keys.command("list")
@@ -205,8 +218,9 @@ def outbox(database_url: str | None, limit: int, outbox_id: str | None) -> None:
 def serve(host: str, port: int, workers: int, database_url: str | None, log_level: str) -> None:
     """Run the HTTP server."""
     settings = _settings(database_url)
-    # Create the development secret once, before workers start, so that they all share it.
-    load_root_secret(settings, random_bytes=system_random_bytes)
+    # Before the workers start: the schema and the secret are checked once, and a development
+    # secret is created once, so that they all share it.
+    asyncio.run(_with_database(settings, _nothing))
     sys.stdout.flush()
     uvicorn.run(
         "server.app:create_app_from_environment",

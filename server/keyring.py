@@ -67,8 +67,12 @@ class Keyring:
             raise SealError("sealed value cannot be opened") from exc
 
 
-def load_root_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
-    """The configured secret, or the development secret in data_dir (created 0600 once)."""
+def development_secret_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / DEV_SECRET_FILE
+
+
+def read_root_secret(settings: Settings) -> bytes | None:
+    """The configured secret, or the development secret in data_dir; None if there is neither."""
     if settings.secret_key is not None:
         text = settings.secret_key.get_secret_value()
         try:
@@ -78,7 +82,15 @@ def load_root_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
         if len(root) < 32:
             raise ValueError("SPLITLINK_SECRET_KEY must hold at least 32 bytes")
         return root
-    path = Path(settings.data_dir) / DEV_SECRET_FILE
+    path = development_secret_path(settings)
+    if not path.exists():
+        return None
+    return b64url_decode(path.read_text().strip(), field=str(path))
+
+
+def create_development_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
+    """Create the development secret (0600) unless another process just did; return it."""
+    path = development_secret_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,3 +101,13 @@ def load_root_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
         handle.flush()
         os.fsync(handle.fileno())
     return b64url_decode(path.read_text().strip(), field=str(path))
+
+
+def load_root_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
+    """The configured secret, or the development secret in data_dir (created 0600 once).
+    A server opens its keyring with `signing_keys.open_keyring`, which checks the secret
+    against the database first."""
+    root = read_root_secret(settings)
+    return (
+        root if root is not None else create_development_secret(settings, random_bytes=random_bytes)
+    )

@@ -18,7 +18,14 @@ from typing import Any
 from protocol.encoding import b64url_decode
 from protocol.keys import PublicKey, SigningKey
 from server.clock import Clock, RandomBytes
-from server.keyring import Keyring
+from server.keyring import (
+    Keyring,
+    SealError,
+    create_development_secret,
+    development_secret_path,
+    read_root_secret,
+)
+from server.settings import Settings
 from server.storage.database import Database
 
 logger = logging.getLogger("splitlink.keys")
@@ -26,6 +33,53 @@ logger = logging.getLogger("splitlink.keys")
 _SEAL_CONTEXT = "signing-key:"
 # An unknown kid makes a worker reload its keys at most this often.
 MIN_RELOAD_INTERVAL = 5.0
+
+
+class SecretDoesNotOpenKeys(RuntimeError):
+    """The root secret is not the one that sealed this database's signing keys."""
+
+
+_START_AFRESH = (
+    "or, to start afresh, delete the database (its users and sessions go with it) and run "
+    "`splitlink migrate`"
+)
+
+
+async def open_keyring(db: Database, settings: Settings, *, random_bytes: RandomBytes) -> Keyring:
+    """The keyring of the root secret that sealed this database's signing keys (SPEC.md §5.5).
+
+    A development secret is created only for a database that holds no key yet: one created
+    beside keys sealed with a lost secret would open nothing and hide the loss."""
+    async with db.autocommit() as conn:
+        newest = await conn.fetch_one(
+            "SELECT kid, sealed_private_key FROM signing_keys ORDER BY created_at DESC, kid LIMIT 1"
+        )
+    root = read_root_secret(settings)
+    if root is None:
+        if newest is not None:
+            path = development_secret_path(settings)
+            raise SecretDoesNotOpenKeys(
+                f"the development secret {path} is missing, and a new secret does not open this "
+                f"database's signing keys, which the missing one sealed. Restore {path} (or set "
+                f"SPLITLINK_SECRET_KEY to that secret), {_START_AFRESH}."
+            )
+        root = create_development_secret(settings, random_bytes=random_bytes)
+    keyring = Keyring.from_root(root)
+    if newest is not None:
+        try:
+            keyring.open(newest["sealed_private_key"], context=_SEAL_CONTEXT + newest["kid"])
+        except SealError as exc:
+            source = (
+                "SPLITLINK_SECRET_KEY"
+                if settings.secret_key is not None
+                else str(development_secret_path(settings))
+            )
+            raise SecretDoesNotOpenKeys(
+                f"the secret in {source} does not open this database's signing keys: they were "
+                f"sealed with another secret. Restore the secret the database was created "
+                f"with, {_START_AFRESH}."
+            ) from exc
+    return keyring
 
 
 @dataclass(frozen=True)
