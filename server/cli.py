@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring
-from server.settings import Settings, settings_from_environment
+from server.logs import LOG_LEVELS, serve_log_config
+from server.settings import LogLevel, Settings, settings_from_environment
 from server.signing_keys import (
     SecretDoesNotOpenKeys,
     ensure_signing_key,
@@ -214,10 +215,18 @@ def outbox(database_url: str | None, limit: int, outbox_id: str | None) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--database-url", default=None, help="Overrides SPLITLINK_DATABASE_URL.")
-@click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, workers: int, database_url: str | None, log_level: str) -> None:
-    """Run the HTTP server."""
+@click.option(
+    "--log-level",
+    default=None,
+    type=click.Choice(LOG_LEVELS),
+    help="Overrides SPLITLINK_LOG_LEVEL (default info).",
+)
+def serve(
+    host: str, port: int, workers: int, database_url: str | None, log_level: LogLevel | None
+) -> None:
+    """Run the HTTP server. Its log, security events included, goes to stderr."""
     settings = _settings(database_url)
+    level = log_level or settings.log_level
     # Before the workers start: the schema and the secret are checked once, and a development
     # secret is created once, so that they all share it.
     asyncio.run(_with_database(settings, _nothing))
@@ -228,7 +237,8 @@ def serve(host: str, port: int, workers: int, database_url: str | None, log_leve
         host=host,
         port=port,
         workers=workers,
-        log_level=log_level,
+        log_config=serve_log_config(level),
+        log_level=level,
         proxy_headers=False,
         server_header=False,
     )

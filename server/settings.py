@@ -23,6 +23,8 @@ MINUTE = 60
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
 # The default database: a SQLite file in data_dir.
 DATABASE_FILE = "splitlink.db"
 
@@ -193,6 +195,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=100)
 
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # Level of the server's log (`splitlink serve`): its own lines and uvicorn's.
+    log_level: LogLevel = "info"
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
 
     @model_validator(mode="before")
