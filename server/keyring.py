@@ -101,13 +101,3 @@ def create_development_secret(settings: Settings, *, random_bytes: RandomBytes) 
         handle.flush()
         os.fsync(handle.fileno())
     return b64url_decode(path.read_text().strip(), field=str(path))
-
-
-def load_root_secret(settings: Settings, *, random_bytes: RandomBytes) -> bytes:
-    """The configured secret, or the development secret in data_dir (created 0600 once).
-    A server opens its keyring with `signing_keys.open_keyring`, which checks the secret
-    against the database first."""
-    root = read_root_secret(settings)
-    return (
-        root if root is not None else create_development_secret(settings, random_bytes=random_bytes)
-    )

@@ -14,10 +14,9 @@ import pytest
 
 from server.app import create_app
 from server.events import SecurityEvent
-from server.keyring import Keyring, load_root_secret
 from server.login import GRANT_TYPE_MAGIC_LINK
 from server.settings import Settings
-from server.signing_keys import ensure_signing_key
+from server.signing_keys import ensure_signing_key, open_keyring
 from server.storage.database import Database
 from server.storage.migrate import migrate
 from support import backends
@@ -29,10 +28,10 @@ PUBLIC_URL = "https://auth.example.test"
 
 async def prepare_database(settings: Settings, clock: FakeClock) -> None:
     migrate(settings.database_url)
-    keyring = Keyring.from_root(load_root_secret(settings, random_bytes=os.urandom))
     db = Database(settings.database_url)
     await db.connect()
     try:
+        keyring = await open_keyring(db, settings, random_bytes=os.urandom)
         await ensure_signing_key(db, keyring, clock=clock, random_bytes=os.urandom)
     finally:
         await db.disconnect()
