@@ -59,6 +59,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from server.mail.inert import inert_text
+
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 # Header text in UTF-8, as quoted-printable RFC 2047 encoded words ("Q"). An instance of its
@@ -193,6 +195,12 @@ def _one_line(text: str) -> str:
 
 def utc_time(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _device(name: str | None, unnamed: str) -> str:
+    """The device name as every part and header shows it: inert (no mail client makes a link
+    of it, SPEC.md §7.3), and `unnamed` where nothing of it is left."""
+    return (inert_text(name) if name is not None else "") or unnamed
 
 
 def _checked(name: str, value: str) -> str:
@@ -394,7 +402,7 @@ class MailComposer:
         values = {
             "app_name": self.app_name,
             "recipient": recipient,
-            "device": device_name or "a device",
+            "device": _device(device_name, "a device"),
             "requested_at": utc_time(requested_at),
             "link": link,
             "expires_in_minutes": str(expires_in_minutes),
@@ -455,7 +463,7 @@ class MailComposer:
         values = {
             "app_name": self.app_name,
             "recipient": recipient,
-            "device": device_name or "a device without a name",
+            "device": _device(device_name, "a device without a name"),
             "key_alg": key_alg,
             "signed_in_at": utc_time(signed_in_at),
             "session_id": session_id,
