@@ -16,13 +16,19 @@ every autolinker and reads as no dot:
 - combining marks directly after a character kept (one after a space could pass for a dot);
 - any space character, as one ASCII space.
 
-Other punctuation, the dot-like characters among it ("。", "．", "｡", "․", "·"), mathematical
-signs and controls and format characters (bidi controls, zero-width characters) are all
-outside the class. Runs of spaces become one; text with nothing kept is no text.
+Other punctuation, the dot-like characters among it (U+3002, U+FF0E, U+FF61, U+2024,
+U+00B7), mathematical signs, controls and format characters (bidi controls, zero-width
+characters) are all outside the class. Runs of spaces become one; text with nothing kept is no
+text.
+
+Mail apps on phones also make a `tel:` link of a phone number. A run of digits, spaces,
+hyphens, brackets and "+" that holds seven digits or more (the shortest numbers dialled with
+their area code) has each of its digits shown as "#".
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # The separators of schemes, hosts, paths and addresses.
@@ -33,6 +39,9 @@ _KEPT_CATEGORIES = frozenset(
 _MARKS = frozenset({"Mn", "Mc", "Me"})
 # Emoji skin-tone modifiers: symbols of category Sk, which is otherwise left out.
 _EMOJI_MODIFIERS = range(0x1F3FB, 0x1F400)
+# What a phone's mail app could dial: digits (of any script) joined by separators of numbers.
+_NUMBER_RUN = re.compile(r"\d[\d \-()+]*")
+_DIALLABLE_DIGITS = 7
 
 
 def _allowed(char: str) -> bool:
@@ -67,4 +76,11 @@ def inert_text(value: str) -> str:
             continue
         kept.append(" ")
         after_kept = False
-    return " ".join("".join(kept).split())
+    return _NUMBER_RUN.sub(_undiallable, " ".join("".join(kept).split()))
+
+
+def _undiallable(run: re.Match[str]) -> str:
+    text = run.group()
+    if sum(char.isdecimal() for char in text) < _DIALLABLE_DIGITS:
+        return text
+    return "".join("#" if char.isdecimal() else char for char in text)

@@ -5,10 +5,10 @@ and of the new-device notice (SPEC.md §2.3, §6.1, §7.3). Ordinary names still
 
 The hostile names are in data/hostile_device_names.json. Two detectors judge a rendered mail:
 a conservative set of regular expressions (a scheme's colon, `//`, `www.`, `label.tld` with any
-dot-like character, an `@` between words, IPv4), and linkify-it, a real autolinker. Each runs on
-the mail with the hostile name and on the same mail with a plain name; whatever they find in
-the first must be exactly what they find in the second (the real link, the recipient, the
-template's own "Device:" labels)."""
+dot-like character, an `@` between words, IPv4, a phone number), and linkify-it, a real
+autolinker. Each runs on the mail with the hostile name and on the same mail with a plain name;
+whatever they find in the first must be exactly what they find in the second (the real link,
+the recipient, the template's own "Device:" labels)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ ORDINARY = [
     "Anna's iPhone",
     "Anna\u2019s iPhone",
     "Pixel 8 Pro",
+    "iPhone 15 (2023)",
+    "MacBook Pro 2023 16",
     "Galaxy S23 Ultra (work)",
     "Zo\u00eb's MacBook Air",
     "\U0001f4f1 phone \U0001f44d\U0001f3fd",
@@ -87,6 +89,8 @@ LINK_LIKE = [
     re.compile(rf"[\w.+\-]+{AT}[\w\-]+(?:{DOT}[\w\-]+)*"),  # an address
     re.compile(rf"\d{{1,3}}(?:{DOT}\d{{1,3}}){{3}}"),  # IPv4
 ]
+# A phone number, which phone mail apps make a tel: link: seven digits or more in one run.
+NUMBER_RUN = re.compile(r"\d[\d \t\-()+./]*\d")
 LINKIFY = LinkifyIt().tlds(["test", "example", "invalid"], True).set({"fuzzy_ip": True})
 
 
@@ -99,6 +103,11 @@ def link_like(text: str) -> Counter[str]:
     for form in (text, compatible, visible):
         for pattern in LINK_LIKE:
             found.update(match.group() for match in pattern.finditer(form))
+        found.update(
+            run.group()
+            for run in NUMBER_RUN.finditer(form)
+            if sum(char.isdecimal() for char in run.group()) >= 7
+        )
         found.update(f"linkify:{match.raw}" for match in LINKIFY.match(form) or [])
     return found
 
@@ -244,6 +253,13 @@ def test_a_link_in_a_name_is_shown_with_spaces_for_its_separators(
     mails = _mails(composers[0], "https://evil.test/l#attempt_id=x")
     assert " from https evil test l#attempt_id=x at " in shown(mails["login_link"])["text"]
     assert "Device: https evil test l#attempt_id=x\r\n" in shown(mails["new_device"])["text"]
+
+
+def test_a_phone_number_in_a_name_is_shown_without_its_digits(
+    composers: list[MailComposer],
+) -> None:
+    mails = _mails(composers[0], "Call +1 800 555 0100")
+    assert " from Call +# ### ### #### at " in shown(mails["login_link"])["text"]
 
 
 @pytest.mark.parametrize("name", ["...", "://", "@", " \u3002 ", "\u2488"])
