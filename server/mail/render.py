@@ -4,7 +4,8 @@ Templates are `string.Template` files in server/mail/templates/; a deployment re
 with a file of the same name in `SPLITLINK_MAIL_TEMPLATES_DIR`. Each template may use only the
 placeholders listed in `PLACEHOLDERS`, and every template is checked when the server starts. In
 the HTML templates every value is HTML-escaped before substitution (attacks.md D7); the text
-templates get the values as they are.
+templates get the values as they are. The device name, the one value a requester chooses, is
+made inert first in every template (`inert_text`): no mail client makes a link of it.
 
 Rendering is deterministic: the same arguments give the same bytes, MIME boundaries included, so
 the dispatcher can render a queued order again for a second hand-off (SPEC.md §7.4).
