@@ -25,12 +25,15 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from linkify_it import LinkifyIt
 from support.mail_harness import mail_server, start
 from support.smtp_sink import SmtpSink
 
 from protocol.link import parse_login_link
 from server.app import build_mail_composer
+from server.mail.inert import inert_text
 from server.mail.qr import qr_png
 from server.mail.render import MailComposer
 from server.settings import Settings
@@ -59,27 +62,39 @@ PLAIN = "Pixel"
 LINK = "https://auth.example.test/l#attempt_id=AAAAAAAAAAAAAAAAAAAAAA&email_half=" + "B" * 43
 
 
-def _characters(*, names: tuple[str, ...], nfkc: str) -> str:
-    """A regex class of every character whose name holds one of `names` (punctuation and
-    symbols only) or whose NFKC form holds one of the characters of `nfkc`."""
-    found = set(nfkc)
+# Separator -> the words of the names of punctuation and symbols that look like it.
+_LOOKS_LIKE = {
+    ".": "FULL STOP|DOTS?|POINT|LEADER",
+    ":": "COLON|RATIO",
+    "/": "SOLIDUS|SLASH|BACKSLASH",
+    "@": "COMMERCIAL AT",
+}
+
+
+def _separator_classes() -> dict[str, str]:
+    """For each separator, a regex class of itself, of every punctuation mark or symbol whose
+    name says it looks like it, and of every character whose NFKC form holds it."""
+    named = {sep: re.compile(rf"\b(?:{words})\b") for sep, words in _LOOKS_LIKE.items()}
+    found = {sep: {sep} for sep in _LOOKS_LIKE}
+    found["/"].add("\\")
     for code in range(sys.maxunicode + 1):
         char = chr(code)
         category = unicodedata.category(char)
         if category in ("Cn", "Cs", "Co"):
             continue
-        name = unicodedata.name(char, "")
-        if (category[0] in "PS" and any(part in name for part in names)) or any(
-            part in unicodedata.normalize("NFKC", char) for part in nfkc
-        ):
-            found.add(char)
-    return "[" + "".join(re.escape(char) for char in sorted(found)) + "]"
+        name = unicodedata.name(char, "") if category[0] in "PS" else ""
+        compatible = unicodedata.normalize("NFKC", char)
+        for sep, chars in found.items():
+            if sep in compatible or (sep == "/" and "\\" in compatible) or named[sep].search(name):
+                chars.add(char)
+    return {
+        sep: "[" + "".join(re.escape(char) for char in sorted(chars)) + "]"
+        for sep, chars in found.items()
+    }
 
 
-DOT = _characters(names=("FULL STOP", "DOT", "POINT", "LEADER"), nfkc=".")
-COLON = _characters(names=("COLON", "RATIO"), nfkc=":")
-SLASH = _characters(names=("SOLIDUS", "SLASH"), nfkc="/\\")
-AT = _characters(names=("COMMERCIAL AT",), nfkc="@")
+_CLASSES = _separator_classes()
+DOT, COLON, SLASH, AT = _CLASSES["."], _CLASSES[":"], _CLASSES["/"], _CLASSES["@"]
 # Each finds what some autolinker could take for a link, or its start.
 LINK_LIKE = [
     re.compile(rf"[^\W\d_][\w+.\-]*{COLON}", re.IGNORECASE),  # a scheme: https:, mailto:, tel:
@@ -260,6 +275,26 @@ def test_a_phone_number_in_a_name_is_shown_without_its_digits(
 ) -> None:
     mails = _mails(composers[0], "Call +1 800 555 0100")
     assert " from Call +# ### ### #### at " in shown(mails["login_link"])["text"]
+
+
+@settings(database=None, max_examples=500)
+@given(st.text(max_size=80))
+@example("https://evil.test/l#attempt_id=x")
+@example("evil\u3002test \u2488 +1 (800) 555-0100 \u0301x\u200d")
+def test_no_text_comes_out_with_a_separator_of_a_link(value: str) -> None:
+    shown = inert_text(value)
+    for char in shown:
+        compatible = unicodedata.normalize("NFKC", char)
+        assert not set(compatible) & set(".:/\\@\u3002"), char
+        if not char.isascii():
+            # No other punctuation (every Unicode dot is one), no control, format character,
+            # mathematical sign or space but the ASCII one.
+            assert unicodedata.category(char) not in ("Po", "Sm", "Zs", "Zl", "Zp", "Cc", "Cf")
+    assert shown == " ".join(shown.split())
+    assert not any(
+        sum(char.isdecimal() for char in run.group()) >= 7 for run in NUMBER_RUN.finditer(shown)
+    )
+    assert inert_text(shown) == shown
 
 
 @pytest.mark.parametrize("name", ["...", "://", "@", " \u3002 ", "\u2488"])
