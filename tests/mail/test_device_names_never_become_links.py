@@ -31,6 +31,7 @@ from linkify_it import LinkifyIt
 from support.mail_harness import mail_server, start
 from support.smtp_sink import SmtpSink
 
+from protocol.email_address import parse_email_address
 from protocol.link import parse_login_link
 from server.app import build_mail_composer
 from server.mail.inert import inert_text
@@ -160,6 +161,19 @@ def shown(raw: bytes) -> dict[str, str]:
     }
 
 
+def shown_text(raw: bytes) -> dict[str, str]:
+    """What a reader sees of a text-only message: its subject and its text."""
+    message = message_from_bytes(raw, _class=EmailMessage, policy=SMTP)
+    assert isinstance(message, EmailMessage)
+    return {"subject": str(message["Subject"]), "text": str(message.get_content())}
+
+
+def _no_account(composer: MailComposer, recipient: str) -> bytes:
+    return composer.no_account(
+        recipient=recipient, message_id="<m3@auth.example.test>", requested_at=1_800_000_000
+    )
+
+
 def _composers(tmp_path: Path) -> list[MailComposer]:
     """The built-in templates, and templates that also put the name in each subject."""
     (tmp_path / "login_link.subject.txt").write_text("Sign in to $app_name from $device")
@@ -176,11 +190,13 @@ def _composers(tmp_path: Path) -> list[MailComposer]:
     ]
 
 
-def _mails(composer: MailComposer, device_name: str) -> dict[str, bytes]:
+def _mails(
+    composer: MailComposer, device_name: str, *, recipient: str = "a@example.com"
+) -> dict[str, bytes]:
     png, size = qr_png(LINK)
     return {
         "login_link": composer.login_link(
-            recipient="a@example.com",
+            recipient=recipient,
             message_id="<m1@auth.example.test>",
             link=LINK,
             device_name=device_name,
@@ -191,7 +207,7 @@ def _mails(composer: MailComposer, device_name: str) -> dict[str, bytes]:
             qr_size=size,
         ),
         "new_device": composer.new_device(
-            recipient="a@example.com",
+            recipient=recipient,
             message_id="<m2@auth.example.test>",
             device_name=device_name,
             key_alg="ES256",
@@ -337,3 +353,41 @@ async def test_a_link_as_device_name_is_no_link_in_the_sent_mails(
     for mail in (login, notice):
         for text in (mail.text, html_text(mail.html), str(mail.message["Subject"])):
             assert not [found for found in link_like(text) if "evil" in found.lower()]
+
+
+# Addresses that pass SPEC.md §5.1 and that a domain accepting every local part delivers: the
+# requester chooses them whole.
+URL_LIKE_ADDRESSES = [
+    "evil.test/l#attempt_id=x@victim.example",
+    "evil.test?l=1@victim.example",
+    "www.evil.test/l@victim.example",
+    "pay-pal.com/login@victim.example",
+    "10.0.0.1/l@victim.example",
+]
+
+
+@pytest.mark.parametrize("address", URL_LIKE_ADDRESSES)
+def test_a_recipient_chosen_to_look_like_a_link_is_no_link_in_the_mail(
+    address: str, composers: list[MailComposer]
+) -> None:
+    assert parse_email_address(address).address == address  # accepted at start (SPEC.md §5.1)
+    for composer in composers:
+        plain = {kind: shown(raw) for kind, raw in _mails(composer, PLAIN).items()}
+        plain["no_account"] = shown_text(_no_account(composer, "a@example.com"))
+        mails = {
+            kind: shown(raw) for kind, raw in _mails(composer, PLAIN, recipient=address).items()
+        }
+        mails["no_account"] = shown_text(_no_account(composer, address))
+        for kind, parts in mails.items():
+            for part, text in parts.items():
+                if part != "html source":
+                    assert not link_like(text) - link_like(plain[kind][part]), (kind, part)
+            assert "this address" in parts["text"]
+
+
+def test_an_ordinary_recipient_is_shown_as_it_is(composers: list[MailComposer]) -> None:
+    address = "First.Last+news_2@example.com"
+    mails = _mails(composers[0], PLAIN, recipient=address)
+    assert f" as {address} from " in shown(mails["login_link"])["text"]
+    assert f"account ({address})" in shown(mails["new_device"])["html"]
+    assert f" as {address} at " in shown_text(_no_account(composers[0], address))["text"]
