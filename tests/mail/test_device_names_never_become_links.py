@@ -2,6 +2,7 @@
 a URL, a domain or an address into a link. No name may come out of the renderer as something
 they would link, in the text part, the text of the HTML part or the subject, of the login mail
 and of the new-device notice (SPEC.md §2.3, §6.1, §7.3). Ordinary names still read as written.
+Nor may a recipient whose local part was chosen to read as a URL.
 
 The hostile names are in data/hostile_device_names.json. Two detectors judge a rendered mail:
 a conservative set of regular expressions (a scheme's colon, `//`, `www.`, `label.tld` with any
