@@ -4,7 +4,9 @@ Templates are `string.Template` files in server/mail/templates/; a deployment re
 with a file of the same name in `SPLITLINK_MAIL_TEMPLATES_DIR`. Each template may use only the
 placeholders listed in `PLACEHOLDERS`, and every template is checked when the server starts. In
 the HTML templates every value is HTML-escaped before substitution (attacks.md D7); the text
-templates get the values as they are.
+templates get the values as they are, but for the two a requester chooses, which no mail
+client may make a link of (SPEC.md §7.3): the device name is made inert first (`inert_text`),
+and a recipient whose local part could pass for part of a URL is shown as "this address".
 
 Rendering is deterministic: the same arguments give the same bytes, MIME boundaries included, so
 the dispatcher can render a queued order again for a second hand-off (SPEC.md §7.4).
@@ -58,6 +60,8 @@ from email.utils import format_datetime
 from pathlib import Path
 from string import Template
 from typing import Any
+
+from server.mail.inert import inert_text
 
 DEFAULT_TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -193,6 +197,26 @@ def _one_line(text: str) -> str:
 
 def utc_time(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _device(name: str | None, unnamed: str) -> str:
+    """The device name as every part and header shows it: inert (no mail client makes a link
+    of it, SPEC.md §7.3), and `unnamed` where nothing of it is left."""
+    return (inert_text(name) if name is not None else "") or unnamed
+
+
+# A local part that mail clients link, if at all, as part of the address itself (mailto:).
+_PLAIN_LOCAL_PART = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def _shown_recipient(recipient: str) -> str:
+    """The recipient as the text of a message shows it. An address accepted at start may hold
+    "/", "?" or "#" in its local part, which autolinkers read as a URL's path, query and
+    fragment ("evil.test/l@victim.example" becomes a link to evil.test); where the domain
+    takes every local part, the requester chooses it whole (SPEC.md §7.3). Such an address is
+    shown as "this address"; the `To` header names it."""
+    local_part = recipient.rpartition("@")[0]
+    return recipient if _PLAIN_LOCAL_PART.fullmatch(local_part) else "this address"
 
 
 def _checked(name: str, value: str) -> str:
@@ -393,8 +417,8 @@ class MailComposer:
         `cid:` image in `multipart/related` (RFC 2387)."""
         values = {
             "app_name": self.app_name,
-            "recipient": recipient,
-            "device": device_name or "a device",
+            "recipient": _shown_recipient(recipient),
+            "device": _device(device_name, "a device"),
             "requested_at": utc_time(requested_at),
             "link": link,
             "expires_in_minutes": str(expires_in_minutes),
@@ -428,7 +452,7 @@ class MailComposer:
     def no_account(self, *, recipient: str, message_id: str, requested_at: int) -> bytes:
         values = {
             "app_name": self.app_name,
-            "recipient": recipient,
+            "recipient": _shown_recipient(recipient),
             "requested_at": utc_time(requested_at),
         }
         return self._bytes(
@@ -454,8 +478,8 @@ class MailComposer:
         and how to end its session."""
         values = {
             "app_name": self.app_name,
-            "recipient": recipient,
-            "device": device_name or "a device without a name",
+            "recipient": _shown_recipient(recipient),
+            "device": _device(device_name, "a device without a name"),
             "key_alg": key_alg,
             "signed_in_at": utc_time(signed_in_at),
             "session_id": session_id,

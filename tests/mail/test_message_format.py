@@ -315,13 +315,14 @@ def test_a_refused_header_value_names_the_header_never_the_value() -> None:
 
 @pytest.mark.parametrize("kind", ["login_link", "new_device"])
 def test_a_boundary_never_occurs_in_a_body(tmp_path: Path, kind: str) -> None:
-    # The device name, at the start of a line, holds the very delimiters of its message (known
-    # here from the Message-ID): quoted-printable writes "=" as "=3D", so no body line can be one.
+    # A template line and the device name hold the very delimiters of their message (known
+    # here from the Message-ID): quoted-printable writes "=" as "=3D", so no body line can be
+    # one. (A device name is shown without its dots, SPEC.md §7.3; the template keeps them.)
     message_id = "<m9@auth.example.test>"
     digest = hashlib.sha256(message_id.encode()).hexdigest()[:32]
     device = f"--=_0.{digest} --=_1.{digest}--"
-    (tmp_path / "login_link.txt").write_text("$device\n$link\n")
-    (tmp_path / "new_device.txt").write_text("$device\n$signed_in_at\n")
+    (tmp_path / "login_link.txt").write_text(f"{device}\n$device\n$link\n")
+    (tmp_path / "new_device.txt").write_text(f"{device}\n$device\n$signed_in_at\n")
     raw = KINDS[kind](_composer(tmp_path), message_id=message_id, device_name=device)
     boundaries = re.findall(rb'boundary="([^"]+)"', raw)
     assert boundaries == [f"=_{n}.{digest}".encode() for n in range(len(boundaries))]
