@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck check clean
+.PHONY: install run test fuzz lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+fuzz: $(STAMP)   # schemathesis at length against a live server (make test runs it briefly)
+	SPLITLINK_FUZZ_EXAMPLES=300 SPLITLINK_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
+		SPLITLINK_FUZZ_TIMEOUT=3600 $(BIN)/pytest -q tests/integration/test_openapi_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol server clients tests bench

@@ -246,6 +246,7 @@ def create_app(
         # Public: discovery, the login start and the token endpoints (each checks DPoP itself).
         Route("/.well-known/oauth-authorization-server", discovery.authorization_server_metadata),
         Route(discovery.JWKS_PATH, discovery.jwks),
+        Route(discovery.OPENAPI_PATH, discovery.openapi_document, methods=["GET"]),
         Route(discovery.LOGIN_START_PATH, login.start_login, methods=["POST"]),
         Route(discovery.TOKEN_PATH, token.token, methods=["POST"]),
         Route(discovery.REVOCATION_PATH, token.revoke, methods=["POST"]),

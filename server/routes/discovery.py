@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -13,6 +15,10 @@ TOKEN_PATH = "/oauth2/token"
 REVOCATION_PATH = "/oauth2/revoke"
 INTROSPECTION_PATH = "/oauth2/introspect"
 JWKS_PATH = "/.well-known/jwks.json"
+OPENAPI_PATH = "/openapi.json"
+
+# The committed document is the one served: what a reviewer reads is what the server answers.
+_OPENAPI_DOCUMENT = (Path(__file__).parent.parent / "static" / "openapi.json").read_bytes()
 
 
 async def authorization_server_metadata(request: Request) -> Response:
@@ -41,4 +47,12 @@ async def jwks(request: Request) -> Response:
     # Short caching: a rotated key must reach resource servers before tokens it signs.
     return JSONResponse(
         services(request).keys.key_set.jwks, headers={"Cache-Control": "public, max-age=60"}
+    )
+
+
+async def openapi_document(request: Request) -> Response:
+    return Response(
+        _OPENAPI_DOCUMENT,
+        media_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
     )
