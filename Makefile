@@ -50,8 +50,8 @@ bench-wrk:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
 
-bench: $(BENCH_STAMP) bench-wrk   # 4 to 5 minutes: one table, bench/results/latest.{json,png}
-	$(BIN)/python -m bench
+bench: $(BENCH_STAMP) bench-wrk   # 4 to 5 minutes: bench/RESULTS.md, with its JSON and chart
+	$(BIN)/python -m bench --out bench/results/latest-run.json --summary bench/RESULTS.md
 
 bench-full: $(BENCH_STAMP) bench-wrk   # about 10 minutes: also 100,000 users, PostgreSQL
 	$(BIN)/python -m bench --full --out bench/results/full.json

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--chart", type=Path, default=None, help="default: --out with .png")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="the results page; default: --out with .md"
+    )
     parser.add_argument("--workdir", type=Path, default=RESULTS / "work")
     args = parser.parse_args(argv)
 
@@ -249,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     chart_path = report.chart(results, args.chart or args.out.with_suffix(".png"))
     results["chart"] = _shown(chart_path) if chart_path else None
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    summary_path = args.summary or args.out.with_suffix(".md")
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    chart_name = (
+        os.path.relpath(chart_path, summary_path.parent) if chart_path is not None else None
+    )
+    summary_path.write_text(report.summary(results, chart_name=chart_name))
 
     print()
     print(report.table(rows))
@@ -264,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"took {results['duration_seconds']:.0f} s ({', '.join(timings)}); JSON: "
-        f"{_shown(args.out)}" + (f"; chart: {_shown(chart_path)}" if chart_path else "")
+        f"{_shown(args.out)}; page: {_shown(summary_path)}"
+        + (f"; chart: {_shown(chart_path)}" if chart_path else "")
     )
     shutil.rmtree(work, ignore_errors=True)
     return 0

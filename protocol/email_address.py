@@ -56,8 +56,8 @@ def parse_email_address(value: object) -> EmailAddress:
     return EmailAddress(address=address, canonical=f"{local.lower()}@{ascii_domain}")
 
 
-# Most addresses share a few domains, and the IDNA mapping with the checks of its result was most
-# of a parse (26 us, and 7 us with the domain kept): it is kept for the domains seen last.
+# Most addresses share a few domains, and the IDNA mapping with the checks of its result is most
+# of a parse: it is kept for the domains seen last.
 # Bounded, so that a stream of invented domains only costs memory up to the bound. A refusal is
 # kept as its error, raised anew by each caller.
 @functools.lru_cache(maxsize=1024)

@@ -311,8 +311,8 @@ def create_app_from_environment() -> Starlette:
 def _freeze_startup_objects() -> None:
     """Keep what exists once the worker has started (modules, settings, templates, tables,
     caches' containers) out of Python's cyclic garbage collector, which otherwise walks all of
-    it at every full collection while the event loop waits. Measured under the login load,
-    two workers of about 114,000 objects: full collections of up to 85 ms. Garbage is collected
+    it at every full collection while the event loop waits: a pause that every request in
+    flight would share. Garbage is collected
     first, so that none is kept for good; the process's own server only, since a process that
     builds many apps (the tests) would keep each one's objects."""
     gc.collect()

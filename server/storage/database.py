@@ -1,8 +1,7 @@
 """Connections and transactions for SQLite (embedded) and PostgreSQL (through `databases`).
 
 SQLite does not go through `databases`: it opens a new connection (and thread) for every
-connection context, which costs milliseconds per request (measured: 2.2 ms for one session
-lookup). Each worker keeps two sqlite3 connections driven from the event loop (single
+connection context, which would cost milliseconds per request. Each worker keeps two sqlite3 connections driven from the event loop (single
 statements; write transactions), a small pool of aiosqlite connections for the rest (listings,
 housekeeping), and checkpoints the write-ahead log from a thread.
 
@@ -47,8 +46,8 @@ SQLITE_CHECKPOINT_INTERVAL = 0.5
 # The write-ahead log is started over once it holds this much (see `_Checkpointer`).
 SQLITE_WAL_LIMIT_BYTES = 32 * 1024 * 1024
 # A log file larger than this is cut back to it when the log starts over. Not to the limit above:
-# under steady writes the file reaches about 1.5 times that limit before a round starts it over,
-# and cutting it back every time then made GET /v1/me about 5 % slower (measured with ES256).
+# under steady writes the file grows past that limit before a round starts it over, and cutting
+# it back every time would make every writer pay for growing it again.
 SQLITE_WAL_FILE_BYTES = 4 * SQLITE_WAL_LIMIT_BYTES
 # How long a restart of the log may wait for the writer and the readers before it gives up until
 # the next round; writers wait for it meanwhile.
@@ -257,10 +256,8 @@ async def _until_not_busy(
     """Run `attempt` (one non-blocking SQLite call) until no other process holds the lock it
     needs. SQLite's own busy handler would sleep inside the call and block the event loop; here
     the loop runs other requests between tries. Short waits: a write transaction holds the lock
-    for well under a millisecond. The bound stops doubling at 1 ms: at 10 ms a writer often slept
-    on after the lock was free, and every writer of its worker queued behind it (under a light
-    load of 4 connections, in 3 alternating pairs, a completion's p99 was 12 to 13 ms against 15
-    to 24 ms; the rate under a heavy load did not change)."""
+    for well under a millisecond. The bound stops doubling at 1 ms: a longer sleep often outlasts
+    the lock, and every writer of its worker would queue behind the sleeper."""
     delay = 0.0001
     while True:
         try:
@@ -280,8 +277,8 @@ def _writes(query: str) -> bool:
 
 class _SqliteStatements:
     """One sqlite3 connection used from the event loop itself, for single autocommit statements
-    on the per-request path (replay entries, session lookups, rate counters): about 10 us each,
-    against 100 us or more through a thread. It never waits inside SQLite (`_until_not_busy`).
+    on the per-request path (replay entries, session lookups, rate counters), without the thread
+    hop that would cost more than the statement itself. It never waits inside SQLite (`_until_not_busy`).
     Commits here use synchronous=NORMAL: in WAL mode they survive a process crash, and only the
     last ones may be lost on power failure, which is acceptable for these short-lived rows."""
 
@@ -408,18 +405,15 @@ class _WalSync:
 
 class _SqliteTransactions:
     """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
-    (aiosqlite) every statement of a transaction cost two thread hops, about 1 ms per login
-    transaction on 2 cores; here the statements and the COMMIT are one stretch of CPU on the
+    (aiosqlite) every statement of a transaction would cost two thread hops; here the statements and the COMMIT are one stretch of CPU on the
     loop, with no await while the write lock is held (unless another process holds it at
     BEGIN). BEGIN IMMEDIATE takes the write lock up front and is retried without blocking while
     another process holds it. Within the process, `writer` (shared with the other in-loop
     connections) admits one writer at a time.
 
     The COMMIT itself never waits for the disk (synchronous=NORMAL). A durable transaction (a
-    login, a rotation, a revocation) then waits for `wal_sync`, after releasing the lock: the
-    fsync no longer holds up every other writer of every worker (measured with the COMMIT's
-    fsync under the lock: 190 to 250 logins/s, two workers no faster than one, requests queued
-    for the lock for milliseconds). Records whose loss only repeats work (outbox delivery
+    login, a rotation, a revocation) then waits for `wal_sync`, after releasing the lock, so the
+    fsync does not hold up every other writer of every worker. Records whose loss only repeats work (outbox delivery
     records) do not wait (SPEC.md §8.5). Durable or not, transactions take turns at `writer`,
     so one connection serves both."""
 
@@ -466,12 +460,12 @@ class _Checkpointer:
     """Copies the write-ahead log into the database file from a thread, every `interval`
     seconds. The in-loop connections never checkpoint (an fsync of the database file would
     stall the loop), and without checkpoints the log grows without bound and every read slows
-    down with it (measured: a replay insert went from 20 us to 80 us after a minute of load).
+    down with it.
 
     A PASSIVE checkpoint never waits for readers or writers; several processes may run it. But
     it alone does not keep the log small: SQLite writes from the start of the log again only
     when a writer finds every page of it copied, and under steady writes new pages always
-    arrive while the copy runs (measured: 670 MB of log after 15 s of GET /v1/me). So once the
+    arrive while the copy runs, so the log would grow for as long as the load lasts. So once the
     log holds SQLITE_WAL_LIMIT_BYTES, the round ends with a RESTART checkpoint: it copies the
     few pages that came in meanwhile while writers wait, so the next writer starts the log over
     and, if the file has grown past SQLITE_WAL_FILE_BYTES, cuts it back. It runs holding
@@ -597,7 +591,7 @@ class _PostgresStatements:
 class _AsyncpgConnection(Connection):
     """Queries on the asyncpg connection under a `databases` connection or transaction: the
     query text is translated to positional parameters once and prepared by asyncpg, where
-    `databases` would compile it through SQLAlchemy on every call (about 0.2 ms each)."""
+    `databases` would compile it through SQLAlchemy on every call."""
 
     def __init__(self, raw: asyncpg.Connection, statements: _PostgresStatements) -> None:
         self._raw = raw
@@ -742,8 +736,7 @@ class Database:
                 command_timeout=10,
                 # On release asyncpg still rolls back a transaction left open; what it skips is
                 # its reset query (advisory locks, cursors, LISTEN, session settings), none of
-                # which this server uses: under the login benchmark that query was a round trip
-                # and 0.16 ms of the database server's time for every transaction.
+                # which this server uses, and it would be one more round trip a transaction.
                 reset=_keep_connection_state,
             )
             self._pg_statements = _PostgresStatements(url, pool_size=pool_size)
@@ -831,7 +824,7 @@ class Database:
             isolation = "serializable" if self.isolation == "serializable" else None
             async with raw.transaction(isolation=isolation):
                 if not durable:
-                    # For this transaction only; the WAL flush took 1.5 ms a commit under load.
+                    # For this transaction only: its loss only repeats work (SPEC.md §8.7).
                     await raw.raw_connection.execute("SET LOCAL synchronous_commit = off")
                 yield _AsyncpgConnection(raw.raw_connection, self._pg_statements)
 
@@ -878,8 +871,8 @@ class Database:
 
     async def statement(self, query: str, values: Mapping[str, Any] | None = None) -> list[Row]:
         """One statement, atomic by itself, on the fastest path the backend has."""
-        # A plain try instead of `_translate_errors`: the context manager cost about 10 us a
-        # statement, and the per-request path runs two or three of them.
+        # A plain try instead of `_translate_errors`: the per-request path runs two or three
+        # statements, and a context manager around each is a cost on every request.
         try:
             if self._statements is not None:
                 return await self._statements.run(query, values or {})
