@@ -665,9 +665,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text())
     chart_path = args.results.with_suffix(".png")
-    chart_name = (
-        os.path.relpath(chart_path, args.summary.parent) if chart_path.exists() else None
-    )
+    chart_name = os.path.relpath(chart_path, args.summary.parent) if chart_path.exists() else None
     args.summary.write_text(summary(results, chart_name=chart_name))
     return 0
 

@@ -23,8 +23,8 @@ RS_NONCES = "resource-server"
 
 
 class KeyCache:
-    """Parsed device keys by their exact JWK and algorithm. Parsing checks the point, which
-    costs as much as a signature check, and a device sends the same key with every proof. Bounded: the least
+    """Parsed device keys by their exact JWK and algorithm. Parsing checks the point, which costs as
+    much as a signature check, and a device sends the same key with every proof. Bounded: the least
     recently used entries go first."""
 
     def __init__(self, max_entries: int = 4096) -> None:

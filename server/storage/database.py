@@ -1,9 +1,9 @@
 """Connections and transactions for SQLite (embedded) and PostgreSQL (through `databases`).
 
-SQLite does not go through `databases`: it opens a new connection (and thread) for every
-connection context, which would cost milliseconds per request. Each worker keeps two sqlite3 connections driven from the event loop (single
-statements; write transactions), a small pool of aiosqlite connections for the rest (listings,
-housekeeping), and checkpoints the write-ahead log from a thread.
+SQLite does not go through `databases`: it opens a new connection (and thread) for every connection
+context, which would cost milliseconds per request. Each worker keeps two sqlite3 connections driven
+from the event loop (single statements; write transactions), a small pool of aiosqlite connections
+for the rest (listings, housekeeping), and checkpoints the write-ahead log from a thread.
 
 SQLite write transactions start with BEGIN IMMEDIATE: the write lock is taken up front, so two
 transactions never both read and then fail to upgrade; while another process holds it, the
@@ -278,9 +278,10 @@ def _writes(query: str) -> bool:
 class _SqliteStatements:
     """One sqlite3 connection used from the event loop itself, for single autocommit statements
     on the per-request path (replay entries, session lookups, rate counters), without the thread
-    hop that would cost more than the statement itself. It never waits inside SQLite (`_until_not_busy`).
-    Commits here use synchronous=NORMAL: in WAL mode they survive a process crash, and only the
-    last ones may be lost on power failure, which is acceptable for these short-lived rows."""
+    hop that would cost more than the statement itself. It never waits inside SQLite
+    (`_until_not_busy`). Commits here use synchronous=NORMAL: in WAL mode they survive a process
+    crash, and only the last ones may be lost on power failure, which is acceptable for these
+    short-lived rows."""
 
     def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
         self._conn = _open_in_loop(path, synchronous="NORMAL", busy_timeout=busy_timeout)
@@ -405,17 +406,17 @@ class _WalSync:
 
 class _SqliteTransactions:
     """Write transactions on one sqlite3 connection driven from the event loop. Through a thread
-    (aiosqlite) every statement of a transaction would cost two thread hops; here the statements and the COMMIT are one stretch of CPU on the
-    loop, with no await while the write lock is held (unless another process holds it at
-    BEGIN). BEGIN IMMEDIATE takes the write lock up front and is retried without blocking while
-    another process holds it. Within the process, `writer` (shared with the other in-loop
-    connections) admits one writer at a time.
+    (aiosqlite) every statement of a transaction would cost two thread hops; here the statements and
+    the COMMIT are one stretch of CPU on the loop, with no await while the write lock is held
+    (unless another process holds it at BEGIN). BEGIN IMMEDIATE takes the write lock up front and is
+    retried without blocking while another process holds it. Within the process, `writer` (shared
+    with the other in-loop connections) admits one writer at a time.
 
-    The COMMIT itself never waits for the disk (synchronous=NORMAL). A durable transaction (a
-    login, a rotation, a revocation) then waits for `wal_sync`, after releasing the lock, so the
-    fsync does not hold up every other writer of every worker. Records whose loss only repeats work (outbox delivery
-    records) do not wait (SPEC.md §8.5). Durable or not, transactions take turns at `writer`,
-    so one connection serves both."""
+    The COMMIT itself never waits for the disk (synchronous=NORMAL). A durable transaction (a login,
+    a rotation, a revocation) then waits for `wal_sync`, after releasing the lock, so the fsync does
+    not hold up every other writer of every worker. Records whose loss only repeats work (outbox
+    delivery records) do not wait (SPEC.md §8.5). Durable or not, transactions take turns at
+    `writer`, so one connection serves both."""
 
     def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
         self._conn = _open_in_loop(path, synchronous="NORMAL", busy_timeout=busy_timeout)
