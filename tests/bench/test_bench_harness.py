@@ -385,17 +385,18 @@ def test_smoke_run_writes_a_table_json_and_a_chart(tmp_path: Path) -> None:
         assert (ROOT / results["chart"]).exists()
 
 
-def test_every_chart_the_readme_shows_is_kept_with_its_results() -> None:
-    """A chart of a run the README reports, and the JSON it was drawn from, are in the
-    repository (bench/results is ignored but for the files named in .gitignore)."""
-    shown = re.findall(
-        r"!\[[^\]]*\]\((bench/results/[^)]+\.png)\)", (ROOT / "README.md").read_text()
-    )
+def test_the_results_page_the_readme_links_is_kept_with_its_chart_and_json() -> None:
+    """The page `make bench` generates, the chart it shows and the JSON both come from are in
+    the repository (bench/results is ignored but for the files named in .gitignore)."""
+    assert "(bench/RESULTS.md)" in (ROOT / "README.md").read_text()
+    page = ROOT / "bench" / "RESULTS.md"
+    shown = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", page.read_text())
     assert shown
     for chart in shown:
-        for path in (chart, chart.removesuffix(".png") + ".json"):
+        chart_path = (page.parent / chart).resolve().relative_to(ROOT)
+        for path in (chart_path, chart_path.with_suffix(".json"), page.relative_to(ROOT)):
             assert (ROOT / path).is_file(), path
             ignored = subprocess.run(
-                ["git", "check-ignore", "-q", path], cwd=ROOT, check=False
+                ["git", "check-ignore", "-q", str(path)], cwd=ROOT, check=False
             ).returncode
             assert ignored != 0, f"{path} is ignored by git, so a clone would not have it"
