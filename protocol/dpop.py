@@ -70,7 +70,9 @@ def normalize_htu(url: str) -> str:
 
 def _number(payload: dict[str, Any], name: str) -> int:
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # The decoder has bounded every number to ±MAX_JSON_NUMBER (SPEC.md §3.2), so flooring
+    # cannot overflow. bool is an int in Python; JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidDPoPProof(f"proof claim {name!r} must be a number")
     return math.floor(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from protocol import (
     verify_access_token,
     verify_dpop_proof,
 )
+from protocol.encoding import b64url_decode, b64url_encode, compact_json
 from protocol.keys import Algorithm
 
 NOW = 1_700_000_000
@@ -229,6 +231,51 @@ def test_access_token_kid_naming_another_key_does_not_verify() -> None:
         verify_access_token(
             token=_issue(old, kid="new"),
             keys={"new": new.public},
+            issuer="https://auth.example.com",
+            audience="https://api.example.com",
+            now=NOW,
+        )
+
+
+def _signed(key: SigningKey, header: dict[str, Any], payload_text: str) -> str:
+    """A compact JWS over a payload given as JSON text, to write literals json.dumps cannot."""
+    signing_input = b64url_encode(compact_json(header)) + "." + b64url_encode(payload_text.encode())
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+
+
+OUT_OF_RANGE_LITERALS = [
+    pytest.param("1" + "0" * 400, id="ten-to-the-400"),
+    pytest.param("-1" + "0" * 400, id="minus-ten-to-the-400"),
+    pytest.param("1e309", id="float-overflow"),
+    pytest.param("-10e308", id="negative-float-overflow"),
+    pytest.param("9007199254740992", id="two-to-the-53"),
+]
+
+
+@pytest.mark.parametrize("literal", OUT_OF_RANGE_LITERALS)
+def test_a_proof_iat_beyond_the_number_range_is_an_invalid_proof(literal: str) -> None:
+    """SPEC.md §3.2, §4.1: the proof's own error, never an arithmetic overflow."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = f'{{"jti":"j","htm":"POST","htu":"{TOKEN_URL}","iat":{literal}}}'
+    with pytest.raises(InvalidDPoPProof):
+        _verify(_signed(key, header, payload))
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "auth_time"])
+@pytest.mark.parametrize("literal", OUT_OF_RANGE_LITERALS)
+def test_an_access_token_time_beyond_the_number_range_is_an_invalid_token(
+    claim: str, literal: str
+) -> None:
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    claims = json.loads(b64url_decode(_issue(key).split(".")[1]))
+    claims[claim] = "LITERAL"
+    payload = json.dumps(claims, separators=(",", ":")).replace('"LITERAL"', literal)
+    token = _signed(key, {"typ": "at+jwt", "alg": "EdDSA", "kid": "k1"}, payload)
+    with pytest.raises(InvalidToken):
+        verify_access_token(
+            token=token,
+            keys={"k1": key.public},
             issuer="https://auth.example.com",
             audience="https://api.example.com",
             now=NOW,
