@@ -130,7 +130,7 @@ def test_json_nan_and_infinity_are_refused(text: bytes) -> None:
     ],
 )
 def test_json_numbers_beyond_the_interoperable_range_are_refused(literal: bytes) -> None:
-    """SPEC.md §3.2: every parsed number is within ±(2^53 − 1), wherever it sits."""
+    """SPEC.md §3.2: every parsed number is within ±(2^53 - 1), wherever it sits."""
     for document in (b'{"a":%s}' % literal, b'{"a":[{"b":%s}]}' % literal):
         with pytest.raises(MalformedInput) as raised:
             parse_json_object(document)

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from support.device import Device
 from support.harness import Harness
 
 from protocol.encoding import b64url_decode, b64url_encode
@@ -108,4 +109,85 @@ async def test_an_access_token_time_out_of_range_is_an_invalid_token(
     response = await server.me(device, _resigned(server, issued, claim, literal))
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    _assert_nothing_logged(caplog)
+
+
+@pytest.mark.parametrize("literal", OUT_OF_RANGE)
+async def test_a_number_out_of_range_in_a_proof_header_or_an_unknown_claim_is_an_invalid_proof(
+    server: Harness, literal: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = server.device()
+    for proof in (
+        device.proof("POST", START, literals={"exp": literal}),
+        _with_header_literal(device.proof("POST", START), "x5t_count", literal, device),
+    ):
+        response = await server.start(device, "a@example.com", proof=proof)
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_dpop_proof")
+    _assert_nothing_logged(caplog)
+
+
+def _with_header_literal(proof: str, name: str, literal: str, device: Device) -> str:
+    """The proof with one more header member written as raw JSON text, signed again."""
+    header_b64, payload_b64, _ = proof.split(".")
+    header = b64url_decode(header_b64).decode()[:-1] + f',"{name}":{literal}' + "}"
+    signing_input = b64url_encode(header.encode()) + "." + payload_b64
+    return signing_input + "." + b64url_encode(device.key.sign(signing_input.encode("ascii")))
+
+
+@pytest.mark.parametrize("literal", OUT_OF_RANGE)
+@pytest.mark.parametrize("member", ["device_name", "unknown"])
+async def test_a_number_out_of_range_in_a_json_body_is_an_invalid_request(
+    server: Harness, literal: str, member: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = server.device()
+    response = await server.client.post(
+        START,
+        content=f'{{"email":"a@example.com","{member}":{literal}}}'.encode(),
+        headers={"Content-Type": "application/json", "DPoP": device.proof("POST", START)},
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
+    assert server.query("SELECT COUNT(*) FROM login_attempts") == [(0,)]
+    _assert_nothing_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        pytest.param(b"9" * 5000, id="beyond-the-int-conversion-limit"),
+        pytest.param(b"1" + b"0" * 30, id="thirty-one-digits"),
+    ],
+)
+async def test_a_huge_content_length_is_request_too_large(
+    server: Harness, declared: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = server.device()
+    response = await server.client.post(
+        START,
+        content=b'{"email":"a@example.com"}',
+        headers={
+            "Content-Type": "application/json",
+            "Content-Length": declared.decode(),
+            "DPoP": device.proof("POST", START),
+        },
+    )
+    assert (response.status_code, response.json()["error"]) == (413, "request_too_large")
+    _assert_nothing_logged(caplog)
+
+
+async def test_a_content_length_of_other_digits_is_not_a_length(
+    server: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Latin-1 superscript two: str.isdigit() takes it, int() does not. The body is read and
+    # bounded as it arrives instead.
+    device = server.device()
+    response = await server.client.post(
+        START,
+        content=b'{"email":"a@example.com"}',
+        headers=[
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", b"\xb2"),
+            (b"DPoP", device.proof("POST", START).encode()),
+        ],
+    )
+    assert response.status_code == 202, response.text
     _assert_nothing_logged(caplog)
