@@ -11,11 +11,13 @@ from protocol import (
     SUPPORTED_ALGORITHMS,
     InvalidDPoPProof,
     InvalidToken,
+    MalformedInput,
     SigningKey,
     VerifiedDPoPProof,
     access_token_hash,
     create_dpop_proof,
     issue_access_token,
+    normalize_htu,
     verify_access_token,
     verify_dpop_proof,
 )
@@ -280,3 +282,49 @@ def test_an_access_token_time_beyond_the_number_range_is_an_invalid_token(
             audience="https://api.example.com",
             now=NOW,
         )
+
+
+# urlsplit drops TAB, CR and LF anywhere and strips leading controls and spaces; the others are
+# controls and whitespace that no URI holds (RFC 3986 §2).
+URLS_WITH_CONTROLS_OR_SPACES = [
+    pytest.param("https://auth.example.com/to\tken", id="tab"),
+    pytest.param("https://auth.example.com/to\r\nken", id="crlf"),
+    pytest.param("https://auth.example.com/token\n", id="trailing-lf"),
+    pytest.param("https://auth.exa\tmple.com/token", id="tab-in-host"),
+    pytest.param("htt\nps://auth.example.com/token", id="lf-in-scheme"),
+    pytest.param(" https://auth.example.com/token", id="leading-space"),
+    pytest.param("\x00https://auth.example.com/token", id="leading-nul"),
+    pytest.param("https://auth.example.com/token ", id="trailing-space"),
+    pytest.param("https://auth.example.com/to\x7fken", id="del"),
+    pytest.param("https://auth.example.com/to\x85ken", id="next-line"),
+    pytest.param("https://auth.example.com/to\u00a0ken", id="no-break-space"),
+    pytest.param("https://auth.example.com/to\u3000ken", id="ideographic-space"),
+]
+
+
+@pytest.mark.parametrize("url", URLS_WITH_CONTROLS_OR_SPACES)
+def test_normalize_htu_refuses_control_characters_and_whitespace(url: str) -> None:
+    with pytest.raises(MalformedInput):
+        normalize_htu(url)
+
+
+@pytest.mark.parametrize("htu", URLS_WITH_CONTROLS_OR_SPACES)
+def test_a_proof_htu_with_control_characters_or_whitespace_is_refused(htu: str) -> None:
+    """SPEC.md §4.1: even where the configured URL is the same string."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = json.dumps({"jti": "j", "htm": "POST", "htu": htu, "iat": NOW})
+    proof = _signed(key, header, payload)
+    for url in (TOKEN_URL, htu):
+        with pytest.raises(InvalidDPoPProof):
+            _verify(proof, url=url)
+
+
+@pytest.mark.parametrize("typ", ["DPoP+JWT", "DPOP+JWT", "dpop+JWT", "Dpop+jwt"])
+def test_a_proof_typ_is_compared_case_sensitively(typ: str) -> None:
+    """SPEC.md §4.1 step 2: RFC 9449 §4.2 names the exact value `dpop+jwt`."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": typ, "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = json.dumps({"jti": "j", "htm": "POST", "htu": TOKEN_URL, "iat": NOW})
+    with pytest.raises(InvalidDPoPProof):
+        _verify(_signed(key, header, payload))
