@@ -58,7 +58,7 @@ def normalize_htu(url: str) -> str:
     and host, no default port, empty path as "/". Raises MalformedInput for non-HTTP URLs and
     for any URL with a control character or whitespace."""
     if _CONTROL_OR_SPACE.search(url) is not None:
-        raise MalformedInput("htu must not contain control characters or whitespace")
+        raise MalformedInput("a URL must not contain control characters or whitespace")
     try:
         parts = urlsplit(url)
         port = parts.port
