@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ DPOP_TYP = "dpop+jwt"
 MAX_PROOF_LENGTH = 4096
 MAX_JTI_LENGTH = 256
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# urlsplit removes TAB, CR and LF wherever they are and strips leading controls and spaces (the
+# WHATWG URL rules), so "https://a.example/lo\tgin" would name "https://a.example/login". No URI
+# holds a control character or a space (RFC 3986 §2), so a URL with one is refused unparsed.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f]|\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,10 @@ def access_token_hash(access_token: str) -> str:
 
 def normalize_htu(url: str) -> str:
     """RFC 9449 §4.3 step 9 with RFC 3986 §6.2.2-6.2.3: no query or fragment, lowercase scheme
-    and host, no default port, empty path as "/". Raises MalformedInput for non-HTTP URLs."""
+    and host, no default port, empty path as "/". Raises MalformedInput for non-HTTP URLs and
+    for any URL with a control character or whitespace."""
+    if _CONTROL_OR_SPACE.search(url) is not None:
+        raise MalformedInput("a URL must not contain control characters or whitespace")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -70,7 +78,9 @@ def normalize_htu(url: str) -> str:
 
 def _number(payload: dict[str, Any], name: str) -> int:
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # The decoder has bounded every number to ±MAX_JSON_NUMBER (SPEC.md §3.2), so flooring
+    # cannot overflow. bool is an int in Python; JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidDPoPProof(f"proof claim {name!r} must be a number")
     return math.floor(value)
 
@@ -140,6 +150,10 @@ def verify_dpop_proof(
     jti = _string(payload, "jti", max_length=MAX_JTI_LENGTH)
     htm = _string(payload, "htm", max_length=16)
     htu = _string(payload, "htu")
+    if _CONTROL_OR_SPACE.search(htu) is not None:
+        raise InvalidDPoPProof(
+            "proof claim 'htu' must not contain control characters or whitespace"
+        )
     iat = _number(payload, "iat")
     nonce = payload.get("nonce")
     if nonce is not None and not isinstance(nonce, str):

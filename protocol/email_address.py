@@ -47,6 +47,8 @@ def parse_email_address(value: object) -> EmailAddress:
         raise InvalidEmail("the part before @ must be ASCII")
     if len(local) > MAX_LOCAL_PART_LENGTH or _DOT_ATOM.fullmatch(local) is None:
         raise InvalidEmail("the part before @ is not a valid address")
+    if _holds_encoded_word(local):
+        raise InvalidEmail("the part before @ must not hold an encoded-word (=?...?=)")
     ascii_domain = _mail_domain(domain)
     if isinstance(ascii_domain, InvalidEmail):
         raise InvalidEmail(str(ascii_domain))
@@ -54,6 +56,15 @@ def parse_email_address(value: object) -> EmailAddress:
     if len(address) > MAX_ADDRESS_LENGTH:
         raise InvalidEmail(f"email is longer than {MAX_ADDRESS_LENGTH} characters")
     return EmailAddress(address=address, canonical=f"{local.lower()}@{ascii_domain}")
+
+
+def _holds_encoded_word(local: str) -> bool:
+    """An RFC 2047 encoded-word, `=?charset?encoding?text?=`, is not allowed in an address
+    (RFC 2047 §5), yet some mail software decodes it there, into any bytes: `@`, `>`, NUL. Then
+    the address the server checked is not the one that software delivers to. Refused in any
+    shape: an opening `=?` with a closing `?=` after it, in any case and any charset."""
+    opening = local.find("=?")
+    return opening >= 0 and "?=" in local[opening + 2 :]
 
 
 # Most addresses share a few domains, and the IDNA mapping with the checks of its result is most

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from typing import Any
 
@@ -72,9 +71,28 @@ def _refuse_constant(name: str) -> Any:
     raise MalformedInput(f"JSON constant {name} is not allowed")
 
 
-def _finite_float(text: str) -> float:
+# Every number a parsed document holds is within I-JSON's interoperable range (RFC 7493 §2.2):
+# the integers an IEEE 754 double holds exactly. Beyond it a value means different things to
+# different parsers, and a larger integer only overflows where it meets float arithmetic.
+MAX_JSON_NUMBER = 2**53 - 1
+# Sign and 16 digits. A longer literal is refused before int() converts it, which takes time
+# quadratic in its length.
+_MAX_INTEGER_LITERAL = len(str(-MAX_JSON_NUMBER))
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > _MAX_INTEGER_LITERAL:
+        raise MalformedInput("JSON number out of range")
+    value = int(text)
+    if not -MAX_JSON_NUMBER <= value <= MAX_JSON_NUMBER:
+        raise MalformedInput("JSON number out of range")
+    return value
+
+
+def _bounded_float(text: str) -> float:
+    # A literal that overflows (1e400) reads as infinity, which fails the comparison too.
     value = float(text)
-    if math.isinf(value):
+    if not -MAX_JSON_NUMBER <= value <= MAX_JSON_NUMBER:
         raise MalformedInput("JSON number out of range")
     return value
 
@@ -83,12 +101,14 @@ def _finite_float(text: str) -> float:
 _STRICT_DECODER = json.JSONDecoder(
     object_pairs_hook=_refuse_duplicates,
     parse_constant=_refuse_constant,
-    parse_float=_finite_float,
+    parse_float=_bounded_float,
+    parse_int=_bounded_int,
 )
 
 
 def parse_json_object(data: bytes, *, field: str = "JSON") -> dict[str, Any]:
-    """Parse UTF-8 JSON that must be one object, with no duplicate members and no NaN/Infinity."""
+    """Parse UTF-8 JSON that must be one object, with no duplicate members, no NaN/Infinity and
+    no number beyond ±MAX_JSON_NUMBER."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

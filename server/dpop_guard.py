@@ -8,8 +8,8 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from protocol.dpop import VerifiedDPoPProof, verify_dpop_proof
-from protocol.errors import InvalidDPoPProof
+from protocol.dpop import VerifiedDPoPProof, normalize_htu, verify_dpop_proof
+from protocol.errors import InvalidDPoPProof, MalformedInput
 from protocol.keys import PublicKey, parse_public_jwk
 from protocol.nonce import issue_nonce, nonce_is_fresh
 from server.clock import Clock
@@ -69,6 +69,10 @@ class DPoPGuard:
         nonce_step: int = 60,
         key_cache_size: int = 4096,
     ) -> None:
+        try:
+            normalize_htu(public_url)
+        except MalformedInput as exc:
+            raise ValueError(f"public_url: {exc.description}") from exc
         self._public_url = public_url.rstrip("/")
         self._max_age = max_age
         self._max_future = max_future

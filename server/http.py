@@ -25,9 +25,18 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+def _declares_more_than(declared: str | None, limit: int) -> bool:
+    """Whether a Content-Length of ASCII digits names more than `limit` bytes. Its digits are
+    counted before any conversion: int() refuses thousands of digits with ValueError, and
+    str.isdigit() also takes digits such as superscripts that int() refuses."""
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return False
+    digits = declared.lstrip("0")
+    return len(digits) > len(str(limit)) or int(digits or "0") > limit
+
+
 async def read_body(request: Request, *, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if _declares_more_than(request.headers.get("content-length"), limit):
         raise RequestTooLarge(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0

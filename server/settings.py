@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.dpop import normalize_htu
+from protocol.errors import MalformedInput
 from server.mail.smtp import SmtpTarget, envelope_sender, parse_smtp_url
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -212,6 +214,12 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url_is_an_origin(cls, value: str) -> str:
+        # The URL every htu is compared with: refused as an htu would be, so that urlsplit
+        # cannot quietly drop a TAB or a newline from it.
+        try:
+            normalize_htu(value)
+        except MalformedInput as exc:
+            raise ValueError(f"public_url: {exc.description}") from exc
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("public_url must be an absolute http(s) URL")

@@ -22,7 +22,17 @@ HOSTILE = (
     "\u0131\u212a\u017f\u00df\u00e9\uff4d\uff20\uff45\u3002\u202e\u200d\u00a0\u0430\u00fc"
 )
 
-local_parts = st.text(alphabet=ATEXT + "." + HOSTILE, max_size=70)
+local_parts = st.one_of(
+    st.text(alphabet=ATEXT + "." + HOSTILE, max_size=70),
+    st.builds(
+        lambda head, charset, encoding, text, tail: f"{head}=?{charset}?{encoding}?{text}?={tail}",
+        st.text(ATEXT, max_size=8),
+        st.sampled_from(["utf-8", "UTF-8", "uTf-8", "iso-8859-1", "us-ascii*en", "x"]),
+        st.sampled_from(["q", "Q", "b", "B", ""]),
+        st.text(ATEXT + ".", max_size=20),
+        st.text(ATEXT, max_size=8),
+    ),
+)
 domains = st.text(
     alphabet=string.ascii_letters + string.digits + "-._" + HOSTILE, min_size=0, max_size=70
 )
@@ -43,6 +53,9 @@ def assert_d5_invariants(text: str) -> None:
     assert not D5_SPECIALS.intersection(local)
     assert len(text) <= 254
     assert len(local) <= 64
+    # No RFC 2047 encoded-word that mail software could decode into another address.
+    opening = local.find("=?")
+    assert opening < 0 or "?=" not in local[opening + 2 :]
 
 
 @settings(database=None, max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -51,6 +64,7 @@ def assert_d5_invariants(text: str) -> None:
 @example("a@example\u3002org")
 @example("mike@\uff45xample.org")
 @example('"e@attacker.com"@victim.com')
+@example("=?utf-8?q?a=40attacker.example?=@victim.example")
 @example("alice@example.org(<bob@example.org>")
 def test_every_accepted_email_satisfies_the_d5_invariants_and_parse_is_idempotent(
     value: str,
@@ -123,3 +137,32 @@ def test_a_remembered_domain_gives_every_address_the_same_answer_as_a_fresh_one(
         assert parse_email_address("bob@BÜCHER.example").address == "bob@xn--bcher-kva.example"
     assert _mail_domain.cache_info().hits >= 3
     assert _mail_domain.cache_info().maxsize == 1024
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("=?utf-8?q?victim?=@example.org", id="q-lowercase"),
+        pytest.param("=?UTF-8?B?dmljdGlt?=@example.org", id="b-uppercase"),
+        pytest.param("=?uTf-8?Q?victim?=@example.org", id="mixed-case"),
+        pytest.param("=?iso-8859-1?q?victim?=@example.org", id="other-charset"),
+        pytest.param("=?utf-8*en?q?victim?=@example.org", id="with-language"),
+        pytest.param("=?x?q?a=40attacker.example=3e=00?=@victim.example", id="decodes-to-at"),
+        pytest.param("pre=?utf-8?q?x?=post@example.org", id="inside-the-local-part"),
+        pytest.param("a.=?utf-8?q?b.c?=.d@example.org", id="across-dots"),
+        pytest.param("=??=@example.org", id="empty-parts"),
+        pytest.param('"=?utf-8?q?victim?="@example.org', id="quoted"),
+    ],
+)
+def test_an_encoded_word_in_the_local_part_is_refused(address: str) -> None:
+    """SPEC.md §5.1 step 5: RFC 2047 §5 allows no encoded-word in an address."""
+    with pytest.raises(InvalidEmail) as raised:
+        parse_email_address(address)
+    assert raised.value.code == ErrorCode.INVALID_EMAIL
+
+
+@pytest.mark.parametrize(
+    "address", ["a=?b@example.org", "a?=b=?c@example.org", "!#$%&'*+/=?^_`{|}~-@example.org"]
+)
+def test_an_equals_and_question_mark_that_open_no_encoded_word_are_kept(address: str) -> None:
+    assert parse_email_address(address).address == address

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,14 +11,17 @@ from protocol import (
     SUPPORTED_ALGORITHMS,
     InvalidDPoPProof,
     InvalidToken,
+    MalformedInput,
     SigningKey,
     VerifiedDPoPProof,
     access_token_hash,
     create_dpop_proof,
     issue_access_token,
+    normalize_htu,
     verify_access_token,
     verify_dpop_proof,
 )
+from protocol.encoding import b64url_decode, b64url_encode, compact_json
 from protocol.keys import Algorithm
 
 NOW = 1_700_000_000
@@ -233,3 +237,94 @@ def test_access_token_kid_naming_another_key_does_not_verify() -> None:
             audience="https://api.example.com",
             now=NOW,
         )
+
+
+def _signed(key: SigningKey, header: dict[str, Any], payload_text: str) -> str:
+    """A compact JWS over a payload given as JSON text, to write literals json.dumps cannot."""
+    signing_input = b64url_encode(compact_json(header)) + "." + b64url_encode(payload_text.encode())
+    return signing_input + "." + b64url_encode(key.sign(signing_input.encode("ascii")))
+
+
+OUT_OF_RANGE_LITERALS = [
+    pytest.param("1" + "0" * 400, id="ten-to-the-400"),
+    pytest.param("-1" + "0" * 400, id="minus-ten-to-the-400"),
+    pytest.param("1e309", id="float-overflow"),
+    pytest.param("-10e308", id="negative-float-overflow"),
+    pytest.param("9007199254740992", id="two-to-the-53"),
+]
+
+
+@pytest.mark.parametrize("literal", OUT_OF_RANGE_LITERALS)
+def test_a_proof_iat_beyond_the_number_range_is_an_invalid_proof(literal: str) -> None:
+    """SPEC.md §3.2, §4.1: the proof's own error, never an arithmetic overflow."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = f'{{"jti":"j","htm":"POST","htu":"{TOKEN_URL}","iat":{literal}}}'
+    with pytest.raises(InvalidDPoPProof):
+        _verify(_signed(key, header, payload))
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "auth_time"])
+@pytest.mark.parametrize("literal", OUT_OF_RANGE_LITERALS)
+def test_an_access_token_time_beyond_the_number_range_is_an_invalid_token(
+    claim: str, literal: str
+) -> None:
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    claims = json.loads(b64url_decode(_issue(key).split(".")[1]))
+    claims[claim] = "LITERAL"
+    payload = json.dumps(claims, separators=(",", ":")).replace('"LITERAL"', literal)
+    token = _signed(key, {"typ": "at+jwt", "alg": "EdDSA", "kid": "k1"}, payload)
+    with pytest.raises(InvalidToken):
+        verify_access_token(
+            token=token,
+            keys={"k1": key.public},
+            issuer="https://auth.example.com",
+            audience="https://api.example.com",
+            now=NOW,
+        )
+
+
+# urlsplit drops TAB, CR and LF anywhere and strips leading controls and spaces; the others are
+# controls and whitespace that no URI holds (RFC 3986 §2).
+URLS_WITH_CONTROLS_OR_SPACES = [
+    pytest.param("https://auth.example.com/to\tken", id="tab"),
+    pytest.param("https://auth.example.com/to\r\nken", id="crlf"),
+    pytest.param("https://auth.example.com/token\n", id="trailing-lf"),
+    pytest.param("https://auth.exa\tmple.com/token", id="tab-in-host"),
+    pytest.param("htt\nps://auth.example.com/token", id="lf-in-scheme"),
+    pytest.param(" https://auth.example.com/token", id="leading-space"),
+    pytest.param("\x00https://auth.example.com/token", id="leading-nul"),
+    pytest.param("https://auth.example.com/token ", id="trailing-space"),
+    pytest.param("https://auth.example.com/to\x7fken", id="del"),
+    pytest.param("https://auth.example.com/to\x85ken", id="next-line"),
+    pytest.param("https://auth.example.com/to\u00a0ken", id="no-break-space"),
+    pytest.param("https://auth.example.com/to\u3000ken", id="ideographic-space"),
+]
+
+
+@pytest.mark.parametrize("url", URLS_WITH_CONTROLS_OR_SPACES)
+def test_normalize_htu_refuses_control_characters_and_whitespace(url: str) -> None:
+    with pytest.raises(MalformedInput):
+        normalize_htu(url)
+
+
+@pytest.mark.parametrize("htu", URLS_WITH_CONTROLS_OR_SPACES)
+def test_a_proof_htu_with_control_characters_or_whitespace_is_refused(htu: str) -> None:
+    """SPEC.md §4.1: even where the configured URL is the same string."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = json.dumps({"jti": "j", "htm": "POST", "htu": htu, "iat": NOW})
+    proof = _signed(key, header, payload)
+    for url in (TOKEN_URL, htu):
+        with pytest.raises(InvalidDPoPProof):
+            _verify(proof, url=url)
+
+
+@pytest.mark.parametrize("typ", ["DPoP+JWT", "DPOP+JWT", "dpop+JWT", "Dpop+jwt"])
+def test_a_proof_typ_is_compared_case_sensitively(typ: str) -> None:
+    """SPEC.md §4.1 step 2: RFC 9449 §4.2 names the exact value `dpop+jwt`."""
+    key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
+    header = {"typ": typ, "alg": "EdDSA", "jwk": dict(key.public.jwk)}
+    payload = json.dumps({"jti": "j", "htm": "POST", "htu": TOKEN_URL, "iat": NOW})
+    with pytest.raises(InvalidDPoPProof):
+        _verify(_signed(key, header, payload))

@@ -115,6 +115,44 @@ def test_json_nan_and_infinity_are_refused(text: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    "literal",
+    [
+        pytest.param(b"1" + b"0" * 400, id="ten-to-the-400"),
+        pytest.param(b"-1" + b"0" * 400, id="minus-ten-to-the-400"),
+        pytest.param(b"9" * 5000, id="beyond-the-int-conversion-limit"),
+        pytest.param(b"1e309", id="float-overflow"),
+        pytest.param(b"-10e308", id="negative-float-overflow"),
+        pytest.param(b"9007199254740992", id="two-to-the-53"),
+        pytest.param(b"-9007199254740992", id="minus-two-to-the-53"),
+        pytest.param(b"9007199254740992.0", id="two-to-the-53-as-float"),
+        pytest.param(b"1e16", id="large-exponent"),
+        pytest.param(b"1e308", id="largest-double-range"),
+    ],
+)
+def test_json_numbers_beyond_the_interoperable_range_are_refused(literal: bytes) -> None:
+    """SPEC.md §3.2: every parsed number is within ±(2^53 - 1), wherever it sits."""
+    for document in (b'{"a":%s}' % literal, b'{"a":[{"b":%s}]}' % literal):
+        with pytest.raises(MalformedInput) as raised:
+            parse_json_object(document)
+        assert raised.value.code == ErrorCode.INVALID_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [
+        pytest.param(b"9007199254740991", 2**53 - 1, id="largest"),
+        pytest.param(b"-9007199254740991", -(2**53) + 1, id="smallest"),
+        pytest.param(b"-0", 0, id="minus-zero"),
+        pytest.param(b"1700000000.75", 1700000000.75, id="fraction"),
+        pytest.param(b"1e-400", 0.0, id="underflow-to-zero"),
+        pytest.param(b"9.007199254740991e15", 2**53 - 1, id="largest-with-exponent"),
+    ],
+)
+def test_json_numbers_within_the_interoperable_range_are_kept(literal: bytes, value: float) -> None:
+    assert parse_json_object(b'{"a":%s}' % literal) == {"a": value}
+
+
+@pytest.mark.parametrize(
     "text",
     [b"[]", b"null", b'"x"', b"1", b"{", b"", b'{"a":1} x', b'{"a":"\xff"}'],
     ids=["array", "null", "string", "number", "truncated", "empty", "trailing", "not-utf8"],

@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from starlette.applications import Starlette
 from support.backends import database_url_for
 from support.device import Device
 from support.harness import PUBLIC_URL, Harness, running_server
+from support.harness import test_settings as settings_for
 
 from protocol.encoding import b64url_decode, b64url_encode
 from protocol.keys import SigningKey
+from server.protect import protect
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +49,7 @@ def _p256_y_plus_one(device: Device) -> str:
 REFUSED_PROOFS: list[Any] = [
     pytest.param({"header": {"typ": "JWT"}}, id="B4-typ-JWT"),
     pytest.param({"header": {"typ": "secevent+jwt"}}, id="B4-typ-secevent"),
+    pytest.param({"header": {"typ": "DPoP+JWT"}}, id="B4-typ-other-case"),
     pytest.param({"drop": ("typ",)}, id="B4-typ-missing"),
     pytest.param({"header": {"alg": "none"}}, id="B4-alg-none"),
     pytest.param({"header": {"alg": "HS256"}}, id="B4-alg-HS256"),
@@ -69,6 +74,12 @@ REFUSED_PROOFS: list[Any] = [
     pytest.param({"claims": {"htu": PUBLIC_URL + "/v1/login/start/"}}, id="B5-htu-trailing-slash"),
     pytest.param({"claims": {"htu": "http://auth.example.test/v1/login/start"}}, id="B5-htu-http"),
     pytest.param({"claims": {"htu": ":::*;"}}, id="B5-htu-malformed"),
+    # urlsplit would drop these characters and find the configured URL (SPEC.md §4.1).
+    pytest.param({"claims": {"htu": PUBLIC_URL + "/v1/login/\tstart"}}, id="B5-htu-tab"),
+    pytest.param({"claims": {"htu": PUBLIC_URL + "/v1/login/\r\nstart"}}, id="B5-htu-crlf"),
+    pytest.param({"claims": {"htu": PUBLIC_URL + "/v1/login/start\n"}}, id="B5-htu-trailing-lf"),
+    pytest.param({"claims": {"htu": " " + PUBLIC_URL + "/v1/login/start"}}, id="B5-htu-leading-sp"),
+    pytest.param({"claims": {"htu": "\x00" + PUBLIC_URL + "/v1/login/start"}}, id="B5-htu-nul"),
     pytest.param({"claims": {"iat": -61}}, id="B7-iat-61s-old"),
     pytest.param({"claims": {"iat": +61}}, id="B7-iat-61s-ahead"),
 ]
@@ -288,3 +299,46 @@ async def test_the_replay_entry_of_a_login_or_refresh_commits_in_the_transaction
     assert len(replay_entries) == 3
     for at in replay_entries:
         assert statements[at - 1] == "BEGIN IMMEDIATE", statements[at - 1 : at + 1]
+
+
+@pytest.mark.parametrize(
+    "htu",
+    [
+        pytest.param(PUBLIC_URL + "/v1/\tme", id="tab"),
+        pytest.param(PUBLIC_URL + "/v1/me\r\n", id="trailing-crlf"),
+        pytest.param("\n" + PUBLIC_URL + "/v1/me", id="leading-lf"),
+    ],
+)
+async def test_a_resource_proof_htu_with_control_characters_is_refused(
+    server: Harness, htu: str
+) -> None:
+    device = server.device()
+    token = (await server.login(device, "a@example.com"))["access_token"]
+    response = await server.client.get(
+        "/v1/me",
+        headers={
+            "Authorization": f"DPoP {token}",
+            "DPoP": device.proof("GET", "/v1/me", access_token=token, claims={"htu": htu}),
+        },
+    )
+    assert response.status_code == 401
+    assert 'error="invalid_dpop_proof"' in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "public_url",
+    [
+        "https://auth.example.test\t",
+        "https://auth.exa\nmple.test",
+        " https://auth.example.test",
+        "https://auth.example.test/\r\n",
+    ],
+)
+def test_a_public_url_with_control_characters_or_spaces_is_refused(
+    tmp_path: Path, public_url: str
+) -> None:
+    """SPEC.md §4.1, §4.3: the URL each htu is compared with is held to the same rule."""
+    with pytest.raises(ValidationError):
+        settings_for(tmp_path, public_url=public_url)
+    with pytest.raises(ValueError, match="public_url"):
+        protect(Starlette(), issuer=PUBLIC_URL, public_url=public_url)

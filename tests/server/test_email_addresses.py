@@ -25,6 +25,13 @@ REFUSED = [
     pytest.param("a" * 65 + "@example.com", id="local-part-over-64"),
     pytest.param("a@" + "b" * 250 + ".com", id="over-254"),
     pytest.param("", id="empty"),
+    # RFC 2047 encoded-words, which mail software may decode into another address (§5.1).
+    pytest.param("=?utf-8?q?victim?=@example.com", id="encoded-word-q"),
+    pytest.param("=?UTF-8?B?dmljdGlt?=@example.com", id="encoded-word-b"),
+    pytest.param("=?uTf-8?Q?victim?=@example.com", id="encoded-word-mixed-case"),
+    pytest.param("=?x?q?e=40attacker.example=3e=00?=@victim.example", id="encoded-word-at"),
+    pytest.param("pre.=?utf-8?q?x?=.post@example.com", id="encoded-word-inside"),
+    pytest.param('"=?utf-8?q?victim?="@example.com', id="encoded-word-quoted"),
 ]
 
 

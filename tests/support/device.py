@@ -35,8 +35,10 @@ class Device:
         claims: dict[str, Any] | None = None,
         drop: tuple[str, ...] = (),
         sign_with: SigningKey | None = None,
+        literals: dict[str, str] | None = None,
     ) -> str:
-        """A proof for `method` on base_url + path; `header`/`claims` override, `drop` removes."""
+        """A proof for `method` on base_url + path; `header`/`claims` override, `drop` removes,
+        `literals` sets claims to raw JSON text (numbers json.dumps cannot write, like 1e400)."""
         payload: dict[str, Any] = {
             "jti": b64url_encode(os.urandom(16)),
             "htm": method,
@@ -55,8 +57,12 @@ class Device:
         for name in drop:
             payload.pop(name, None)
             head.pop(name, None)
-        signing_input = (
-            b64url_encode(compact_json(head)) + "." + b64url_encode(compact_json(payload))
-        )
+        for name in literals or {}:
+            payload.pop(name, None)
+        payload_json = compact_json(payload)
+        if literals:
+            members = ",".join(f'"{name}":{text}' for name, text in literals.items())
+            payload_json = payload_json[:-1] + (b"," if payload else b"") + members.encode() + b"}"
+        signing_input = b64url_encode(compact_json(head)) + "." + b64url_encode(payload_json)
         signer = sign_with or self.key
         return signing_input + "." + b64url_encode(signer.sign(signing_input.encode()))

@@ -278,6 +278,21 @@ def jws(header: Any, payload: Any, key: Ed25519PrivateKey | None = DEVICE_KEY) -
     return signing_input + "." + b64u(signature)
 
 
+def with_literal(value: dict[str, Any], name: str, literal: str) -> str:
+    """Compact JSON with one member written as raw JSON text, for numbers json cannot write."""
+    return compact({**value, name: "LITERAL"}).replace('"LITERAL"', literal)
+
+
+# Number literals beyond I-JSON's interoperable range, ±(2^53 - 1) (RFC 7493 §2.2; SPEC.md §3.2).
+OUT_OF_RANGE_NUMBERS = [
+    ("ten-to-the-400", "1" + "0" * 400),
+    ("minus-ten-to-the-400", "-1" + "0" * 400),
+    ("float-overflow", "1e309"),
+    ("two-to-the-53", "9007199254740992"),
+]
+LARGEST_NUMBER = 2**53 - 1
+
+
 def replace_signature(token: str, signature: bytes | str) -> str:
     head, payload, _ = token.split(".")
     text = signature if isinstance(signature, str) else b64u(signature)
@@ -1037,6 +1052,17 @@ def dpop_cases() -> list[dict[str, Any]]:
     ]:
         payload = dpop_payload(iat=iat)
         accepted.append((name, jws(dpop_header(), payload), {}, payload, spec))
+    largest = dpop_payload(iat=LARGEST_NUMBER)
+    cases.append(
+        case(
+            "dpop/iat-largest-number",
+            "verify_dpop_proof",
+            "SPEC.md §3.2, §3.5; RFC 7493 §2.2",
+            _verify_input(jws(dpop_header(), largest), now=LARGEST_NUMBER),
+            output=_verified(largest),
+            description="2^53 - 1 is the largest number accepted",
+        )
+    )
     fractional = dpop_payload(iat=NOW + 0.75)
     accepted.append(
         (
@@ -1377,6 +1403,52 @@ def dpop_cases() -> list[dict[str, Any]]:
             "RFC 7515 §5.2 step 4; attacks.md A1, A10",
             "",
         ),
+        *[
+            (
+                f"iat-{name}",
+                jws(dpop_header(), with_literal(dpop_payload(), "iat", literal)),
+                {},
+                "SPEC.md §3.2 (numbers within ±(2^53 - 1)); RFC 7493 §2.2",
+                "refused when the JSON is decoded, before any arithmetic",
+            )
+            for name, literal in OUT_OF_RANGE_NUMBERS
+        ],
+        (
+            "header-member-ten-to-the-400",
+            jws(with_literal(dpop_header(), "x", "1" + "0" * 400), base_payload),
+            {},
+            "SPEC.md §3.2 (every parsed number, known member or not); RFC 7493 §2.2",
+            "",
+        ),
+        (
+            "typ-other-case",
+            jws(dpop_header(typ="DPoP+JWT"), base_payload),
+            {},
+            "RFC 9449 §4.2, §4.3 step 4 (the exact value, compared case-sensitively)",
+            "",
+        ),
+        *[
+            (
+                f"htu-{name}",
+                jws(dpop_header(), dpop_payload(htu=htu)),
+                overrides,
+                "RFC 3986 §2 (no controls or spaces in a URI); SPEC.md §4.1",
+                description,
+            )
+            for name, htu, overrides, description in [
+                ("tab", "https://auth.example.com/to\tken", {}, "urlsplit drops TAB"),
+                ("crlf", "https://auth.example.com/to\r\nken", {}, "urlsplit drops CR and LF"),
+                ("trailing-lf", TOKEN_URL + "\n", {}, "urlsplit drops LF"),
+                ("leading-space", " " + TOKEN_URL, {}, "urlsplit strips leading spaces"),
+                ("leading-nul", "\x00" + TOKEN_URL, {}, "urlsplit strips leading controls"),
+                (
+                    "tab-same-as-url",
+                    TOKEN_URL + "\t",
+                    {"url": TOKEN_URL + "\t"},
+                    "refused even where the compared URL is the same string",
+                ),
+            ]
+        ],
         ("header-not-object", jws("[]", base_payload), {}, "RFC 7515 §5.2 step 4", ""),
         ("payload-not-object", jws(header_text, "null"), {}, "RFC 7519 §7.2 step 10", ""),
         ("too-long", long_proof, {}, "attacks.md A10", "longer than 4096 characters"),
@@ -1465,6 +1537,12 @@ def dpop_cases() -> list[dict[str, Any]]:
         ("relative", "/token"),
         ("no-host", "https:///token"),
         ("bad-port", "https://auth.example.com:99999/token"),
+        ("tab", "https://auth.example.com/to\tken"),
+        ("crlf", "https://auth.example.com/to\r\nken"),
+        ("trailing-lf", TOKEN_URL + "\n"),
+        ("leading-space", " " + TOKEN_URL),
+        ("leading-nul", "\x00" + TOKEN_URL),
+        ("no-break-space", "https://auth.example.com/to\u00a0ken"),
     ]:
         cases.append(
             case(
@@ -1601,6 +1679,22 @@ def access_token_cases() -> list[dict[str, Any]]:
             "RFC 7519 §4.1.3",
             "",
         ),
+        *[
+            (
+                f"{claim}-{name}",
+                verify_input(
+                    jws(at_header(), with_literal(at_claims(), claim, literal), SERVER_KEY)
+                ),
+                "SPEC.md §3.2 (numbers within ±(2^53 - 1)); RFC 7493 §2.2",
+                "signed by the server's key, and still refused when the JSON is decoded",
+            )
+            for claim, name, literal in [
+                ("exp", *OUT_OF_RANGE_NUMBERS[0]),
+                ("exp", *OUT_OF_RANGE_NUMBERS[3]),
+                ("iat", *OUT_OF_RANGE_NUMBERS[1]),
+                ("auth_time", *OUT_OF_RANGE_NUMBERS[2]),
+            ]
+        ],
         (
             "typ-jwt",
             verify_input(jws(at_header(typ="JWT"), at_claims(), key=SERVER_KEY)),
@@ -1806,6 +1900,20 @@ def email_cases() -> list[dict[str, Any]]:
             "RFC 5322 §3.4.1 (dot-atom)",
         ),
         (
+            "equals-question-without-closing",
+            "a=?b@example.org",
+            "a=?b@example.org",
+            "a=?b@example.org",
+            "SPEC.md §5.1 (no ?= after the =?: no encoded-word)",
+        ),
+        (
+            "closing-before-opening",
+            "a?=b=?c@example.org",
+            "a?=b=?c@example.org",
+            "a?=b=?c@example.org",
+            "SPEC.md §5.1 (no ?= after the =?: no encoded-word)",
+        ),
+        (
             "local-part-64",
             f"{local_64}@example.org",
             f"{local_64}@example.org",
@@ -1897,6 +2005,18 @@ def email_cases() -> list[dict[str, Any]]:
         ("domain-underscore", "alice@ex_ample.org", "RFC 1035 §2.3.1 (LDH)"),
         ("domain-label-64", "alice@" + "a" * 64 + ".org", "RFC 1035 §2.3.4"),
         ("domain-space", "alice@exa mple.org", "attacks.md D5"),
+        ("encoded-word-q", "=?utf-8?q?victim?=@example.org", "RFC 2047 §5; SPEC.md §5.1"),
+        ("encoded-word-b", "=?UTF-8?B?dmljdGlt?=@example.org", "RFC 2047 §5; SPEC.md §5.1"),
+        ("encoded-word-mixed-case", "=?uTf-8?Q?victim?=@example.org", "RFC 2047 §5"),
+        ("encoded-word-with-language", "=?utf-8*en?q?victim?=@example.org", "RFC 2231 §5"),
+        (
+            "encoded-word-decoding-to-an-address",
+            "=?x?q?e=40attacker.example=3e=00?=@victim.example",
+            "RFC 2047 §5; SPEC.md §5.1 (decodes to e@attacker.example>, then NUL)",
+        ),
+        ("encoded-word-inside", "pre.=?utf-8?q?x?=.post@example.org", "SPEC.md §5.1"),
+        ("encoded-word-empty-parts", "=??=@example.org", "SPEC.md §5.1 (any =? then ?=)"),
+        ("encoded-word-quoted", '"=?utf-8?q?victim?="@example.org', "SPEC.md §5.1"),
     ]
     for name, value, spec in refused:
         cases.append(
