@@ -10,7 +10,7 @@ import { p256 } from "@noble/curves/nist.js";
 import { base64urlDecode, base64urlEncode } from "../base64url.js";
 import { SplitlinkError } from "../errors.js";
 import type { Algorithm, PublicJwk } from "../jwk.js";
-import { randomBytes } from "../random.js";
+import { randomBytes, requireSecureRandom } from "../random.js";
 import type { SecureStorage } from "../storage.js";
 import type { DeviceSigner } from "./signer.js";
 
@@ -24,6 +24,8 @@ export class PureSigner implements DeviceSigner {
   readonly #secret: Uint8Array;
 
   private constructor(alg: Algorithm, secret: Uint8Array) {
+    // @noble/curves blinds scalar multiplications with fresh random bytes.
+    requireSecureRandom();
     this.alg = alg;
     this.#secret = secret;
     if (alg === "ES256") {
@@ -71,6 +73,7 @@ export class PureSigner implements DeviceSigner {
   }
 
   async sign(signingInput: Uint8Array): Promise<Uint8Array> {
+    requireSecureRandom();
     // ES256: RFC 6979 deterministic nonces, SHA-256 prehash, compact R‖S.
     return this.alg === "ES256"
       ? p256.sign(signingInput, this.#secret, { prehash: true, format: "compact" })
