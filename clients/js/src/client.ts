@@ -139,8 +139,10 @@ interface Tokens {
   readonly jkt: string;
   readonly accessToken: string;
   readonly refreshToken: string;
-  /** Device clock. */
+  /** Device clock, as both below. */
   readonly expiresAtMs: number;
+  /** When to refresh before use: ahead of expiry, but never in the token's first half. */
+  readonly refreshAtMs: number;
 }
 
 interface Failure {
@@ -178,6 +180,8 @@ export class SplitlinkClient {
   readonly #listeners = new Set<(event: SessionEndedEvent) => void>();
   #metadata: Promise<ServerMetadata> | undefined;
   #tokens: Tokens | null = null;
+  // This device's session id, as `me` and `sessions` last reported it.
+  #currentSessionId: string | undefined;
   #refreshing: Promise<Tokens> | null = null;
   // Bumped whenever the session ends here, so a refresh that was in flight cannot bring it back.
   #generation = 0;
@@ -201,7 +205,12 @@ export class SplitlinkClient {
     requireSecureRandom();
     const client = new SplitlinkClient(options);
     const tokens = await client.#read<Tokens>(client.#tokensKey);
-    if (tokens !== null && tokens.issuer === client.issuer && tokens.jkt === client.jkt) {
+    if (
+      tokens !== null &&
+      tokens.issuer === client.issuer &&
+      tokens.jkt === client.jkt &&
+      typeof tokens.refreshAtMs === "number"
+    ) {
       client.#tokens = tokens;
     }
     return client;
@@ -358,6 +367,7 @@ export class SplitlinkClient {
     const body = await jsonObject(await this.#account("GET", "/v1/me"));
     const user = objectMember(body, "user");
     const session = objectMember(body, "session");
+    this.#currentSessionId = stringMember(session, "id");
     return {
       user: { id: stringMember(user, "id"), email: stringMember(user, "email") },
       session: {
@@ -385,6 +395,9 @@ export class SplitlinkClient {
       if (typeof current !== "boolean") {
         throw new InvalidResponseError("a session lacks its current flag");
       }
+      if (current) {
+        this.#currentSessionId = stringMember(session, "id");
+      }
       return {
         id: stringMember(session, "id"),
         deviceName: nullableString(session, "device_name"),
@@ -397,10 +410,13 @@ export class SplitlinkClient {
     });
   }
 
-  /** End one of the user's sessions (another device's, or this one's: then as `logout`). */
-  async endSession(sessionId: string, options: { readonly current?: boolean } = {}): Promise<void> {
+  /**
+   * End one of the user's sessions, by an id from `sessions()`. Ending this device's own session
+   * is a `logout`.
+   */
+  async endSession(sessionId: string): Promise<void> {
     await this.#account("DELETE", `/v1/sessions/${encodeURIComponent(sessionId)}`);
-    if (options.current === true) {
+    if (sessionId === this.#currentSessionId) {
       await this.#endHere("logout");
     }
   }
@@ -481,7 +497,7 @@ export class SplitlinkClient {
     if (tokens === null) {
       throw new NotSignedInError();
     }
-    if (this.#clock.deviceNowMs() >= tokens.expiresAtMs - this.#refreshMarginMs) {
+    if (this.#clock.deviceNowMs() >= tokens.refreshAtMs) {
       return this.#refreshAfter(tokens);
     }
     return tokens;
@@ -672,12 +688,17 @@ export class SplitlinkClient {
     ) {
       throw new InvalidResponseError("the token answer is not usable", { status: response.status });
     }
+    // A token capped by the session's end can be short (SPEC.md §6.3): refreshing it at half its
+    // life, not `margin` before its end, keeps a refresh from following every request.
+    const receivedAtMs = this.#clock.deviceNowMs();
+    const lifetimeMs = expiresIn * 1000;
     return {
       issuer: this.issuer,
       jkt: this.jkt,
       accessToken,
       refreshToken,
-      expiresAtMs: this.#clock.deviceNowMs() + expiresIn * 1000,
+      expiresAtMs: receivedAtMs + lifetimeMs,
+      refreshAtMs: receivedAtMs + Math.max(lifetimeMs - this.#refreshMarginMs, lifetimeMs / 2),
     };
   }
 
@@ -688,6 +709,7 @@ export class SplitlinkClient {
 
   async #endHere(reason: SessionEndReason): Promise<void> {
     this.#generation += 1;
+    this.#currentSessionId = undefined;
     const hadSession = this.#tokens !== null;
     this.#tokens = null;
     await this.#storage.removeItem(this.#tokensKey);

@@ -332,3 +332,47 @@ test("tokens go only to the issuer and the listed resource origins", async () =>
   const { client } = await signedIn();
   await assert.rejects(client.fetch("https://elsewhere.example/v1/me"), /resourceOrigins/);
 });
+
+test("a token cut short by the session's end is refreshed at half its life, not on every request", async () => {
+  let now = 1_000_000;
+  let signer: PureSigner | undefined;
+  const server = fakeServer({
+    "POST /v1/login/start": startRoute(() => signer!),
+    "POST /oauth2/token": () => tokens(20),
+    "GET /v1/data": () => json(200, {}),
+  });
+  const made = await clientWith(server, { now: () => now });
+  signer = made.signer;
+  await made.client.startLogin("a@example.com");
+  await made.client.completeFromLink(link());
+  for (let i = 0; i < 5; i++) {
+    await made.client.fetch("/v1/data");
+  }
+  assert.equal(server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length, 0);
+  now += 11_000;
+  await made.client.fetch("/v1/data");
+  await made.client.fetch("/v1/data");
+  assert.equal(server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length, 1);
+});
+
+test("ending this device's own session from the list is a logout", async () => {
+  const events: SessionEndedEvent[] = [];
+  const { client } = await signedIn({
+    "GET /v1/sessions": () =>
+      json(200, {
+        sessions: [
+          { id: "other", device_name: "tablet", key_alg: "ES256", created_at: 1, last_used_at: 1, expires_at: 9, current: false },
+          { id: "mine", device_name: null, key_alg: "EdDSA", created_at: 2, last_used_at: 2, expires_at: 9, current: true },
+        ],
+      }),
+    "DELETE /v1/sessions/other": () => new Response(null, { status: 204 }),
+    "DELETE /v1/sessions/mine": () => new Response(null, { status: 204 }),
+  });
+  client.onSessionEnded((event) => events.push(event));
+  await client.sessions();
+  await client.endSession("other");
+  assert.equal(client.isSignedIn, true);
+  await client.endSession("mine");
+  assert.equal(client.isSignedIn, false);
+  assert.deepEqual(events, [{ reason: "logout" }]);
+});
