@@ -657,7 +657,7 @@ export class SplitlinkClient {
   }
 
   #resourceUrl(input: string): string {
-    const url = input.startsWith("/") ? `${this.issuer}${input}` : input;
+    const url = wireForm(input.startsWith("/") ? `${this.issuer}${input}` : input);
     let origin: string;
     try {
       origin = normalizedOrigin(url);
@@ -748,6 +748,19 @@ export class SplitlinkClient {
 }
 
 // ---- answers ---------------------------------------------------------------------------------
+
+/**
+ * The URL as `fetch` will put it on the request line (WHATWG serialization: spaces and non-ASCII
+ * percent-encoded), so that `htu` names the path the server sees (SPEC.md §4.3). Runtimes whose
+ * `URL` is missing or partial keep the text as given.
+ */
+function wireForm(url: string): string {
+  try {
+    return new URL(url).href;
+  } catch {
+    return url;
+  }
+}
 
 function isExpiredToken(failure: Failure | undefined): boolean {
   return failure !== undefined && failure.status === 401 && failure.code === "invalid_token";

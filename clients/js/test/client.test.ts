@@ -376,3 +376,10 @@ test("ending this device's own session from the list is a logout", async () => {
   assert.equal(client.isSignedIn, false);
   assert.deepEqual(events, [{ reason: "logout" }]);
 });
+
+test("htu names the path as fetch sends it, percent-encoded", async () => {
+  const { client, server } = await signedIn({ "GET /v1/caf%C3%A9%20menu": () => json(200, {}) });
+  const response = await client.fetch("/v1/café menu?x=1");
+  assert.equal(response.status, 200);
+  assert.equal(server.calls.at(-1)!.claims["htu"], `${ISSUER}/v1/caf%C3%A9%20menu`);
+});
