@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test fuzz lint typecheck check clean
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
+
+.PHONY: install run test fuzz lint typecheck check clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +17,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The TypeScript SDK's dependencies, exactly as package-lock.json pins them.
+$(JS_STAMP): $(JS)/package-lock.json
+	npm ci --prefix $(JS) --no-audit --no-fund
+	touch $(JS_STAMP)
+
+# Chromium for the SDK's browser test, from the system's packages (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
 run: $(STAMP)
 	$(BIN)/splitlink migrate
 	$(BIN)/splitlink serve --host 127.0.0.1 --port 8000
 
-test: $(STAMP)
+test: $(STAMP) $(JS_STAMP) browser
 	$(BIN)/pytest -q
+	npm test --prefix $(JS)
 
 fuzz: $(STAMP)   # schemathesis at length against a live server (make test runs it briefly)
 	SPLITLINK_FUZZ_EXAMPLES=300 SPLITLINK_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
@@ -35,7 +50,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules $(JS)/dist
 
 # Benchmarks (README.md, Performance). wrk comes from the system's packages.
 .PHONY: bench bench-full soak bench-wrk

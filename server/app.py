@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route, Router
 
 from protocol.errors import ErrorCode, SplitlinkError
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
+from server.cors import ListedOriginsCORS
 from server.dpop_guard import DPoPGuard
 from server.errors import error_response_parts
 from server.events import EventSink, log_event
@@ -256,10 +257,18 @@ def create_app(
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
         Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
     ]
+    # CORS sits outside the /v1/ authentication, which would refuse a preflight (it carries no
+    # credentials), and inside the security headers, which its answers get too.
+    cors = (
+        [Middleware(ListedOriginsCORS, origins=settings.cors_origins)]
+        if settings.cors_origins
+        else []
+    )
     app = Starlette(
         routes=routes,
         middleware=[
             Middleware(SecurityHeadersMiddleware),
+            *cors,
             Middleware(
                 DPoPAuthMiddleware,
                 guard=lambda scope: scope["app"].state.services.resource_guard,

@@ -200,6 +200,9 @@ class Settings(BaseSettings):
     # Level of the server's log (`splitlink serve`): its own lines and uvicorn's.
     log_level: LogLevel = "info"
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
+    # Web apps served from these origins may call the server from a browser (CORS). Empty: no
+    # CORS header is ever sent, and browsers keep other origins out.
+    cors_origins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -211,30 +214,15 @@ class Settings(BaseSettings):
         data_dir = Path(values.get("data_dir", cls.model_fields["data_dir"].default))
         return {**values, "database_url": f"sqlite:///{data_dir / DATABASE_FILE}"}
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _cors_origins_are_origins(cls, values: list[str]) -> list[str]:
+        return [_origin(value, name="a CORS origin") for value in values]
+
     @field_validator("public_url")
     @classmethod
     def _public_url_is_an_origin(cls, value: str) -> str:
-        # The URL every htu is compared with: refused as an htu would be, so that urlsplit
-        # cannot quietly drop a TAB or a newline from it.
-        try:
-            normalize_htu(value)
-        except MalformedInput as exc:
-            raise ValueError(f"public_url: {exc.description}") from exc
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("public_url must be an absolute http(s) URL")
-        if (
-            parts.path not in ("", "/")
-            or parts.query
-            or parts.fragment
-            or parts.username is not None
-            or parts.password is not None
-        ):
-            raise ValueError("public_url must be an origin: scheme, host and optional port only")
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        default_port = {"http": 80, "https": 443}[parts.scheme]
-        port = "" if parts.port in (None, default_port) else f":{parts.port}"
-        return f"{parts.scheme}://{host}{port}".lower()
+        return _origin(value, name="public_url")
 
     @property
     def issuer(self) -> str:
@@ -246,6 +234,30 @@ class Settings(BaseSettings):
 
     def endpoint(self, path: str) -> str:
         return self.public_url + path
+
+
+def _origin(value: str, *, name: str) -> str:
+    """An http(s) origin, lower-cased, without a default port: as browsers send `Origin`."""
+    # Refused as an htu would be, so that urlsplit cannot quietly drop a TAB or a newline.
+    try:
+        normalize_htu(value)
+    except MalformedInput as exc:
+        raise ValueError(f"{name}: {exc.description}") from exc
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an absolute http(s) URL")
+    if (
+        parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or parts.password is not None
+    ):
+        raise ValueError(f"{name} must be an origin: scheme, host and optional port only")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default_port = {"http": 80, "https": 443}[parts.scheme]
+    port = "" if parts.port in (None, default_port) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}".lower()
 
 
 # Variables with the prefix that belong to the reference client and to the test suite.

@@ -1,0 +1,31 @@
+/**
+ * Where the SDK keeps the pending login (attempt id, device half) and the tokens: one small
+ * asynchronous key-value interface, so that React Native apps can pass the Keychain / Keystore
+ * (react-native-keychain, expo-secure-store) and Node apps a file. Values are strings.
+ *
+ * There is deliberately no `localStorage` adapter: any script of the page reads it, and the
+ * device half and tokens are secrets.
+ */
+
+export interface SecureStorage {
+  getItem(key: string): Promise<string | null>;
+  setItem(key: string, value: string): Promise<void>;
+  removeItem(key: string): Promise<void>;
+}
+
+/** Kept only for the life of the process: a reload signs the user out. */
+export class MemoryStorage implements SecureStorage {
+  readonly #items = new Map<string, string>();
+
+  async getItem(key: string): Promise<string | null> {
+    return this.#items.get(key) ?? null;
+  }
+
+  async setItem(key: string, value: string): Promise<void> {
+    this.#items.set(key, value);
+  }
+
+  async removeItem(key: string): Promise<void> {
+    this.#items.delete(key);
+  }
+}
