@@ -254,3 +254,22 @@ def test_attempt_state_is_read_only_from_an_invalid_grant(
         client.complete_login(server.outbox["alice@example.com"])
     assert caught.value.attempt_state is None
     assert client.state.pending is not None
+
+
+def test_a_link_with_extra_fragment_names_still_completes(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    # SPEC.md §5.4: names other than attempt_id and email_half are ignored.
+    client.start_login("alice@example.com")
+    client.complete_login(server.outbox["alice@example.com"] + "&v=2&lang=en")
+    assert client.state.tokens is not None
+
+
+def test_a_link_repeating_an_extra_fragment_name_is_refused_before_any_request(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    client.start_login("alice@example.com")
+    before = len(server.seen)
+    with pytest.raises(LocalError, match="not a splitlink login link"):
+        client.complete_login(server.outbox["alice@example.com"] + "&v=2&v=2")
+    assert len(server.seen) == before

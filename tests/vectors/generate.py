@@ -1955,6 +1955,16 @@ def login_link_cases() -> list[dict[str, Any]]:
             "SPEC.md §5.4 (only the fragment is read; mail trackers add queries)",
         ),
         ("parse-surrounding-whitespace", f"  {link}\n", "SPEC.md §5.4 (pasted links)"),
+        (
+            "parse-ignores-extra-names",
+            f"https://auth.example.com/l#{fragment}&v=2&utm_source=",
+            "SPEC.md §5.4 (names other than attempt_id and email_half are ignored)",
+        ),
+        (
+            "parse-ignores-extra-name-first",
+            f"https://auth.example.com/l#lang=en&{fragment}",
+            "SPEC.md §5.4 (names other than attempt_id and email_half are ignored)",
+        ),
     ]
     for name, value, spec in accepted:
         cases.append(
@@ -1981,6 +1991,11 @@ def login_link_cases() -> list[dict[str, Any]]:
             "repeated-email-half-fails",
             f"https://auth.example.com/l#{fragment}&email_half={EMAIL_HALF}",
             "SPEC.md §5.4 (one value per member)",
+        ),
+        (
+            "repeated-extra-name-fails",
+            f"https://auth.example.com/l#{fragment}&v=2&v=2",
+            "SPEC.md §5.4 (no name may repeat, known or not)",
         ),
         (
             "missing-email-half-fails",
