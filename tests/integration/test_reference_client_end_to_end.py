@@ -122,17 +122,16 @@ def test_a_client_whose_completion_answer_was_lost_learns_the_attempt_is_consume
     # SPEC.md §2.3, §6.2: the retry is refused with attempt_state consumed, and the client
     # drops the pending login instead of retrying it for ever.
     transport = _LosesFirstCompletionAnswer()
-    with running_server_process(tmp_path) as server:
-        with httpx.Client(transport=transport) as http:
-            client = SplitlinkClient(server.url, tmp_path / "device.json", http=http)
-            client.start_login("carol@example.com")
-            link = mail_link(server.wait_for_mail(1)[0])
-            with pytest.raises(ClientError) as lost:
-                client.complete_login(link)
-            assert lost.value.error == "temporarily_unavailable"
-            assert client.state.pending is not None
-            with pytest.raises(ClientError) as retried:
-                client.complete_login(link)
+    with running_server_process(tmp_path) as server, httpx.Client(transport=transport) as http:
+        client = SplitlinkClient(server.url, tmp_path / "device.json", http=http)
+        client.start_login("carol@example.com")
+        link = mail_link(server.wait_for_mail(1)[0])
+        with pytest.raises(ClientError) as lost:
+            client.complete_login(link)
+        assert lost.value.error == "temporarily_unavailable"
+        assert client.state.pending is not None
+        with pytest.raises(ClientError) as retried:
+            client.complete_login(link)
     assert (retried.value.error, retried.value.attempt_state) == ("invalid_grant", "consumed")
     assert client.state.pending is None
     assert transport.lost == 1

@@ -116,6 +116,6 @@ async def test_a_proven_completion_without_an_account_under_closed_signup_names_
     response = await server.complete_started(device, started, email_half)
     assert "attempt_state" not in response.json()
     assert _answer(response) == await _unknown_attempt_answer(server, device)
-    assert [e.fields["reason"] for e in server.events if e.name == "login.failed"][0] == (
+    assert next(e.fields["reason"] for e in server.events if e.name == "login.failed") == (
         "no_account"
     )
