@@ -15,6 +15,7 @@ from protocol.dpop import (
 from protocol.email_address import EmailAddress, parse_email_address
 from protocol.encoding import b64url_decode, b64url_encode, parse_json_object
 from protocol.errors import (
+    AttemptState,
     ErrorCode,
     InvalidDPoPProof,
     InvalidEmail,
@@ -45,6 +46,7 @@ from protocol.split_secret import (
 
 __all__ = [
     "SUPPORTED_ALGORITHMS",
+    "AttemptState",
     "EmailAddress",
     "ErrorCode",
     "InvalidDPoPProof",

@@ -25,7 +25,7 @@ CHECK_PHRASE_LENGTH = 4
 
 # 256 short, common, concrete English nouns: lower-case ASCII, 3-6 letters, in alphabetical
 # order, no two spelled or pronounced alike. The order is part of the protocol: the byte value
-# indexes this tuple. Changing it changes every phrase (tests/vectors/check_phrase.json).
+# indexes this tuple. Changing it changes every phrase (tests/vectors/check_phrase_words.json).
 WORDS: tuple[str, ...] = tuple(
     """
     acorn anchor apple apron arrow attic autumn badge bagel bamboo banjo basket beach beacon beaver

@@ -75,10 +75,26 @@ class UnknownSigningKey(InvalidToken):
     """The token names a `kid` the verifier does not know (yet): a reason to refresh the keys."""
 
 
+class AttemptState(StrEnum):
+    """Why a login attempt can no longer be completed: the `attempt_state` member of an
+    `invalid_grant` answer to a completion with the attempt's key and both halves (SPEC.md §6.2)."""
+
+    CONSUMED = "consumed"
+    LOCKED = "locked"
+    EXPIRED = "expired"
+
+
 class InvalidGrant(SplitlinkError):
-    """A grant (split secret or refresh token) that cannot be redeemed (RFC 6749 §5.2)."""
+    """A grant (split secret or refresh token) that cannot be redeemed (RFC 6749 §5.2).
+
+    `attempt_state` is set only for a completion that proved the attempt's key and both halves.
+    """
 
     code = ErrorCode.INVALID_GRANT
+
+    def __init__(self, description: str, *, attempt_state: AttemptState | None = None) -> None:
+        super().__init__(description)
+        self.attempt_state = attempt_state
 
 
 class InvalidEmail(SplitlinkError):

@@ -31,7 +31,10 @@ def build_login_link(*, public_url: str, attempt_id: str, email_half: str) -> st
 
 
 def parse_login_link(link: str) -> LoginLink:
-    """Read the attempt id and email half from a link's fragment (what the app does)."""
+    """Read the attempt id and email half from a link's fragment (what the app does).
+
+    Other names are ignored, so that a later link may carry more; no name may repeat.
+    """
     fragment = urlsplit(link.strip()).fragment
     try:
         pairs = parse_qsl(fragment, keep_blank_values=True, strict_parsing=True)

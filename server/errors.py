@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.errors import ErrorCode, SplitlinkError
+from protocol.errors import ErrorCode, InvalidGrant, SplitlinkError
 
 DPOP_ALGS = "ES256 EdDSA"
 
@@ -89,6 +89,10 @@ def _sanitize(text: str) -> str:
 def error_response_parts(exc: SplitlinkError) -> tuple[int, dict[str, str], dict[str, str]]:
     """Return (status, JSON body, headers) for an error."""
     body = {"error": exc.code.value, "error_description": _sanitize(exc.description)}
+    if isinstance(exc, InvalidGrant) and exc.attempt_state is not None:
+        # An additive member (RFC 6749 §5.2 allows extensions), for clients that lost the
+        # answer to their completion (SPEC.md §6.2 step 7.4).
+        body["attempt_state"] = exc.attempt_state.value
     headers: dict[str, str] = {}
     status = _STATUS.get(exc.code, 400)
     if isinstance(exc, ResourceError):

@@ -14,7 +14,7 @@ from protocol.check_phrase import check_phrase
 from protocol.dpop import VerifiedDPoPProof
 from protocol.email_address import parse_email_address
 from protocol.encoding import b64url_encode
-from protocol.errors import InvalidEmail, InvalidGrant, MalformedInput
+from protocol.errors import AttemptState, InvalidEmail, InvalidGrant, MalformedInput
 from protocol.link import build_login_link
 from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
 from server.clock import Clock, RandomBytes
@@ -46,6 +46,8 @@ _ATTEMPT = (
     "a.key_alg, u.id AS account_id, u.email_address AS account_address FROM login_attempts a "
     "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id"
 )
+# What stopped a consume that found no row (SPEC.md §6.2 step 7.6).
+_FINISHED = "SELECT consumed_at, failed_count FROM login_attempts WHERE id = :id"
 # The account of a canonical address, if there is one.
 _ACCOUNT = "SELECT id, email_address FROM users WHERE email_canonical = :canonical"
 # A session's reference to its user: what a concurrent first login leaves unmet.
@@ -260,10 +262,12 @@ class LoginService:
             # what never changes once an attempt exists; the consume checks the rest again.
             attempts = await self._replay.record_with(proof, now=now, writes=(), read=read)
             outcome, tokens = await redeem(attempts, self._db.run_guarded)
-        if outcome == "mismatch":
+        if outcome in ("mismatch", "unknown_attempt"):
             # The count that locks the attempt. One atomic increment in its own statement, so
             # concurrent failures all count at every isolation level and none conflicts with
-            # another (attacks.md C6).
+            # another (attacks.md C6). An unknown id is counted too, where the statement finds
+            # no row: otherwise its answer would come a round trip sooner and tell which ids
+            # exist (SPEC.md §6.4).
             await self._db.statement(
                 "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id "
                 "RETURNING failed_count",
@@ -273,8 +277,12 @@ class LoginService:
             self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
             if outcome in ("unknown_attempt", "mismatch", "no_account"):
                 raise InvalidGrant(_NOT_COMPLETABLE)
-            # Only the holder of the right key and both halves learns why.
-            raise InvalidGrant(f"the login attempt is {outcome}; start a new login")
+            # Only the holder of the right key and both halves learns why, so that an app
+            # whose completion answer was lost can tell a consumed attempt from the others.
+            state = AttemptState(outcome)
+            raise InvalidGrant(
+                f"the login attempt is {state}; start a new login", attempt_state=state
+            )
         self.emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
         return tokens
 
@@ -332,7 +340,22 @@ class LoginService:
             tokens = await open_session(
                 account=await self._existing_account(attempt["email_canonical"])
             )
-        return ("completed" if tokens is not None else "consumed"), tokens
+        if tokens is None:
+            return await self._finished_state(attempt_id), None
+        return "completed", tokens
+
+    async def _finished_state(self, attempt_id: str) -> str:
+        """Which state stopped a consume that found no row: a concurrent completion won, or
+        failures counted since the read reached the limit. The conditions of the consume only
+        ever turn false, and `expires_at` was checked with the same `now`, so an attempt that
+        is neither consumed nor locked is no longer there (housekeeping, SPEC.md §8.6)."""
+        rows = await self._db.statement(_FINISHED, {"id": attempt_id})
+        attempt = rows[0] if rows else None
+        if attempt is not None and attempt["consumed_at"] is not None:
+            return "consumed"
+        if attempt is not None and attempt["failed_count"] >= self._settings.max_failed_completions:
+            return "locked"
+        return "expired"
 
     async def _consume_and_open_session(
         self,

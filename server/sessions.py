@@ -91,10 +91,12 @@ class SessionStore:
                 "SELECT s.id, s.device_name, s.key_alg, s.created_at, s.last_used_at, "
                 "s.expires_at FROM sessions s WHERE s.user_id = :user_id "
                 "AND s.revoked_at IS NULL AND s.expires_at > :now "
-                "AND s.last_used_at > :idle_cutoff ORDER BY s.created_at, s.id",
+                "AND s.last_used_at > :idle_cutoff",
                 {"user_id": user_id, **self._window(now)},
             )
-        return [dict(row) for row in rows]
+        # Oldest first, then by id as ASCII text (SPEC.md §6.6). Sorted here, not by ORDER BY:
+        # PostgreSQL orders text by the database's collation, which need not be byte order.
+        return sorted((dict(row) for row in rows), key=lambda row: (row["created_at"], row["id"]))
 
     async def end(self, session_id: str, *, user_id: str, reason: str, now: int) -> bool:
         """End one of the user's live sessions; False if it is not one (unknown or another

@@ -38,6 +38,9 @@ async def authorization_server_metadata(request: Request) -> Response:
             "revocation_endpoint_auth_methods_supported": ["none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
             "dpop_signing_alg_values_supported": ["ES256", "EdDSA"],
+            # RFC 9449 defines no member for this; clients learn it up front instead of from a
+            # first refused request (SPEC.md §6.9).
+            "dpop_nonce_required": settings.use_dpop_nonce,
         },
         headers={"Cache-Control": "public, max-age=300"},
     )

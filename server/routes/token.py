@@ -101,8 +101,9 @@ async def revoke(request: Request) -> Response:
         found = session_id
         now = svc.clock.now()
 
+        # One name for the stored reason and the event's (SPEC.md §6.8, §6.12).
         async def end(conn: Connection) -> bool:
-            return await revoke_session_rows(conn, session_id=found, reason="revoked", now=now)
+            return await revoke_session_rows(conn, session_id=found, reason="revocation", now=now)
 
         ended = await svc.db.run(end)
         if ended:

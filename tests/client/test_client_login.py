@@ -202,3 +202,74 @@ def test_resource_proofs_carry_ath_method_and_url(
     assert (me.proof.htm, me.proof.htu) == ("GET", f"{ISSUER}/v1/me")
     assert end.proof.htm == "DELETE"
     assert me.request.headers["Authorization"].startswith("DPoP ")
+
+
+@pytest.mark.parametrize("state", ["consumed", "locked", "expired"])
+def test_a_finished_attempt_is_reported_by_its_state_and_forgotten(
+    client: SplitlinkClient, server: FakeServer, state: str
+) -> None:
+    # SPEC.md §6.2: the attempt can never be completed, so the pending login goes.
+    client.start_login("alice@example.com")
+    server.overrides["/oauth/token"] = httpx.Response(
+        400,
+        json={
+            "error": "invalid_grant",
+            "error_description": f"the login attempt is {state}; start a new login",
+            "attempt_state": state,
+        },
+    )
+    with pytest.raises(ClientError) as caught:
+        client.complete_login(server.outbox["alice@example.com"])
+    assert (caught.value.error, caught.value.attempt_state) == ("invalid_grant", state)
+    assert client.state.pending is None
+    assert load_state(client.state_path).pending is None
+
+
+def test_a_generic_invalid_grant_keeps_the_pending_login(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    # A wrong link was pasted, say: the right one may still come.
+    client.start_login("alice@example.com")
+    server.overrides["/oauth/token"] = httpx.Response(
+        400,
+        json={
+            "error": "invalid_grant",
+            "error_description": "the login attempt cannot be completed; start a new login",
+        },
+    )
+    with pytest.raises(ClientError) as caught:
+        client.complete_login(server.outbox["alice@example.com"])
+    assert caught.value.attempt_state is None
+    assert client.state.pending is not None
+
+
+def test_attempt_state_is_read_only_from_an_invalid_grant(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    client.start_login("alice@example.com")
+    server.overrides["/oauth/token"] = httpx.Response(
+        400, json={"error": "invalid_request", "error_description": "x", "attempt_state": "locked"}
+    )
+    with pytest.raises(ClientError) as caught:
+        client.complete_login(server.outbox["alice@example.com"])
+    assert caught.value.attempt_state is None
+    assert client.state.pending is not None
+
+
+def test_a_link_with_extra_fragment_names_still_completes(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    # SPEC.md §5.4: names other than attempt_id and email_half are ignored.
+    client.start_login("alice@example.com")
+    client.complete_login(server.outbox["alice@example.com"] + "&v=2&lang=en")
+    assert client.state.tokens is not None
+
+
+def test_a_link_repeating_an_extra_fragment_name_is_refused_before_any_request(
+    client: SplitlinkClient, server: FakeServer
+) -> None:
+    client.start_login("alice@example.com")
+    before = len(server.seen)
+    with pytest.raises(LocalError, match="not a splitlink login link"):
+        client.complete_login(server.outbox["alice@example.com"] + "&v=2&v=2")
+    assert len(server.seen) == before

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from splitlink_client.client import SplitlinkClient
+from splitlink_client.errors import ClientError
 from support.processes import mail_link, running_server_process
 
 from protocol.dpop import create_dpop_proof
@@ -93,3 +94,44 @@ def test_nothing_secret_rests_in_the_database_or_the_server_log(tmp_path: Path) 
         for secret in (pending.device_half, email_half, tokens.access_token, tokens.refresh_token):
             assert secret not in dump
             assert secret not in log
+
+
+class _LosesFirstCompletionAnswer(httpx.BaseTransport):
+    """Sends every request, but drops the answer to the first completion, as a network would."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.lost = 0
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if request.url.path == "/oauth2/token" and not self.lost:
+            response.read()
+            response.close()
+            self.lost += 1
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+def test_a_client_whose_completion_answer_was_lost_learns_the_attempt_is_consumed(
+    tmp_path: Path,
+) -> None:
+    # SPEC.md §2.3, §6.2: the retry is refused with attempt_state consumed, and the client
+    # drops the pending login instead of retrying it for ever.
+    transport = _LosesFirstCompletionAnswer()
+    with running_server_process(tmp_path) as server, httpx.Client(transport=transport) as http:
+        client = SplitlinkClient(server.url, tmp_path / "device.json", http=http)
+        client.start_login("carol@example.com")
+        link = mail_link(server.wait_for_mail(1)[0])
+        with pytest.raises(ClientError) as lost:
+            client.complete_login(link)
+        assert lost.value.error == "temporarily_unavailable"
+        assert client.state.pending is not None
+        with pytest.raises(ClientError) as retried:
+            client.complete_login(link)
+    assert (retried.value.error, retried.value.attempt_state) == ("invalid_grant", "consumed")
+    assert client.state.pending is None
+    assert transport.lost == 1

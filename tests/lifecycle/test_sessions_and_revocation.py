@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from support import backends
 from support.harness import Harness
 
 from protocol.encoding import b64url_encode
@@ -276,3 +277,24 @@ async def test_session_endpoints_need_a_bound_token_and_a_proof(
     stolen = await ops.call(thief, method, path, alice.access_token)
     assert stolen.status_code == 401
     await _assert_alive(server, ops, alice)
+
+
+@pytest.mark.parametrize("server_overrides", [{"rate_limit_start_per_email": 20}], indirect=True)
+async def test_sessions_created_in_one_second_are_listed_by_id_in_byte_order(
+    server: Harness, ops: Ops
+) -> None:
+    # SPEC.md §6.6: oldest first, then by id as ASCII text, whatever the database's collation.
+    if server.backend == "postgresql":
+        # A database created with a linguistic collation, as many are, orders text otherwise.
+        backends.execute(
+            server.database_url,
+            'ALTER TABLE sessions ALTER COLUMN id TYPE TEXT COLLATE "und-x-icu"',
+        )
+    first = await ops.sign_in("alice@example.com")
+    server.clock.advance(1)
+    same_second = [first] + [await ops.sign_in("alice@example.com") for _ in range(7)]
+    response = await ops.call(first.device, "GET", "/v1/sessions", first.access_token)
+    assert response.status_code == 200, response.text
+    listed = [s["id"] for s in response.json()["sessions"]]
+    later = sorted(s.session_id for s in same_second[1:])
+    assert listed == [first.session_id, *later]

@@ -150,7 +150,7 @@ def _parse_login_link(i: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_phrase_words(i: dict[str, Any]) -> dict[str, Any]:
-    return {"words": list(WORDS)}
+    return {"count": len(WORDS), "words": list(WORDS)}
 
 
 def _check_phrase(i: dict[str, Any]) -> dict[str, Any]:
@@ -180,10 +180,8 @@ RUNNERS: dict[str, dict[str, Runner]] = {
         "build_login_link": _build_login_link,
         "parse_login_link": _parse_login_link,
     },
-    "check_phrase.json": {
-        "check_phrase_words": _check_phrase_words,
-        "check_phrase": _check_phrase,
-    },
+    "check_phrase.json": {"check_phrase": _check_phrase},
+    "check_phrase_words.json": {"check_phrase_words": _check_phrase_words},
 }
 
 
@@ -256,3 +254,9 @@ def test_vector(file_name: str, case: dict[str, Any]) -> None:
         assert raised.value.code == case["error"], raised.value.description
     else:
         assert runner(case["input"]) == case["output"]
+
+
+def test_the_published_check_phrase_words_are_the_protocols_list() -> None:
+    # SPEC.md §7.5 names this file as the list every implementation copies.
+    [case] = _cases(VECTORS / "check_phrase_words.json")
+    assert case["output"] == {"count": 256, "words": list(WORDS)}

@@ -93,3 +93,60 @@ def test_an_unknown_splitlink_variable_stops_the_server() -> None:
     with pytest.raises(ValueError, match="SPLITLINK_RATE_LIMT_START_PER_IP"):
         settings_from_environment({"SPLITLINK_RATE_LIMT_START_PER_IP": "1000"})
     settings_from_environment({"SPLITLINK_SERVER": "http://x", "SPLITLINK_APP_NAME": "x"})
+
+
+async def test_an_oversized_body_comes_before_the_proof_at_the_token_endpoint(
+    server: Harness,
+) -> None:
+    # SPEC.md §3.6, §6.2 step 1: the form is read, and its size checked, before the proof.
+    big = {"grant_type": GRANT, "padding": "x" * server.settings.max_body_bytes}
+    response = await server.client.post("/oauth2/token", data=big, headers={"DPoP": "not.a.proof"})
+    assert (response.status_code, response.json()["error"]) == (413, "request_too_large")
+
+
+async def test_the_proof_comes_before_an_oversized_body_at_login_start(server: Harness) -> None:
+    # SPEC.md §3.6, §6.1 steps 1 and 2: the proof is checked before the body is read.
+    big = b'{"email": "a@example.com", "pad": "' + b"x" * server.settings.max_body_bytes + b'"}'
+    response = await server.client.post(
+        "/v1/login/start",
+        content=big,
+        headers={"Content-Type": "application/json", "DPoP": "not.a.proof"},
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_dpop_proof")
+    valid = await server.client.post(
+        "/v1/login/start",
+        content=big,
+        headers={
+            "Content-Type": "application/json",
+            "DPoP": server.device().proof("POST", "/v1/login/start"),
+        },
+    )
+    assert (valid.status_code, valid.json()["error"]) == (413, "request_too_large")
+
+
+async def test_the_caller_comes_before_an_oversized_body_at_introspection(
+    server: Harness,
+) -> None:
+    # SPEC.md §6.8 step 1: the caller is checked before the body is read.
+    big = {"token": "x" * server.settings.max_body_bytes}
+    response = await server.client.post("/oauth2/introspect", data=big)
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    revoked = await server.client.post("/oauth2/revoke", data=big)
+    assert (revoked.status_code, revoked.json()["error"]) == (413, "request_too_large")
+
+
+async def test_a_body_sent_to_a_bodiless_v1_endpoint_is_never_read(server: Harness) -> None:
+    # SPEC.md §3.6: only endpoints that take a body read one, so only they answer 413.
+    device = server.device()
+    tokens = await server.login(device, "a@example.com")
+    access_token = tokens["access_token"]
+    response = await server.client.request(
+        "GET",
+        "/v1/me",
+        content=b"x" * (server.settings.max_body_bytes + 1),
+        headers={
+            "Authorization": f"DPoP {access_token}",
+            "DPoP": device.proof("GET", "/v1/me", access_token=access_token),
+        },
+    )
+    assert response.status_code == 200, response.text

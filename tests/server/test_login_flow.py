@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from support.harness import PUBLIC_URL, Harness
+from support.harness import PUBLIC_URL, Harness, running_server
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +87,29 @@ async def test_first_completed_login_creates_the_user_not_the_start(server: Harn
         email_half=email_half,
     )
     assert server.query("SELECT email_canonical FROM users") == [("erin@example.com",)]
+
+
+@pytest.mark.parametrize("use_dpop_nonce", [False, True])
+async def test_metadata_says_whether_dpop_nonces_are_required(
+    tmp_path: Path, backend: str, use_dpop_nonce: bool
+) -> None:
+    # SPEC.md §6.9: the document has exactly its listed members, dpop_nonce_required among them.
+    async with running_server(tmp_path, backend=backend, use_dpop_nonce=use_dpop_nonce) as server:
+        response = await server.client.get("/.well-known/oauth-authorization-server")
+    meta = response.json()
+    assert meta["dpop_nonce_required"] is use_dpop_nonce
+    assert set(meta) == {
+        "issuer",
+        "token_endpoint",
+        "login_start_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "jwks_uri",
+        "grant_types_supported",
+        "response_types_supported",
+        "token_endpoint_auth_methods_supported",
+        "revocation_endpoint_auth_methods_supported",
+        "introspection_endpoint_auth_methods_supported",
+        "dpop_signing_alg_values_supported",
+        "dpop_nonce_required",
+    }

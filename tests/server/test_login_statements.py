@@ -4,6 +4,7 @@ three, each statement atomic on its own, and no transaction around them (SPEC.md
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 from support import backends
 from support.harness import Harness, running_server
+
+from protocol.encoding import b64url_encode
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +52,10 @@ class _RoundTrips:
         """Transactions, durable statements, and the first three words of each single one."""
         heads = [" ".join(query.split()[:3]) for query in self.single_statements]
         return len(self.transactions), len(self.durable_statements), heads
+
+
+def _random_id() -> str:
+    return b64url_encode(os.urandom(16))
 
 
 def _watch_round_trips(server: Harness, monkeypatch: pytest.MonkeyPatch) -> _RoundTrips:
@@ -131,3 +138,86 @@ async def test_on_postgres_a_first_login_joins_the_account_created_after_its_rea
         assert server.query("SELECT recipient FROM outbox WHERE kind = 'new_device'") == [
             ("twin@example.COM",)
         ]
+
+
+async def test_on_postgres_a_refusal_takes_the_same_round_trips_whether_or_not_the_attempt_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC.md §6.4: no oracle. An unknown id, a wrong half or a wrong key, against a live,
+    # consumed, locked or expired attempt, all reach the database the same way: the per-IP
+    # limit, the entry with the read, and the failure count (which finds no row for an unknown
+    # id). Were the count left out for an unknown id, its answer would come one round trip
+    # sooner.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        owner, thief = server.device(), server.device()
+        attempts = []
+        for state in ("live", "consumed", "locked", "expired"):
+            started, email_half = await server.start_and_read_link(owner, f"{state}@example.com")
+            right = {
+                "attempt_id": started["attempt_id"],
+                "device_half": started["device_half"],
+                "email_half": email_half,
+            }
+            attempts.append((state, right))
+            if state == "consumed":
+                assert (await server.complete(owner, **right)).status_code == 200
+            if state == "locked":
+                for _ in range(server.settings.max_failed_completions):
+                    wrong = {**right, "email_half": b64url_encode(os.urandom(32))}
+                    assert (await server.complete(owner, **wrong)).status_code == 400
+        server.clock.advance(server.settings.attempt_lifetime - 1)
+        expired_id = attempts[-1][1]["attempt_id"]
+        backends.execute(
+            server.database_url,
+            "UPDATE login_attempts SET expires_at = ? WHERE id = ?",
+            server.clock.now(),
+            expired_id,
+        )
+        requests = {"unknown attempt": (owner, {**attempts[0][1], "attempt_id": _random_id()})}
+        for state, right in attempts:
+            requests[f"{state}, wrong email half"] = (
+                owner,
+                {**right, "email_half": b64url_encode(os.urandom(32))},
+            )
+            requests[f"{state}, wrong device half"] = (
+                owner,
+                {**right, "device_half": b64url_encode(os.urandom(32))},
+            )
+            requests[f"{state}, wrong key"] = (thief, right)
+        seen = {}
+        for name, (device, params) in requests.items():
+            sent = _watch_round_trips(server, monkeypatch)
+            response = await server.complete(device, **params)
+            monkeypatch.undo()
+            assert response.status_code == 400, name
+            seen[name] = sent.seen()
+    expected = (0, 1, ["INSERT INTO rate_limits", "UPDATE login_attempts SET"])
+    assert seen == dict.fromkeys(requests, expected)
+
+
+async def test_on_postgres_a_completion_that_loses_its_consume_to_a_lockout_names_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failures that reach the limit commit between this proven completion's read and its
+    # consume: the consume finds no row, and the answer names the state that stopped it.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        device = server.device()
+        started, email_half = await server.start_and_read_link(device, "a@example.com")
+        replay = server.app.state.services.login._replay
+        record_with = replay.record_with
+
+        async def record_then_failures_lock_the_attempt(*args: Any, **kwargs: Any) -> Any:
+            read = await record_with(*args, **kwargs)
+            backends.execute(
+                server.database_url,
+                "UPDATE login_attempts SET failed_count = ? WHERE id = ?",
+                server.settings.max_failed_completions,
+                started["attempt_id"],
+            )
+            return read
+
+        monkeypatch.setattr(replay, "record_with", record_then_failures_lock_the_attempt)
+        response = await server.complete_started(device, started, email_half)
+        assert response.status_code == 400, response.text
+        assert response.json()["attempt_state"] == "locked"
+        assert server.query("SELECT COUNT(*) FROM sessions") == [(0,)]

@@ -889,3 +889,59 @@ async def test_a_worker_that_starts_while_another_process_holds_the_database_wai
             release.join()
     assert waited >= 0.2
     assert rows == [{"bucket": "written while held"}]
+
+
+async def test_a_transaction_that_keeps_conflicting_runs_eight_times_then_answers_503(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC.md §8.7 and README: up to 8 attempts in all, then temporarily_unavailable.
+    pauses: list[float] = []
+
+    async def no_pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    async with _connected(backend, tmp_path) as (db, _url):
+        monkeypatch.setattr("server.storage.database.asyncio.sleep", no_pause)
+        runs: list[int] = []
+
+        async def always_conflicting(conn: Any) -> None:
+            runs.append(1)
+            raise TransactionConflict()
+
+        with pytest.raises(TemporarilyUnavailable):
+            await db.run(always_conflicting)
+    assert len(runs) == 8
+    assert len(pauses) == 7
+    assert all(0 <= pause <= 0.64 for pause in pauses)
+
+
+async def test_on_postgres_the_pool_size_bounds_each_of_the_two_pools(tmp_path: Path) -> None:
+    # SPEC.md §8.7, §10: database_pool_size connections at most in the transaction pool and as
+    # many again in the single-statement pool, so twice as many per worker.
+    with database_url_for("postgresql", tmp_path) as url:
+        migrate(url)
+        db = Database(url, pool_size=2)
+        await db.connect()
+        try:
+
+            async def held(seconds: float) -> None:
+                async with db.autocommit() as conn:
+                    await conn.fetch_all("SELECT pg_sleep(:s)", {"s": seconds})
+
+            async def counted() -> int:
+                rows = query(
+                    url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()",
+                )
+                return int(rows[0][0])
+
+            transactions = [asyncio.create_task(held(0.5)) for _ in range(4)]
+            statements = [
+                asyncio.create_task(db.statement("SELECT pg_sleep(0.5)", {})) for _ in range(4)
+            ]
+            await asyncio.sleep(0.25)
+            assert await counted() == 4
+            await asyncio.gather(*transactions, *statements)
+        finally:
+            await db.disconnect()

@@ -2075,6 +2075,16 @@ def login_link_cases() -> list[dict[str, Any]]:
             "SPEC.md §5.4 (only the fragment is read; mail trackers add queries)",
         ),
         ("parse-surrounding-whitespace", f"  {link}\n", "SPEC.md §5.4 (pasted links)"),
+        (
+            "parse-ignores-extra-names",
+            f"https://auth.example.com/l#{fragment}&v=2&utm_source=",
+            "SPEC.md §5.4 (names other than attempt_id and email_half are ignored)",
+        ),
+        (
+            "parse-ignores-extra-name-first",
+            f"https://auth.example.com/l#lang=en&{fragment}",
+            "SPEC.md §5.4 (names other than attempt_id and email_half are ignored)",
+        ),
     ]
     for name, value, spec in accepted:
         cases.append(
@@ -2101,6 +2111,11 @@ def login_link_cases() -> list[dict[str, Any]]:
             "repeated-email-half-fails",
             f"https://auth.example.com/l#{fragment}&email_half={EMAIL_HALF}",
             "SPEC.md §5.4 (one value per member)",
+        ),
+        (
+            "repeated-extra-name-fails",
+            f"https://auth.example.com/l#{fragment}&v=2&v=2",
+            "SPEC.md §5.4 (no name may repeat, known or not)",
         ),
         (
             "missing-email-half-fails",
@@ -2175,20 +2190,27 @@ def expected_check_phrase(jkt: str) -> str:
     return " ".join(CHECK_PHRASE_WORDS[b] for b in digest[:4])
 
 
-def check_phrase_cases() -> list[dict[str, Any]]:
+def check_phrase_words_cases() -> list[dict[str, Any]]:
     assert len(CHECK_PHRASE_WORDS) == len(set(CHECK_PHRASE_WORDS)) == 256
     assert sorted(CHECK_PHRASE_WORDS) == CHECK_PHRASE_WORDS
-    spec = "SPEC.md §7.5"
-    cases = [
+    return [
         case(
-            "check_phrase/word-list",
+            "check_phrase_words/list",
             "check_phrase_words",
-            spec,
+            "SPEC.md §7.5",
             {},
-            output={"words": CHECK_PHRASE_WORDS},
-            description="The byte value of each digest byte indexes this list.",
+            output={"count": len(CHECK_PHRASE_WORDS), "words": CHECK_PHRASE_WORDS},
+            description=(
+                "A digest byte of value b (0 to 255) selects words[b], the list counted from 0: "
+                "0 is acorn, 255 is zipper."
+            ),
         )
     ]
+
+
+def check_phrase_cases() -> list[dict[str, Any]]:
+    spec = "SPEC.md §7.5"
+    cases = []
     for name, jkt in [
         ("rfc8037-a1-key", DEVICE_JKT),
         ("rfc9449-example-key", RFC9449_JKT),
@@ -2264,6 +2286,11 @@ FILES = {
         "The check phrase (SPEC.md §7.5): four words from a device key's JWK thumbprint, shown "
         "by the app and in the login mail.",
         check_phrase_cases,
+    ),
+    "check_phrase_words.json": (
+        "The check phrase's word list (SPEC.md §7.5): 256 lower-case English words in "
+        "alphabetical order; a digest byte's value is its word's index.",
+        check_phrase_words_cases,
     ),
 }
 

@@ -198,31 +198,44 @@ class SplitlinkClient:
         """
         pending = self.state.pending
         if pending is None:
-            raise LocalError("no login is pending on this device; run `login EMAIL` first")
+            # SPEC.md §5.4: without the device half there is nothing to send.
+            raise LocalError(
+                "no login is pending on this device: the link belongs to another device or to "
+                "an older login; run `login EMAIL` first"
+            )
         try:
             parsed = parse_login_link(link)
         except MalformedInput as exc:
             raise LocalError(f"that is not a splitlink login link: {exc.description}") from exc
         if parsed.attempt_id != pending.attempt_id:
             raise LocalError(
-                "the link belongs to another login attempt than the one pending on this device; "
-                "use the link from the latest email"
+                "the link belongs to another device, or to another login attempt than the one "
+                "pending on this device; use the link from the latest email"
             )
         key = self._key()
         metadata = self.discover()
         if not same_issuer(metadata.issuer, pending.issuer):
             raise LocalError(f"the pending login was started at {pending.issuer}")
-        response = self._signed(
-            "POST",
-            metadata.token_endpoint,
-            key,
-            form={
-                "grant_type": MAGIC_LINK_GRANT,
-                "attempt_id": pending.attempt_id,
-                "device_half": pending.device_half,
-                "email_half": parsed.email_half,
-            },
-        )
+        try:
+            response = self._signed(
+                "POST",
+                metadata.token_endpoint,
+                key,
+                form={
+                    "grant_type": MAGIC_LINK_GRANT,
+                    "attempt_id": pending.attempt_id,
+                    "device_half": pending.device_half,
+                    "email_half": parsed.email_half,
+                },
+            )
+        except ClientError as exc:
+            # Consumed, locked or expired: the attempt can never be completed (with `consumed`,
+            # an earlier completion's answer was lost). A generic refusal keeps it, since the
+            # right link may still come.
+            if exc.attempt_state is not None:
+                self.state.pending = None
+                self._save()
+            raise
         tokens = self._token_set(response, metadata, previous_refresh_token=None)
         self.state.tokens = tokens
         self.state.pending = None

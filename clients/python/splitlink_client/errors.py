@@ -19,7 +19,8 @@ class ClientError(SplitlinkError):
 
     `error` is the server's code as sent (it may be one protocol does not know); `code` is the
     matching `ErrorCode`, or SERVER_ERROR for an unknown one. `status` is None when no HTTP
-    response was received.
+    response was received. `attempt_state` is the `attempt_state` member of a completion's
+    `invalid_grant` (SPEC.md §6.2): `consumed`, `locked` or `expired`, else None.
     """
 
     def __init__(
@@ -29,11 +30,13 @@ class ClientError(SplitlinkError):
         *,
         status: int | None = None,
         retry_after: int | None = None,
+        attempt_state: str | None = None,
     ) -> None:
         super().__init__(description)
         self.error = error
         self.status = status
         self.retry_after = retry_after
+        self.attempt_state = attempt_state
         self.code = ErrorCode(error) if error in _KNOWN_CODES else ErrorCode.SERVER_ERROR
 
     def __str__(self) -> str:

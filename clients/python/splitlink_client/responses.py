@@ -42,18 +42,28 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
         ) from exc
 
 
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        return parse_json_object(response.content)
+    except MalformedInput:
+        return {}
+
+
 def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
     """`error` and `error_description` from the JSON body, else from WWW-Authenticate."""
-    try:
-        body = parse_json_object(response.content)
-    except MalformedInput:
-        body = {}
+    body = _error_body(response)
     error = body.get("error")
     description = body.get("error_description")
     if isinstance(error, str) and error:
         return error, description if isinstance(description, str) else None
     params = dict(_AUTH_PARAM.findall(response.headers.get("WWW-Authenticate", "")))
     return params.get("error") or None, params.get("error_description")
+
+
+def _attempt_state(response: httpx.Response) -> str | None:
+    """Why a proven completion was refused (SPEC.md §6.2); only ever sent with invalid_grant."""
+    value = _error_body(response).get("attempt_state")
+    return printable(value) if isinstance(value, str) and value else None
 
 
 def is_nonce_challenge(response: httpx.Response) -> bool:
@@ -82,6 +92,7 @@ def error_from_response(response: httpx.Response) -> ClientError:
         printable(description) if description else f"the server answered HTTP {status}",
         status=status,
         retry_after=retry_after(response),
+        attempt_state=_attempt_state(response) if error == ErrorCode.INVALID_GRANT else None,
     )
 
 
