@@ -160,6 +160,15 @@ class AttemptMachine(RuleBasedStateMachine):
         else:
             assert response.status_code == 400, response.text
             assert response.json()["error"] == "invalid_grant"
+            # Told only to the holder of the key and both halves, first of these that holds.
+            state = (
+                "consumed"
+                if attempt.consumed
+                else "locked"
+                if attempt.failures >= self.limit
+                else "expired"
+            )
+            assert response.json()["attempt_state"] == state
 
     @rule(attempt=attempts, which=st.sampled_from(["device_half", "email_half"]))
     def complete_with_a_wrong_half(self, attempt: ModelAttempt, which: str) -> None:
@@ -169,6 +178,7 @@ class AttemptMachine(RuleBasedStateMachine):
         response = self._complete(attempt, **{which: wrong})
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_grant"
+        assert "attempt_state" not in response.json()
         attempt.failures += 1
 
     @rule(attempt=attempts)
@@ -176,6 +186,7 @@ class AttemptMachine(RuleBasedStateMachine):
         response = self._complete(attempt, device=self.harness.device())
         assert response.status_code == 400
         assert response.json()["error"] == "invalid_grant"
+        assert "attempt_state" not in response.json()
         attempt.failures += 1
 
     @rule(seconds=_STEPS)

@@ -128,6 +128,9 @@ async def test_a_whole_lifecycle_answers_as_the_document_says(server: Harness) -
     assert_conforms(wrong, "/oauth2/token")
     completed = await server.complete_started(device, started.json(), email_half)
     assert_conforms(completed, "/oauth2/token")
+    again = await server.complete_started(device, started.json(), email_half)
+    assert again.json()["attempt_state"] == "consumed"
+    assert_conforms(again, "/oauth2/token")
     tokens = completed.json()
 
     def signed(method: str, path: str) -> dict[str, str]:
