@@ -118,7 +118,7 @@ class LoginService:
         """Create an attempt bound to the proof's key and queue its email.
 
         The answer is the same for known and unknown addresses; no user row is created here
-        (attempts.md C10), and no mail is sent inside the request.
+        (threats.md C10), and no mail is sent inside the request.
         """
         settings = self._settings
         now = self._clock.now()
@@ -204,7 +204,7 @@ class LoginService:
             random_bytes=self._random,
             now=now,
         )
-        # Recorded once the request is known to be well-formed (attacks.md B6), with the
+        # Recorded once the request is known to be well-formed (threats.md B6), with the
         # attempt it starts, in one atomic unit (SPEC.md §4.4).
         await self._replay.record_with(proof, now=now, writes=[attempt_row, queued])
         self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
@@ -263,7 +263,7 @@ class LoginService:
         if outcome == "mismatch":
             # The count that locks the attempt. One atomic increment in its own statement, so
             # concurrent failures all count at every isolation level and none conflicts with
-            # another (attacks.md C6).
+            # another (threats.md C6).
             await self._db.statement(
                 "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id "
                 "RETURNING failed_count",
@@ -351,7 +351,7 @@ class LoginService:
         writes: list[Statement] = []
         if account is None:
             # Only with sign-up allowed (checked before). Concurrent first logins for one
-            # address make one user (attacks.md D2): the later insert does nothing, and its
+            # address make one user (threats.md D2): the later insert does nothing, and its
             # session, naming the id that was not inserted, fails the statement.
             account = {
                 "id": b64url_encode(self._random(16)),

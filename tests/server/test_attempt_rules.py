@@ -1,5 +1,5 @@
 """Attempt lifetime, single use, lockout and the absence of an oracle (SPEC.md §6.2, §6.4;
-attacks.md C1, C5, C6, C7, B11)."""
+threats.md C1, C5, C6, C7, B11)."""
 
 from __future__ import annotations
 

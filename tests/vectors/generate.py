@@ -102,7 +102,7 @@ def ed_mul(k: int, point: Point) -> Point:
     return result
 
 
-# The 8 encodings of points of order 1, 2, 4 and 8 (attacks.md A9; libsodium's blocklist).
+# The 8 encodings of points of order 1, 2, 4 and 8 (threats.md A9; libsodium's blocklist).
 SMALL_ORDER_ED25519 = [
     ("identity", "0100000000000000000000000000000000000000000000000000000000000000"),
     ("order-2", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
@@ -495,7 +495,7 @@ def jwk_cases() -> list[dict[str, Any]]:
             case(
                 f"jwk/ed25519-small-order-{name}-refused",
                 "parse_public_jwk",
-                "attacks.md A9",
+                "threats.md A9",
                 {"jwk": _okp(bytes.fromhex(hex_encoding))},
                 error="invalid_dpop_proof",
                 description=f"small-order Ed25519 point {hex_encoding}",
@@ -507,7 +507,7 @@ def jwk_cases() -> list[dict[str, Any]]:
             case(
                 f"jwk/ed25519-{name}-refused",
                 "parse_public_jwk",
-                "attacks.md A9; RFC 8032 §5.1.3 step 1 (y < p)",
+                "threats.md A9; RFC 8032 §5.1.3 step 1 (y < p)",
                 {"jwk": _okp(bytes.fromhex(hex_encoding))},
                 error="invalid_dpop_proof",
                 description=f"{description} ({order} order)",
@@ -518,7 +518,7 @@ def jwk_cases() -> list[dict[str, Any]]:
         case(
             "jwk/ed25519-identity-negative-zero-refused",
             "parse_public_jwk",
-            "attacks.md A9; RFC 8032 §5.1.3 step 4",
+            "threats.md A9; RFC 8032 §5.1.3 step 4",
             {"jwk": _okp(negative_zero)},
             error="invalid_dpop_proof",
             description="x = 0 with the sign bit set: non-canonical encoding of the identity",
@@ -580,19 +580,19 @@ def jwk_cases() -> list[dict[str, Any]]:
                 "kty": "oct",
                 "k": "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4",
             },
-            "RFC 9449 §4.2; attacks.md A9, B4",
+            "RFC 9449 §4.2; threats.md A9, B4",
             "a symmetric key is never a proof key",
         ),
         (
             "private-member-d",
             DEVICE_PRIVATE_JWK,
-            "RFC 9449 §4.2; RFC 8037 §2; attacks.md A9",
+            "RFC 9449 §4.2; RFC 8037 §2; threats.md A9",
             "a public key must not carry d",
         ),
         (
             "p256-y-plus-1-off-curve",
             off_curve,
-            "attacks.md A9",
+            "threats.md A9",
             "RFC 9449 key with y + 1: not on P-256",
         ),
         (
@@ -660,9 +660,9 @@ def jwk_cases() -> list[dict[str, Any]]:
         ),
         ("missing-kty", {"crv": "Ed25519", "x": DEVICE_X}, "RFC 7517 §4.1", "kty is required"),
         ("x-not-a-string", {"kty": "OKP", "crv": "Ed25519", "x": 1}, "RFC 8037 §2", "x is text"),
-        ("not-an-object-string", "foo", "attacks.md B4", "jwk must be an object"),
-        ("not-an-object-array", [], "attacks.md B4", "jwk must be an object"),
-        ("not-an-object-null", None, "attacks.md B4", "jwk must be an object"),
+        ("not-an-object-string", "foo", "threats.md B4", "jwk must be an object"),
+        ("not-an-object-array", [], "threats.md B4", "jwk must be an object"),
+        ("not-an-object-null", None, "threats.md B4", "jwk must be an object"),
     ]
     for name, jwk, spec, description in refused:
         cases.append(
@@ -917,7 +917,7 @@ def dpop_cases() -> list[dict[str, Any]]:
         case(
             "dpop/rfc9449-example-a-other-s-accepted",
             "verify_dpop_proof",
-            "attacks.md A8 (replay is keyed on jkt and jti, never on proof bytes)",
+            "threats.md A8 (replay is keyed on jkt and jti, never on proof bytes)",
             rfc_input("a", replace_signature(RFC9449_PROOF_A, high_low_s)),
             output=_verified(rfc_payloads["a"], RFC9449_JKT),
             description="(r, n - s) of example (a): ECDSA accepts both; the jti is unchanged",
@@ -932,14 +932,14 @@ def dpop_cases() -> list[dict[str, Any]]:
         case(
             "dpop/rfc9449-example-a-zero-signature",
             "verify_dpop_proof",
-            "attacks.md A8 (CVE-2022-21449, r = s = 0)",
+            "threats.md A8 (CVE-2022-21449, r = s = 0)",
             rfc_input("a", replace_signature(RFC9449_PROOF_A, bytes(64))),
             error="invalid_dpop_proof",
         ),
         case(
             "dpop/rfc9449-example-a-der-signature",
             "verify_dpop_proof",
-            "RFC 7518 §3.4; attacks.md A8",
+            "RFC 7518 §3.4; threats.md A8",
             rfc_input("a", replace_signature(RFC9449_PROOF_A, der_signature)),
             error="invalid_dpop_proof",
             description="the same (r, s) DER-encoded instead of the 64-byte R || S",
@@ -975,14 +975,14 @@ def dpop_cases() -> list[dict[str, Any]]:
         case(
             "dpop/rfc9449-example-a-with-access-token-missing-ath",
             "verify_dpop_proof",
-            "RFC 9449 §4.3 step 12; attacks.md B3",
+            "RFC 9449 §4.3 step 12; threats.md B3",
             rfc_input("a", RFC9449_PROOF_A, access_token=RFC9449_ACCESS_TOKEN),
             error="invalid_dpop_proof",
         ),
         case(
             "dpop/rfc9449-example-c-other-access-token",
             "verify_dpop_proof",
-            "RFC 9449 §4.3 step 12; attacks.md B3; standards.md §2.10",
+            "RFC 9449 §4.3 step 12; threats.md B3; standards.md §2.10",
             rfc_input("c", RFC9449_PROOF_C, access_token=RFC9449_ACCESS_TOKEN + "x"),
             error="invalid_dpop_proof",
         ),
@@ -1016,24 +1016,24 @@ def dpop_cases() -> list[dict[str, Any]]:
         ),
     ]
     for name, htu, spec in [
-        ("htu-query-stripped", TOKEN_URL + "?foo=bar", "RFC 9449 §4.2, §4.3 step 9; attacks.md B5"),
-        ("htu-fragment-stripped", TOKEN_URL + "#frag", "RFC 9449 §4.2, §4.3 step 9; attacks.md B5"),
+        ("htu-query-stripped", TOKEN_URL + "?foo=bar", "RFC 9449 §4.2, §4.3 step 9; threats.md B5"),
+        ("htu-fragment-stripped", TOKEN_URL + "#frag", "RFC 9449 §4.2, §4.3 step 9; threats.md B5"),
         (
             "htu-default-port-uppercase-host",
             "https://AUTH.Example.COM:443/token",
-            "RFC 9449 §4.3 step 9 (RFC 3986 §6.2.2, §6.2.3); attacks.md B5",
+            "RFC 9449 §4.3 step 9 (RFC 3986 §6.2.2, §6.2.3); threats.md B5",
         ),
         (
             "htu-uppercase-scheme",
             "HTTPS://auth.example.com/token",
-            "RFC 9449 §4.3 step 9 (RFC 3986 §6.2.2.1); attacks.md B5",
+            "RFC 9449 §4.3 step 9 (RFC 3986 §6.2.2.1); threats.md B5",
         ),
     ]:
         payload = dpop_payload(htu=htu)
         accepted.append((name, jws(dpop_header(), payload), {}, payload, spec))
     for name, iat, spec in [
-        ("iat-at-max-age", NOW - MAX_AGE, "RFC 9449 §11.1; attacks.md B7"),
-        ("iat-at-max-future", NOW + MAX_FUTURE, "RFC 9449 §11.1; attacks.md B7"),
+        ("iat-at-max-age", NOW - MAX_AGE, "RFC 9449 §11.1; threats.md B7"),
+        ("iat-at-max-future", NOW + MAX_FUTURE, "RFC 9449 §11.1; threats.md B7"),
     ]:
         payload = dpop_payload(iat=iat)
         accepted.append((name, jws(dpop_header(), payload), {}, payload, spec))
@@ -1054,7 +1054,7 @@ def dpop_cases() -> list[dict[str, Any]]:
             jws(dpop_header(jwk=jwk_with_extras), base_payload),
             {},
             base_payload,
-            "RFC 7638 §3.2; attacks.md B2",
+            "RFC 7638 §3.2; threats.md B2",
         )
     )
     for name, proof, overrides, payload, spec in accepted:
@@ -1101,7 +1101,7 @@ def dpop_cases() -> list[dict[str, Any]]:
             "typ-at-jwt",
             jws(dpop_header(typ="at+jwt"), base_payload),
             {},
-            "RFC 9449 §11.5; attacks.md A3",
+            "RFC 9449 §11.5; threats.md A3",
             "an access-token type is not a proof",
         ),
         (
@@ -1115,14 +1115,14 @@ def dpop_cases() -> list[dict[str, Any]]:
             "alg-none",
             jws(dpop_header(alg="none"), base_payload, key=None),
             {},
-            "RFC 9449 §4.3 step 5, §11.6; attacks.md A1",
+            "RFC 9449 §4.3 step 5, §11.6; threats.md A1",
             "unsigned: empty signature segment",
         ),
         (
             "alg-hs256",
             hs256_proof,
             {},
-            "RFC 9449 §4.3 step 5; attacks.md A2, B4",
+            "RFC 9449 §4.3 step 5; threats.md A2, B4",
             "HMAC keyed with the jwk's x bytes",
         ),
         (
@@ -1132,37 +1132,37 @@ def dpop_cases() -> list[dict[str, Any]]:
             "RFC 8037 §4; RFC 9449 §4.3 step 5",
             "",
         ),
-        ("alg-number", jws(dpop_header(alg=1), base_payload), {}, "attacks.md B4", ""),
+        ("alg-number", jws(dpop_header(alg=1), base_payload), {}, "threats.md B4", ""),
         ("alg-missing", jws(dpop_header(alg=_DROP), base_payload), {}, "RFC 7515 §4.1.1", ""),
         (
             "jwk-private-d",
             jws(dpop_header(jwk=DEVICE_PRIVATE_JWK), base_payload),
             {},
-            "RFC 9449 §4.2, §4.3 step 7; attacks.md B4",
+            "RFC 9449 §4.2, §4.3 step 7; threats.md B4",
             "",
         ),
         (
             "jwk-missing",
             jws(dpop_header(jwk=_DROP), base_payload),
             {},
-            "RFC 9449 §4.3 step 7; attacks.md B4",
+            "RFC 9449 §4.3 step 7; threats.md B4",
             "",
         ),
-        ("jwk-null", jws(dpop_header(jwk=None), base_payload), {}, "attacks.md B4", ""),
-        ("jwk-empty-string", jws(dpop_header(jwk=""), base_payload), {}, "attacks.md B4", ""),
-        ("jwk-array", jws(dpop_header(jwk=[]), base_payload), {}, "attacks.md B4", ""),
+        ("jwk-null", jws(dpop_header(jwk=None), base_payload), {}, "threats.md B4", ""),
+        ("jwk-empty-string", jws(dpop_header(jwk=""), base_payload), {}, "threats.md B4", ""),
+        ("jwk-array", jws(dpop_header(jwk=[]), base_payload), {}, "threats.md B4", ""),
         (
             "jwk-oct",
             jws(dpop_header(jwk={"kty": "oct", "k": DEVICE_X}), base_payload),
             {},
-            "attacks.md B4",
+            "threats.md B4",
             "",
         ),
         (
             "jwk-small-order-identity",
             small_order_proof,
             {},
-            "attacks.md A9",
+            "threats.md A9",
             "identity key with signature R = identity, S = 0 (verifies under lax checks)",
         ),
         (
@@ -1176,7 +1176,7 @@ def dpop_cases() -> list[dict[str, Any]]:
             "crit-header",
             jws(dpop_header(crit=["x-ext"], **{"x-ext": 1}), base_payload),
             {},
-            "RFC 7515 §4.1.11; attacks.md A6",
+            "RFC 7515 §4.1.11; threats.md A6",
             "",
         ),
         (
@@ -1226,14 +1226,14 @@ def dpop_cases() -> list[dict[str, Any]]:
             "nonce-number",
             jws(dpop_header(), dpop_payload(nonce=123)),
             {},
-            "RFC 9449 §8.1; attacks.md B4, B8",
+            "RFC 9449 §8.1; threats.md B4, B8",
             "",
         ),
         (
             "htm-mismatch",
             base_proof,
             {"method": "GET"},
-            "RFC 9449 §4.3 step 8; attacks.md B5",
+            "RFC 9449 §4.3 step 8; threats.md B5",
             "",
         ),
         (
@@ -1247,77 +1247,77 @@ def dpop_cases() -> list[dict[str, Any]]:
             "htu-other-host",
             jws(dpop_header(), dpop_payload(htu="https://evil.example.com/token")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "htu-other-path",
             jws(dpop_header(), dpop_payload(htu="https://auth.example.com/login/complete")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "htu-trailing-slash",
             jws(dpop_header(), dpop_payload(htu=TOKEN_URL + "/")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "htu-http-scheme",
             jws(dpop_header(), dpop_payload(htu="http://auth.example.com/token")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "htu-other-port",
             jws(dpop_header(), dpop_payload(htu="https://auth.example.com:8443/token")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "htu-internal-url",
             jws(dpop_header(), dpop_payload(htu="http://127.0.0.1:8000/token")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5, E1",
+            "RFC 9449 §4.3 step 9; threats.md B5, E1",
             "",
         ),
         (
             "htu-not-a-url",
             jws(dpop_header(), dpop_payload(htu=":::*;")),
             {},
-            "RFC 9449 §4.3 step 9; attacks.md B5",
+            "RFC 9449 §4.3 step 9; threats.md B5",
             "",
         ),
         (
             "iat-too-old",
             jws(dpop_header(), dpop_payload(iat=NOW - MAX_AGE - 1)),
             {},
-            "RFC 9449 §4.3 step 11, §11.1; attacks.md B7",
+            "RFC 9449 §4.3 step 11, §11.1; threats.md B7",
             "",
         ),
         (
             "iat-too-far-future",
             jws(dpop_header(), dpop_payload(iat=NOW + MAX_FUTURE + 1)),
             {},
-            "RFC 9449 §4.3 step 11, §11.1; attacks.md B7",
+            "RFC 9449 §4.3 step 11, §11.1; threats.md B7",
             "",
         ),
         (
             "ath-missing",
             jws(dpop_header(), dpop_payload(htm="GET", htu=API_URL)),
             api,
-            "RFC 9449 §4.3 step 12; attacks.md B3",
+            "RFC 9449 §4.3 step 12; threats.md B3",
             "",
         ),
         (
             "ath-wrong-token",
             jws(dpop_header(), dpop_payload(htm="GET", htu=API_URL, ath=ath("another-token"))),
             api,
-            "RFC 9449 §4.3 step 12; attacks.md B3",
+            "RFC 9449 §4.3 step 12; threats.md B3",
             "",
         ),
         (
@@ -1331,7 +1331,7 @@ def dpop_cases() -> list[dict[str, Any]]:
                 ),
             ),
             api,
-            "RFC 9449 §4.2; attacks.md B3",
+            "RFC 9449 §4.2; threats.md B3",
             "hex instead of base64url",
         ),
         ("bad-signature", flip_bit(base_proof, 3), {}, "RFC 9449 §4.3 step 6", ""),
@@ -1339,14 +1339,14 @@ def dpop_cases() -> list[dict[str, Any]]:
             "two-segments",
             f"{base_head}.{base_body}",
             {},
-            "RFC 9449 §4.3 step 2; attacks.md A10",
+            "RFC 9449 §4.3 step 2; threats.md A10",
             "",
         ),
         (
             "four-segments",
             base_proof + "." + base_sig,
             {},
-            "RFC 9449 §4.3 step 2; attacks.md A10",
+            "RFC 9449 §4.3 step 2; threats.md A10",
             "",
         ),
         (
@@ -1367,19 +1367,19 @@ def dpop_cases() -> list[dict[str, Any]]:
             "duplicate-payload-member",
             jws(header_text, duplicate_payload),
             {"method": "GET"},
-            "RFC 7515 §5.2 step 4; RFC 8259 §4; attacks.md A10",
+            "RFC 7515 §5.2 step 4; RFC 8259 §4; threats.md A10",
             "htm twice: POST then GET; a last-wins parser would accept it for GET",
         ),
         (
             "duplicate-header-member",
             jws(duplicate_header, base_payload),
             {},
-            "RFC 7515 §5.2 step 4; attacks.md A1, A10",
+            "RFC 7515 §5.2 step 4; threats.md A1, A10",
             "",
         ),
         ("header-not-object", jws("[]", base_payload), {}, "RFC 7515 §5.2 step 4", ""),
         ("payload-not-object", jws(header_text, "null"), {}, "RFC 7519 §7.2 step 10", ""),
-        ("too-long", long_proof, {}, "attacks.md A10", "longer than 4096 characters"),
+        ("too-long", long_proof, {}, "threats.md A10", "longer than 4096 characters"),
         ("empty", "", {}, "RFC 9449 §4.3 step 2", ""),
     ]
     for name, proof, overrides, spec, description in refused:
@@ -1470,7 +1470,7 @@ def dpop_cases() -> list[dict[str, Any]]:
             case(
                 f"dpop/htu-normalize-{name}-refused",
                 "normalize_htu",
-                "RFC 9449 §4.2 (htu is an HTTP URI); attacks.md B5",
+                "RFC 9449 §4.2 (htu is an HTTP URI); threats.md B5",
                 {"url": url},
                 error="invalid_request",
             )
@@ -1561,7 +1561,7 @@ def access_token_cases() -> list[dict[str, Any]]:
         (
             "valid-ignores-header-jwk",
             verify_input(jws(at_header(jwk=DEVICE_JWK), at_claims(), key=SERVER_KEY)),
-            "attacks.md A5 (only the server's keys verify)",
+            "threats.md A5 (only the server's keys verify)",
         ),
     ]
     for name, input_, spec in accepted:
@@ -1580,18 +1580,18 @@ def access_token_cases() -> list[dict[str, Any]]:
     refused: list[tuple[str, dict[str, Any], str, str]] = [
         ("expired-at-exp", verify_input(token, now=exp), "RFC 7519 §4.1.4; RFC 9068 §4", ""),
         ("expired-after-leeway", verify_input(token, now=exp + 5, leeway=5), "RFC 7519 §4.1.4", ""),
-        ("iat-in-future", verify_input(token, now=AT_IAT - 1), "RFC 9068 §4; attacks.md A7", ""),
+        ("iat-in-future", verify_input(token, now=AT_IAT - 1), "RFC 9068 §4; threats.md A7", ""),
         ("wrong-iss", verify_input(token, issuer="https://other.example.com"), "RFC 9068 §4", ""),
         (
             "iss-prefix-of-expected",
             verify_input(jws(at_header(), at_claims(iss="https"), key=SERVER_KEY)),
-            "attacks.md A7 (CVE-2024-53861)",
+            "threats.md A7 (CVE-2024-53861)",
             "",
         ),
         (
             "iss-trailing-slash",
             verify_input(jws(at_header(), at_claims(iss=ISSUER + "/"), key=SERVER_KEY)),
-            "attacks.md A7",
+            "threats.md A7",
             "",
         ),
         ("wrong-aud", verify_input(token, audience="https://other.example.com"), "RFC 9068 §4", ""),
@@ -1604,7 +1604,7 @@ def access_token_cases() -> list[dict[str, Any]]:
         (
             "typ-jwt",
             verify_input(jws(at_header(typ="JWT"), at_claims(), key=SERVER_KEY)),
-            "RFC 9068 §4 step 3; attacks.md A3",
+            "RFC 9068 §4 step 3; threats.md A3",
             "",
         ),
         (
@@ -1616,13 +1616,13 @@ def access_token_cases() -> list[dict[str, Any]]:
         (
             "dpop-proof-as-access-token",
             verify_input(dpop_proof, keys={SERVER_KID: SERVER_JWK, "device": DEVICE_JWK}),
-            "RFC 9449 §11.5; attacks.md A3",
+            "RFC 9449 §11.5; threats.md A3",
             "",
         ),
         (
             "unknown-kid",
             verify_input(jws(at_header(kid="k2"), at_claims(), key=SERVER_KEY)),
-            "RFC 9068 §4; attacks.md A4",
+            "RFC 9068 §4; threats.md A4",
             "",
         ),
         (
@@ -1634,13 +1634,13 @@ def access_token_cases() -> list[dict[str, Any]]:
         (
             "kid-not-a-string",
             verify_input(jws(at_header(kid={"$ne": None}), at_claims(), key=SERVER_KEY)),
-            "attacks.md A4",
+            "threats.md A4",
             "",
         ),
         (
             "kid-path-traversal",
             verify_input(jws(at_header(kid="../../../../dev/null"), at_claims(), key=SERVER_KEY)),
-            "attacks.md A4",
+            "threats.md A4",
             "",
         ),
         (
@@ -1649,24 +1649,24 @@ def access_token_cases() -> list[dict[str, Any]]:
             "RFC 8725 §3.1; RFC 8037 §4",
             "header alg does not belong to the key named by kid",
         ),
-        ("alg-hs256-public-key-secret", verify_input(hs256), "attacks.md A2", ""),
+        ("alg-hs256-public-key-secret", verify_input(hs256), "threats.md A2", ""),
         (
             "alg-none",
             verify_input(jws(at_header(alg="none"), at_claims(), key=None)),
-            "attacks.md A1",
+            "threats.md A1",
             "",
         ),
         ("bad-signature", verify_input(flip_bit(token, 7)), "RFC 9068 §4", ""),
         (
             "signed-by-other-key",
             verify_input(jws(at_header(), at_claims(), key=DEVICE_KEY)),
-            "RFC 9068 §4; attacks.md A5",
+            "RFC 9068 §4; threats.md A5",
             "",
         ),
         (
             "crit-header",
             verify_input(jws(at_header(crit=["x-ext"]), at_claims(), key=SERVER_KEY)),
-            "RFC 7515 §4.1.11; attacks.md A6",
+            "RFC 7515 §4.1.11; threats.md A6",
             "",
         ),
         (
@@ -1690,7 +1690,7 @@ def access_token_cases() -> list[dict[str, Any]]:
         (
             "exp-missing",
             verify_input(jws(at_header(), at_claims(exp=_DROP), key=SERVER_KEY)),
-            "RFC 9068 §2.2; attacks.md A7",
+            "RFC 9068 §2.2; threats.md A7",
             "",
         ),
         (
@@ -1740,35 +1740,35 @@ def email_cases() -> list[dict[str, Any]]:
             "Alice.Smith@Example.ORG",
             "Alice.Smith@example.org",
             "alice.smith@example.org",
-            "SPEC.md §5.1 (canonical = lowercase); attacks.md D2",
+            "SPEC.md §5.1 (canonical = lowercase); threats.md D2",
         ),
         (
             "idn-u-label-mixed-case",
             "Mike@M\u00fcnchen.DE",
             "Mike@xn--mnchen-3ya.de",
             "mike@xn--mnchen-3ya.de",
-            "attacks.md D1, D9",
+            "threats.md D1, D9",
         ),
         (
             "idn-u-label",
             "user@m\u00fcnchen.de",
             "user@xn--mnchen-3ya.de",
             "user@xn--mnchen-3ya.de",
-            "attacks.md D9 (same account as the A-label spelling)",
+            "threats.md D9 (same account as the A-label spelling)",
         ),
         (
             "idn-a-label",
             "user@xn--mnchen-3ya.de",
             "user@xn--mnchen-3ya.de",
             "user@xn--mnchen-3ya.de",
-            "attacks.md D9",
+            "threats.md D9",
         ),
         (
             "cyrillic-a-domain-distinct",
             "mike@ex\u0430mple.org",
             "mike@xn--exmple-4nf.org",
             "mike@xn--exmple-4nf.org",
-            "attacks.md D9 (a confusable domain stays a different account)",
+            "threats.md D9 (a confusable domain stays a different account)",
         ),
         (
             "sharp-s-domain-nontransitional",
@@ -1782,14 +1782,14 @@ def email_cases() -> list[dict[str, Any]]:
             "mike@\uff45xample.org",
             "mike@example.org",
             "mike@example.org",
-            "attacks.md D3 (mapped, then validated; mail goes to the validated form)",
+            "threats.md D3 (mapped, then validated; mail goes to the validated form)",
         ),
         (
             "ideographic-full-stop-mapped",
             "a@example\u3002org",
             "a@example.org",
             "a@example.org",
-            "UTS #46 §4 (label separators); attacks.md D3",
+            "UTS #46 §4 (label separators); threats.md D3",
         ),
         (
             "atext-specials",
@@ -1817,7 +1817,7 @@ def email_cases() -> list[dict[str, Any]]:
             f"{local_64}@{long_domain}",
             f"{local_64}@{long_domain}",
             f"{local_64}@{long_domain}",
-            "RFC 5321 §4.5.3.1.3; attacks.md D5",
+            "RFC 5321 §4.5.3.1.3; threats.md D5",
         ),
     ]
     cases = [
@@ -1831,53 +1831,53 @@ def email_cases() -> list[dict[str, Any]]:
         for name, value, address, canonical, spec in accepted
     ]
     refused: list[tuple[str, Any, str]] = [
-        ("dotless-i", "m\u0131ke@example.org", "attacks.md D1"),
-        ("kelvin-sign", "\u212aate@example.org", "attacks.md D1"),
-        ("long-s", "\u017fam@example.org", "attacks.md D1"),
+        ("dotless-i", "m\u0131ke@example.org", "threats.md D1"),
+        ("kelvin-sign", "\u212aate@example.org", "threats.md D1"),
+        ("long-s", "\u017fam@example.org", "threats.md D1"),
         ("non-ascii-local", "jos\u00e9@example.org", "SPEC.md §5.1 (ASCII local part)"),
-        ("fullwidth-at", "mike\uff20example.org", "attacks.md D3"),
-        ("fullwidth-m-local", "\uff4dike@example.org", "attacks.md D3"),
-        ("fullwidth-at-in-domain", "a@b\uff20c.example", "attacks.md D3, D5"),
-        ("crlf-bcc", "mike@example.org\r\nBcc: evil@attacker.example", "attacks.md D6"),
-        ("crlf-bcc-kratos-seed", "foo@ory.sh\r\nBcc: evil@x", "attacks.md D6"),
-        ("cr-in-local", "mi\rke@example.org", "attacks.md D6"),
-        ("trailing-newline", "mike@example.org\n", "attacks.md D6"),
-        ("nul", "mike\x00@example.org", "attacks.md D8"),
-        ("rlo-local", "mike\u202e@example.org", "attacks.md D8"),
-        ("rlo-domain", "mike@exa\u202emple.org", "attacks.md D8"),
-        ("zero-width-joiner-domain", "mike@exa\u200dmple.org", "attacks.md D3, D8"),
-        ("no-break-space", "mike\u00a0@example.org", "attacks.md D5"),
-        ("tab", "mike\t@example.org", "attacks.md D5"),
-        ("leading-space", " mike@example.org", "attacks.md D5"),
-        ("two-addresses-comma", "v@x.example,a@y.example", "attacks.md D4"),
-        ("two-addresses-semicolon", "v@x.example;a@y.example", "attacks.md D4"),
-        ("two-addresses-newline", "v@x.example\na@y.example", "attacks.md D4"),
-        ("two-addresses-display-name", "V <v@x.example>, a@y.example", "attacks.md D4"),
-        ("array-of-addresses", ["v@x.example", "a@y.example"], "attacks.md D4 (CVE-2023-7028)"),
+        ("fullwidth-at", "mike\uff20example.org", "threats.md D3"),
+        ("fullwidth-m-local", "\uff4dike@example.org", "threats.md D3"),
+        ("fullwidth-at-in-domain", "a@b\uff20c.example", "threats.md D3, D5"),
+        ("crlf-bcc", "mike@example.org\r\nBcc: evil@attacker.example", "threats.md D6"),
+        ("crlf-bcc-kratos-seed", "foo@ory.sh\r\nBcc: evil@x", "threats.md D6"),
+        ("cr-in-local", "mi\rke@example.org", "threats.md D6"),
+        ("trailing-newline", "mike@example.org\n", "threats.md D6"),
+        ("nul", "mike\x00@example.org", "threats.md D8"),
+        ("rlo-local", "mike\u202e@example.org", "threats.md D8"),
+        ("rlo-domain", "mike@exa\u202emple.org", "threats.md D8"),
+        ("zero-width-joiner-domain", "mike@exa\u200dmple.org", "threats.md D3, D8"),
+        ("no-break-space", "mike\u00a0@example.org", "threats.md D5"),
+        ("tab", "mike\t@example.org", "threats.md D5"),
+        ("leading-space", " mike@example.org", "threats.md D5"),
+        ("two-addresses-comma", "v@x.example,a@y.example", "threats.md D4"),
+        ("two-addresses-semicolon", "v@x.example;a@y.example", "threats.md D4"),
+        ("two-addresses-newline", "v@x.example\na@y.example", "threats.md D4"),
+        ("two-addresses-display-name", "V <v@x.example>, a@y.example", "threats.md D4"),
+        ("array-of-addresses", ["v@x.example", "a@y.example"], "threats.md D4 (CVE-2023-7028)"),
         ("number", 42, "SPEC.md §5.1"),
         ("null", None, "SPEC.md §5.1"),
-        ("display-name", "V <v@x.example>", "attacks.md D4, D5"),
-        ("angle-brackets", "<v@x.example>", "attacks.md D5"),
-        ("quoted-local", '"john"@example.org', "SPEC.md §5.1 (dot-atom only); attacks.md D5"),
-        ("quoted-local-space", '"john doe"@example.org', "attacks.md D5"),
+        ("display-name", "V <v@x.example>", "threats.md D4, D5"),
+        ("angle-brackets", "<v@x.example>", "threats.md D5"),
+        ("quoted-local", '"john"@example.org', "SPEC.md §5.1 (dot-atom only); threats.md D5"),
+        ("quoted-local-space", '"john doe"@example.org', "threats.md D5"),
         (
             "quoted-at-in-local",
             '"e@attacker.com"@victim.com',
-            "attacks.md D5 (GHSA-5jpx-9hw9-2fx4)",
+            "threats.md D5 (GHSA-5jpx-9hw9-2fx4)",
         ),
         (
             "comment-address",
             "alice@example.org(<bob@example.org>",
-            "attacks.md D5 (CVE-2023-27043)",
+            "threats.md D5 (CVE-2023-27043)",
         ),
-        ("comment-local", "alice(comment)@example.org", "attacks.md D5"),
-        ("backslash-local", "a\\b@example.org", "attacks.md D5"),
+        ("comment-local", "alice(comment)@example.org", "threats.md D5"),
+        ("backslash-local", "a\\b@example.org", "threats.md D5"),
         ("address-literal", "alice@[127.0.0.1]", "SPEC.md §5.1 (domain names only)"),
         ("numeric-domain", "alice@127.0.0.1", "SPEC.md §5.1; RFC 3696 §2 (no all-numeric TLD)"),
-        ("two-at", "a@b@example.org", "attacks.md D5 (CVE-2019-16056)"),
-        ("no-at", "alice.example.org", "attacks.md D5"),
-        ("length-255", f"{local_64}@{long_domain}x", "RFC 5321 §4.5.3.1.3; attacks.md D8"),
-        ("length-300", "a" * 64 + "@" + "b" * 231 + ".com", "attacks.md D8"),
+        ("two-at", "a@b@example.org", "threats.md D5 (CVE-2019-16056)"),
+        ("no-at", "alice.example.org", "threats.md D5"),
+        ("length-255", f"{local_64}@{long_domain}x", "RFC 5321 §4.5.3.1.3; threats.md D8"),
+        ("length-300", "a" * 64 + "@" + "b" * 231 + ".com", "threats.md D8"),
         (
             "idn-exceeds-254-after-a-label",
             idn_long_input,
@@ -1888,15 +1888,15 @@ def email_cases() -> list[dict[str, Any]]:
         ("trailing-dot", "alice.@example.org", "RFC 5322 §3.4.1 (dot-atom)"),
         ("double-dot", "al..ice@example.org", "RFC 5322 §3.4.1 (dot-atom)"),
         ("no-dot-in-domain", "alice@localhost", "SPEC.md §5.1"),
-        ("empty-local", "@example.org", "attacks.md D5"),
-        ("empty-domain", "alice@", "attacks.md D5"),
-        ("empty", "", "attacks.md D5"),
+        ("empty-local", "@example.org", "threats.md D5"),
+        ("empty-domain", "alice@", "threats.md D5"),
+        ("empty", "", "threats.md D5"),
         ("domain-trailing-dot", "alice@example.org.", "SPEC.md §5.1"),
         ("domain-double-dot", "alice@example..org", "RFC 1035 §2.3.1"),
         ("domain-leading-hyphen", "alice@-example.org", "RFC 5891 §4.2.3.1; RFC 1035 §2.3.1"),
         ("domain-underscore", "alice@ex_ample.org", "RFC 1035 §2.3.1 (LDH)"),
         ("domain-label-64", "alice@" + "a" * 64 + ".org", "RFC 1035 §2.3.4"),
-        ("domain-space", "alice@exa mple.org", "attacks.md D5"),
+        ("domain-space", "alice@exa mple.org", "threats.md D5"),
     ]
     for name, value, spec in refused:
         cases.append(
@@ -2132,7 +2132,7 @@ FILES = {
         access_token_cases,
     ),
     "email.json": (
-        "Email addresses (SPEC.md §5.1, attacks.md D1-D9): address is where mail goes, "
+        "Email addresses (SPEC.md §5.1, threats.md D1-D9): address is where mail goes, "
         "canonical keys the account.",
         email_cases,
     ),
