@@ -2,7 +2,7 @@
 
 Validation happens on what will be used: the domain is mapped to its IDNA A-label first, then
 checked; the local part must be an ASCII dot-atom, which rules out Unicode case-mapping
-collisions (attacks.md D1) and parser differentials (D5). The canonical form lowercases the ASCII
+collisions (threats.md D1) and parser differentials (D5). The canonical form lowercases the ASCII
 local part and the domain; it keys users, uniqueness and rate limits. Mail goes to `address`.
 """
 

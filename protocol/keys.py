@@ -63,7 +63,7 @@ class PublicKey:
 def _ed25519_public_key(x: bytes) -> PublicKey:
     # libsodium's check refuses non-canonical encodings, the identity, the 8 small-order points and
     # points outside the prime-order subgroup: keys for which signatures can be forged or are
-    # not unique (attacks.md A9).
+    # not unique (threats.md A9).
     if not nacl.bindings.crypto_core_ed25519_is_valid_point(x):
         raise InvalidKey("Ed25519 key is not a valid prime-order point")
     members = {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(x)}

@@ -120,7 +120,7 @@ class LoginService:
         """Create an attempt bound to the proof's key and queue its email.
 
         The answer is the same for known and unknown addresses; no user row is created here
-        (attempts.md C10), and no mail is sent inside the request.
+        (threats.md C10), and no mail is sent inside the request.
         """
         settings = self._settings
         now = self._clock.now()
@@ -206,7 +206,7 @@ class LoginService:
             random_bytes=self._random,
             now=now,
         )
-        # Recorded once the request is known to be well-formed (attacks.md B6), with the
+        # Recorded once the request is known to be well-formed (threats.md B6), with the
         # attempt it starts, in one atomic unit (SPEC.md §4.4).
         await self._replay.record_with(proof, now=now, writes=[attempt_row, queued])
         self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
@@ -265,7 +265,7 @@ class LoginService:
         if outcome in ("mismatch", "unknown_attempt"):
             # The count that locks the attempt. One atomic increment in its own statement, so
             # concurrent failures all count at every isolation level and none conflicts with
-            # another (attacks.md C6). An unknown id is counted too, where the statement finds
+            # another (threats.md C6). An unknown id is counted too, where the statement finds
             # no row: otherwise its answer would come a round trip sooner and tell which ids
             # exist (SPEC.md §6.4).
             await self._db.statement(
@@ -374,7 +374,7 @@ class LoginService:
         writes: list[Statement] = []
         if account is None:
             # Only with sign-up allowed (checked before). Concurrent first logins for one
-            # address make one user (attacks.md D2): the later insert does nothing, and its
+            # address make one user (threats.md D2): the later insert does nothing, and its
             # session, naming the id that was not inserted, fails the statement.
             account = {
                 "id": b64url_encode(self._random(16)),

@@ -4,7 +4,7 @@ One component serves the server's own `/v1` endpoints and any other API (through
 `DPoPAuthMiddleware`). Order: credentials syntax, the proof (with `ath` and, when enabled, the
 nonce), the token's signature and claims against the issuer's keys, the key binding (`cnf.jkt`),
 the optional session check, and last the replay record, so that a refused request does not burn
-its proof's `jti` (attacks.md B6). A recording session check (the server's own endpoints) writes
+its proof's `jti` (threats.md B6). A recording session check (the server's own endpoints) writes
 the replay entry in the same round trip as the session lookup, so there a request refused because
 its session has ended has used up its proof.
 """

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPLITLINK_", frozen=True, extra="forbid")
 
     # Where clients reach the server. Issuer, endpoint URLs, DPoP htu and emailed links are built
-    # from it alone, never from the Host or X-Forwarded-* headers (SPEC.md §4.3, attacks.md E1).
+    # from it alone, never from the Host or X-Forwarded-* headers (SPEC.md §4.3, threats.md E1).
     public_url: str = "http://127.0.0.1:8000"
     # Unset, the SQLite file splitlink.db in data_dir (see _database_in_data_dir).
     database_url: str = "sqlite:///var/splitlink.db"

@@ -262,7 +262,7 @@ class OutboxDispatcher:
         if not claim.live:
             return _Record(claim, "expired", now, "the attempt can no longer be completed")
         if not _deliverable_address(claim.recipient):
-            # attacks.md I6: a poisoned recipient never reaches the wire.
+            # threats.md I6: a poisoned recipient never reaches the wire.
             return _Record(claim, "abandoned", now, "invalid recipient")
         try:
             opened = self._keyring.open(claim.sealed_message, context=_SEAL_CONTEXT + claim.id)

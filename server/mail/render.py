@@ -3,7 +3,7 @@
 Templates are `string.Template` files in server/mail/templates/; a deployment replaces any of them
 with a file of the same name in `SPLITLINK_MAIL_TEMPLATES_DIR`. Each template may use only the
 placeholders listed in `PLACEHOLDERS`, and every template is checked when the server starts. In
-the HTML templates every value is HTML-escaped before substitution (attacks.md D7); the text
+the HTML templates every value is HTML-escaped before substitution (threats.md D7); the text
 templates get the values as they are, but for the two a requester chooses, which no mail
 client may make a link of (SPEC.md §7.3): the device name is made inert first (`inert_text`),
 and a recipient whose local part could pass for part of a URL is shown as "this address".
@@ -23,7 +23,7 @@ new-device notice 0.45 ms and 0.18 ms (under the SMTP policy, on another machine
 1.35 ms). compat32 writes what it is given, so what the SMTP policy did for these messages is
 done here:
 
-- Header injection (attacks.md D6): compat32 refuses a line break in a header value only where
+- Header injection (threats.md D6): compat32 refuses a line break in a header value only where
   what follows looks like a header field (CR LF "Bcc: ..."); it writes other line breaks, NUL
   and the other controls as they are. Every header value is checked before it is set: one
   with a control character (CR, LF, TAB, NUL, ...), a line or paragraph separator or a lone
@@ -144,7 +144,7 @@ class TemplateError(ValueError):
 
 
 class HeaderError(ValueError):
-    """A header value that could break the message's header block (attacks.md D6). The text
+    """A header value that could break the message's header block (threats.md D6). The text
     names the header, never the value."""
 
 

@@ -1,5 +1,5 @@
 """PostgreSQL connections killed under load, workers killed mid-request, and two server
-processes on one database (SPEC.md §8; attacks.md I8, I9, I10, I11)."""
+processes on one database (SPEC.md §8; threats.md I8, I9, I10, I11)."""
 
 from __future__ import annotations
 

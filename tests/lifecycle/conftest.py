@@ -1,5 +1,5 @@
 """Fixtures for the token-lifecycle tests: refresh, revocation, introspection, key rotation,
-server nonces and `protect()` (attacks.md A11, B8, B10, G1-G7).
+server nonces and `protect()` (threats.md A11, B8, B10, G1-G7).
 
 Helpers are reached through the `ops` fixture, never by `from conftest import`:
 with several test directories in one run, the module named `conftest` may be another

@@ -1,6 +1,6 @@
 """Server-provided DPoP nonces (use_dpop_nonce=True): a missing, stale, foreign or wrongly-typed
 nonce is refused with a fresh `DPoP-Nonce`; AS and RS nonces are separate; the reference client
-retries exactly once per challenge (RFC 9449 §8, §9; standards.md §2.7; attacks.md B8)."""
+retries exactly once per challenge (RFC 9449 §8, §9; standards.md §2.7; threats.md B8)."""
 
 from __future__ import annotations
 

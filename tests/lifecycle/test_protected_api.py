@@ -1,5 +1,5 @@
 """`protect()`: another Starlette API accepts splitlink access tokens, verified offline against
-the issuer's JWKS, with a DPoP proof for the API's own URL (RFC 9449 §7; attacks.md A11, B1,
+the issuer's JWKS, with a DPoP proof for the API's own URL (RFC 9449 §7; threats.md A11, B1,
 B2, B5, B6)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The refresh grant: rotation, reuse detection, the grace window, key binding and the session's
-idle and absolute ends (RFC 6749 §6, RFC 9449 §5, RFC 9700 §4.14.2; attacks.md B10, G1, G3, G4)."""
+idle and absolute ends (RFC 6749 §6, RFC 9449 §5, RFC 9700 §4.14.2; threats.md B10, G1, G3, G4)."""
 
 from __future__ import annotations
 

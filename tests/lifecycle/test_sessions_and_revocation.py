@@ -1,5 +1,5 @@
 """Session list, ending sessions, logout, and RFC 7009 revocation: an ended session refuses its
-refresh token and its access tokens at once (attacks.md G5, G7; standards.md §8)."""
+refresh token and its access tokens at once (threats.md G5, G7; standards.md §8)."""
 
 from __future__ import annotations
 

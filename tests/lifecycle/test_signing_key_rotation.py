@@ -1,6 +1,6 @@
 """Signing-key rotation: both keys are published (public parts only), new tokens carry the new
 `kid`, old tokens verify until the old key retires, and a worker that meets an unknown `kid`
-reloads its keys once (attacks.md A11; SPEC.md §6.3)."""
+reloads its keys once (threats.md A11; SPEC.md §6.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The landing page with and without an app scheme, and the app association files (SPEC.md §5.4,
-§6.10; attacks.md C3, C4, E2)."""
+§6.10; threats.md C3, C4, E2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What the messages say (SPEC.md §7.3): the check phrase, the QR code, escaping, the new-device
-notice, and replaceable templates (attacks.md D6, D7; NIST SP 800-63B-4 §4.6)."""
+notice, and replaceable templates (threats.md D6, D7; NIST SP 800-63B-4 §4.6)."""
 
 from __future__ import annotations
 

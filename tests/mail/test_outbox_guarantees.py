@@ -1,6 +1,6 @@
 """The delivery guarantee (SPEC.md §7.4): at least once, identical bytes on a duplicate, never for
 an attempt that can no longer complete, one sender per row among competing dispatchers, and
-nothing lost to an outage or a crash (attacks.md I1, I4, I5, I6, I11)."""
+nothing lost to an outage or a crash (threats.md I1, I4, I5, I6, I11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests for the email grammar (SPEC.md §5.1) with the invariants of attacks.md D5."""
+"""Property tests for the email grammar (SPEC.md §5.1) with the invariants of threats.md D5."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from protocol import EmailAddress, ErrorCode, InvalidEmail, parse_email_address
 D5_SPECIALS = frozenset('()<>[]:;@\\,"')
 REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
 ATEXT = string.ascii_letters + string.digits + "!#$%&'*+/=?^_`{|}~-"
-# Characters from attacks.md D1-D8: specials, whitespace and controls, case-mapping and
+# Characters from threats.md D1-D8: specials, whitespace and controls, case-mapping and
 # full-width confusables, bidi and zero-width format characters.
 HOSTILE = (
     '()<>[]:;@\\,". \t\r\n\x00'
@@ -98,7 +98,7 @@ def test_every_accepted_email_satisfies_the_d5_invariants_and_parse_is_idempoten
     ],
 )
 def test_idn_spellings_of_one_domain_share_a_canonical_form(spelling: str, canonical: str) -> None:
-    """attacks.md D9: U-label and A-label spellings are one account; a different domain is not."""
+    """threats.md D9: U-label and A-label spellings are one account; a different domain is not."""
     assert parse_email_address(spelling).canonical == canonical
 
 
@@ -112,7 +112,7 @@ def test_idn_spellings_of_one_domain_share_a_canonical_form(spelling: str, canon
     ],
 )
 def test_unicode_case_mapping_collisions_are_refused_not_folded(collision: str) -> None:
-    """attacks.md D1: Python folds these into ASCII ('\u212a'.lower() == 'k'); the grammar must
+    """threats.md D1: Python folds these into ASCII ('\u212a'.lower() == 'k'); the grammar must
     refuse them so no submitted string can match an account other than its own spelling."""
     with pytest.raises(InvalidEmail):
         parse_email_address(collision)

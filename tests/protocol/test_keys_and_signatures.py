@@ -139,7 +139,7 @@ def test_signature_of_wrong_length_is_refused(alg: Algorithm, length: int) -> No
     ids=["r-zero", "s-zero", "psychic", "r-is-n", "s-is-n"],
 )
 def test_es256_signature_scalars_outside_range_are_refused(r: int, s: int) -> None:
-    """attacks.md A8: CVE-2022-21449 accepted r = s = 0 for every message."""
+    """threats.md A8: CVE-2022-21449 accepted r = s = 0 for every message."""
     key = parse_public_jwk(RFC9449_JWK)
     with pytest.raises(InvalidSignature):
         key.verify(signature=r.to_bytes(32, "big") + s.to_bytes(32, "big"), data=b"x")

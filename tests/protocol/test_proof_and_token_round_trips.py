@@ -103,7 +103,7 @@ def test_dpop_proof_for_another_access_token_is_refused(alg: Algorithm) -> None:
 
 
 def test_dpop_replay_key_is_the_same_for_cosmetic_htu_variants() -> None:
-    """attacks.md B5: a replay with a cosmetically different htu is still a replay."""
+    """threats.md B5: a replay with a cosmetically different htu is still a replay."""
     key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
     keys = set()
     for htu in (TOKEN_URL, "https://AUTH.example.com:443/token", TOKEN_URL + "?x=1"):
@@ -113,7 +113,7 @@ def test_dpop_replay_key_is_the_same_for_cosmetic_htu_variants() -> None:
 
 
 def test_dpop_replay_key_is_scoped_to_the_proof_key() -> None:
-    """attacks.md B6: the replay key is (jkt, jti); another key may reuse a jti."""
+    """threats.md B6: the replay key is (jkt, jti); another key may reuse a jti."""
     first = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
     second = SigningKey.generate("EdDSA", random_bytes=other_random_bytes)
     replay_keys = {
@@ -126,7 +126,7 @@ def test_dpop_replay_key_is_scoped_to_the_proof_key() -> None:
 
 
 def test_dpop_iat_window_is_inclusive_at_both_ends() -> None:
-    """RFC 9449 §11.1, attacks.md B7: now - max_age and now + max_future pass, one more fails."""
+    """RFC 9449 §11.1, threats.md B7: now - max_age and now + max_future pass, one more fails."""
     key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
     for iat in (NOW - 60, NOW + 60):
         _verify(create_dpop_proof(key=key, method="POST", url=TOKEN_URL, iat=iat, jti="j"))
@@ -144,7 +144,7 @@ def test_dpop_algorithm_allow_list_is_enforced() -> None:
 
 def test_dpop_non_ascii_access_token_is_refused_with_a_protocol_error() -> None:
     """A presented token is attacker-controlled (Starlette decodes headers as latin-1); the
-    verifier must answer with its own error, never an unexpected exception (attacks.md A10)."""
+    verifier must answer with its own error, never an unexpected exception (threats.md A10)."""
     key = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
     proof = create_dpop_proof(
         key=key, method="GET", url=API_URL, iat=NOW, jti="j", access_token="at-1"
@@ -213,7 +213,7 @@ def test_access_token_expires_at_exp(alg: Algorithm) -> None:
 
 
 def test_access_token_from_a_retired_key_is_refused() -> None:
-    """attacks.md A11: once a kid leaves the key set its tokens stop verifying."""
+    """threats.md A11: once a kid leaves the key set its tokens stop verifying."""
     old = SigningKey.generate("EdDSA", random_bytes=fixed_random_bytes)
     new = SigningKey.generate("EdDSA", random_bytes=other_random_bytes)
     token = _issue(old, kid="old")

@@ -1,5 +1,5 @@
 """Attempt lifetime, single use, lockout and the absence of an oracle (SPEC.md §6.2, §6.4;
-attacks.md C1, C5, C6, C7, B11)."""
+threats.md C1, C5, C6, C7, B11)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ async def test_attempt_is_single_use(server: Harness) -> None:
     assert first.status_code == 200
     assert second.status_code == 400
     assert second.json()["error"] == "invalid_grant"
+    assert server.query("SELECT COUNT(*) FROM sessions") == [(1,)]
+
+
+async def test_a_backwards_clock_step_never_un_consumes_an_attempt(server: Harness) -> None:
+    """J3: a consumed attempt stays consumed, whatever the wall clock says afterwards."""
+    device = server.device()
+    started, email_half = await server.start_and_read_link(device, "a@example.com")
+    halves = {
+        "attempt_id": started["attempt_id"],
+        "device_half": started["device_half"],
+        "email_half": email_half,
+    }
+    assert (await server.complete(device, **halves)).status_code == 200
+    server.clock.advance(-3600)
+    again = await server.complete(device, **halves)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+    assert "consumed" in again.json()["error_description"]
     assert server.query("SELECT COUNT(*) FROM sessions") == [(1,)]
 
 

@@ -1,5 +1,5 @@
 """DPoP proofs at the start, token and resource endpoints, row by row (SPEC.md §4;
-attacks.md A9, B1-B7, B9, B11)."""
+threats.md A9, B1-B7, B9, B11)."""
 
 from __future__ import annotations
 

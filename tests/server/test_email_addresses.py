@@ -1,4 +1,4 @@
-"""Email addresses at the start endpoint (SPEC.md §5.1; attacks.md D1-D8)."""
+"""Email addresses at the start endpoint (SPEC.md §5.1; threats.md D1-D8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input gets a stable error code, never a 500 (SPEC.md §9; attacks.md K2)."""
+"""Bad input gets a stable error code, never a 500 (SPEC.md §9; threats.md K2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The link's landing page is inert: scanners that open it change nothing (SPEC.md §5.4;
-attacks.md C3, C4)."""
+threats.md C3, C4)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How a login reaches the database on PostgreSQL: a start in two round trips and a completion in
 three, each statement atomic on its own, and no transaction around them (SPEC.md §6.1 step 5,
-§6.2 step 7, §8.1; attacks.md D2)."""
+§6.2 step 7, §8.1; threats.md D2)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ async def test_on_postgres_a_completion_is_three_round_trips_without_a_transacti
 async def test_on_postgres_a_first_login_joins_the_account_created_after_its_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # attacks.md D2. Another first login for the same address commits its account between this
+    # threats.md D2. Another first login for the same address commits its account between this
     # completion's read (no account yet) and its consume. This completion's own account insert
     # then does nothing, and its session, which names the id that was not inserted, fails the
     # whole statement: nothing is consumed. It is run again with the account that now exists.

@@ -1,5 +1,5 @@
 """Rate limits on start and completion, shared through the database (SPEC.md §6.1;
-attacks.md F1, F2, F3)."""
+threats.md F1, F2, F3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`/v1/me` accepts only a DPoP-bound token with a fresh proof by its key (SPEC.md §6.5;
-RFC 9449 §7; attacks.md B1-B3, B6, B9)."""
+RFC 9449 §7; threats.md B1-B3, B6, B9)."""
 
 from __future__ import annotations
 

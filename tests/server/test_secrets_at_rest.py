@@ -1,5 +1,5 @@
 """No half, refresh token or access token rests in the database or reaches the logs
-(SPEC.md §5.3; attacks.md C5)."""
+(SPEC.md §5.3; threats.md C5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Starting a login reveals nothing about the address, creates no account and sends no mail
-inside the request (SPEC.md §6.1; attacks.md C10, F3, F4)."""
+inside the request (SPEC.md §6.1; threats.md C10, F3, F4)."""
 
 from __future__ import annotations
 

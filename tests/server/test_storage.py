@@ -862,7 +862,7 @@ async def test_a_reader_of_the_old_log_puts_off_its_restart_but_holds_up_no_writ
 async def test_a_worker_that_starts_while_another_process_holds_the_database_waits_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # attacks.md I11: after a crash the first process to open the database rebuilds the log's
+    # threats.md I11: after a crash the first process to open the database rebuilds the log's
     # index and holds the database meanwhile. A worker that started alongside failed its startup
     # on "database is locked", and uvicorn then stopped the whole server. A connection in
     # exclusive locking mode holds the database the same way.
