@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: install run test fuzz lint typecheck check clean browser
+.PHONY: install run test test-fast fuzz lint typecheck check clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ run: $(STAMP)
 test: $(STAMP) $(JS_STAMP) browser
 	$(BIN)/pytest -q
 	npm test --prefix $(JS)
+
+test-fast: $(STAMP)   # the pure core, the vectors, the client and the documents: seconds
+	$(BIN)/pytest -q tests/protocol tests/client tests/docs
 
 fuzz: $(STAMP)   # schemathesis at length against a live server (make test runs it briefly)
 	SPLITLINK_FUZZ_EXAMPLES=300 SPLITLINK_FUZZ_PHASES=examples,coverage,fuzzing,stateful \
