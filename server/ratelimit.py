@@ -182,8 +182,9 @@ class RateLimiter:
                 counted: list[int | None] = [None] * len(limits)
                 for n, (limit, bucket) in enumerate(zip(limits, buckets, strict=True)):
                     row = await conn.fetch_one(_COUNT, {**values, "bucket": bucket})
-                    counted[n] = hits = 0 if row is None else int(row["hits"])
-                    if hits > limit.limit:
+                    this = 0 if row is None else int(row["hits"])
+                    counted[n] = this
+                    if this > limit.limit:
                         break
                 return counted
 

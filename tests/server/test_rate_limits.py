@@ -283,6 +283,20 @@ async def test_a_stranger_on_many_ips_cannot_lock_out_an_owner_whose_key_holds_a
         assert await _start_from(server, _OWNER_IP, "victim@example.com", new_device) == 202
 
 
+async def test_a_key_with_a_session_starts_when_a_stranger_on_its_client_filled_the_address(
+    tmp_path: Path, backend: str
+) -> None:
+    # Behind one NAT, a stranger uses up the address's starts from the owner's client; only the
+    # client's own start-ip bucket, shared with the stranger, still binds the owner's key.
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        owner = server.device()
+        await server.login(owner, "victim@example.com")
+        stranger = [await _start_from(server, _OWNER_IP, "victim@example.com") for _ in range(5)]
+        assert stranger == [202] * _PER_CLIENT + [429] * (5 - _PER_CLIENT)
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", owner) == 202
+        assert await _start_from(server, _OWNER_IP, "victim@example.com") == 429
+
+
 async def test_an_ended_session_does_not_let_its_key_past_the_cap(
     tmp_path: Path, backend: str
 ) -> None:
