@@ -118,6 +118,8 @@ def bench_env(data_dir: Path, database_url: str, public_url: str) -> dict[str, s
             "SPLITLINK_SECRET_KEY": "bench-root-secret-" + "0123456789abcdef" * 3,
             "SPLITLINK_RATE_LIMIT_START_PER_IP": "100000000",
             "SPLITLINK_RATE_LIMIT_START_PER_EMAIL": "100000000",
+            "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_KEY": "100000000",
+            "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_CLIENT": "100000000",
             "SPLITLINK_RATE_LIMIT_COMPLETE_PER_IP": "100000000",
             "SPLITLINK_DEV_MAILBOX_CONSOLE": "false",
             "SPLITLINK_OUTBOX_POLL_INTERVAL": "0.05",

@@ -86,7 +86,11 @@ def client_ip(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return any(ip in network for network in trusted_proxies)
+        # A dual-stack listener reports an IPv4 peer as ::ffff:a.b.c.d.
+        forms = [ip]
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            forms.append(ip.ipv4_mapped)
+        return any(form in network for form in forms for network in trusted_proxies)
 
     if not trusted(peer):
         return peer

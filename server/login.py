@@ -22,8 +22,9 @@ from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
-from server.ratelimit import Limit, RateLimiter
+from server.ratelimit import Limit, RateLimiter, pair, rate_limit_client
 from server.replay import DatabaseReplayStore
+from server.sessions import LIVE, live_window
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import (
@@ -50,6 +51,12 @@ _ATTEMPT = (
 _FINISHED = "SELECT consumed_at, failed_count FROM login_attempts WHERE id = :id"
 # The account of a canonical address, if there is one.
 _ACCOUNT = "SELECT id, email_address FROM users WHERE email_canonical = :canonical"
+# The same, and whether a key holds a live session of that account.
+_ACCOUNT_AND_KEY = (
+    "SELECT u.id, u.email_address, EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id "  # noqa: S608 - constants
+    f"AND s.dpop_jkt = :jkt AND {LIVE}) AS key_holds_session FROM users u "
+    "WHERE u.email_canonical = :canonical"
+)
 # A session's reference to its user: what a concurrent first login leaves unmet.
 _SESSION_USER = "sessions_user_id_fkey"
 
@@ -124,7 +131,8 @@ class LoginService:
         """
         settings = self._settings
         now = self._clock.now()
-        per_ip = Limit("start-ip", client_ip, settings.rate_limit_start_per_ip)
+        client = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+        per_ip = Limit("start-ip", client, settings.rate_limit_start_per_ip)
         try:
             address = parse_email_address(email)
             name = parse_device_name(device_name)
@@ -132,13 +140,40 @@ class LoginService:
             # Refused input still counts against its client, and the limit comes first.
             await self._limits.hit(per_ip, now=now)
             raise
-        # The account's stored address is read with the counts (one round trip on PostgreSQL).
-        accounts = await self._limits.hit_in_turn(
-            per_ip,
-            Limit("start-email", address.canonical, settings.rate_limit_start_per_email),
-            now=now,
-            beside=(_ACCOUNT, {"canonical": address.canonical}),
+        canonical = address.canonical
+        # In this order, each counted only while the one before it is within its limit: a
+        # client or key refused by its own bucket cannot go on using up the address's.
+        per_key = Limit(
+            "start-email-key", pair(canonical, proof.jkt), settings.rate_limit_start_per_email_key
         )
+        per_client = Limit(
+            "start-email-client",
+            pair(canonical, client),
+            settings.rate_limit_start_per_email_client,
+        )
+        per_address = Limit("start-email", canonical, settings.rate_limit_start_per_email)
+        # The account's stored address is read with the counts (one round trip on PostgreSQL).
+        counts = await self._limits.hit_in_turn(
+            (per_ip, per_key, per_client, per_address),
+            now=now,
+            beside=(
+                _ACCOUNT_AND_KEY,
+                {
+                    "canonical": canonical,
+                    "jkt": proof.jkt,
+                    **live_window(now, idle_timeout=settings.session_idle_timeout),
+                },
+            ),
+        )
+        user = counts.read[0] if counts.read else None
+        if user is not None and user["key_holds_session"]:
+            # The owner's own key: strangers on other clients, or on many, may have used up the
+            # address's starts, and must not keep the owner out. The mail it adds is bounded
+            # by its own bucket, and only the account's keys get this far (SPEC.md §6.11).
+            counts.require(per_ip, per_key)
+        else:
+            # Any other key gets the same answer, whether or not the address has an account.
+            counts.require(per_ip, per_key, per_client, per_address)
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
         phrase = check_phrase(proof.jkt)
@@ -148,7 +183,6 @@ class LoginService:
             email_half=secrets.email_half,
         )
 
-        user = accounts[0] if accounts else None
         # Mail goes to the address stored for the account, never to the submitted spelling.
         recipient = user["email_address"] if user is not None else address.address
         signup_allowed = user is not None or settings.signup_policy == "open"
@@ -223,8 +257,9 @@ class LoginService:
         """Redeem an attempt: key binding and both halves, then one conditional consume."""
         settings = self._settings
         now = self._clock.now()
+        client = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_prefix)
         await self._limits.hit(
-            Limit("complete-ip", client_ip, settings.rate_limit_complete_per_ip), now=now
+            Limit("complete-ip", client, settings.rate_limit_complete_per_ip), now=now
         )
         attempt_id = parse_attempt_id(form.get("attempt_id"))
         device_half = parse_half(form.get("device_half"), field="device_half")

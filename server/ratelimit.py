@@ -6,6 +6,9 @@ Bucket names are keyed hashes: a canonical email address never rests in this tab
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protocol.split_secret import keyed_hash
@@ -18,31 +21,60 @@ _ADD_ONE = (
 )
 # One count: a bucket's row for the window, added if missing, else its hits plus one.
 _COUNT = f"{_INTO}VALUES (:bucket, :window_start, 1, :expires_at){_ADD_ONE}"
-# On PostgreSQL, two counts in one statement: the first as `_COUNT`, the second bucket only while
-# the first is within its limit. Each count sees its bucket's row as committed or locks it, so
-# concurrent requests all count, as with two statements.
-_COUNTS_IN_TURN = (
-    f"WITH counted_first AS ({_COUNT}), counted_second AS ({_INTO}"  # noqa: S608 - constants
-    "SELECT :second, :window_start, 1, :expires_at FROM counted_first "
-    f"WHERE counted_first.hits <= :first_limit{_ADD_ONE})"
-)
-_HITS = (
-    "(SELECT hits FROM counted_first) AS first_hits, "
-    "(SELECT hits FROM counted_second) AS second_hits"
-)
-_COUNT_IN_TURN = f"{_COUNTS_IN_TURN} SELECT {_HITS}"
-_COUNT_COLUMNS = frozenset({"first_hits", "second_hits", "beside_rows"})
 
 
-@functools.lru_cache(maxsize=8)  # the reads are the server's constants
-def _count_in_turn_beside(read: str) -> str:
-    """`_COUNT_IN_TURN` with `read` in the same statement: one row of the counts for each row
-    of `read`, and one with `read`'s columns null when it has none (`beside_rows` tells)."""
+@functools.lru_cache(maxsize=8)  # the counts and reads are the server's constants
+def _counts_in_turn(buckets: int, read: str | None) -> str:
+    """On PostgreSQL, `buckets` counts in one statement: the first as `_COUNT`, each later one
+    only while the one before it is within its limit. Each count sees its bucket's row as
+    committed or locks it, so concurrent requests all count, as with separate statements.
+
+    With `read`, a read that does not depend on the counts, in the same statement: one row of
+    the counts for each row of `read`, and one with `read`'s columns null when it has none
+    (`beside_rows` tells)."""
+    counted = [f"counted_1 AS ({_INTO}VALUES (:bucket_1, :window_start, 1, :expires_at){_ADD_ONE})"]
+    for n in range(2, buckets + 1):
+        counted.append(
+            f"counted_{n} AS ({_INTO}SELECT :bucket_{n}, :window_start, 1, :expires_at "  # noqa: S608
+            f"FROM counted_{n - 1} WHERE counted_{n - 1}.hits <= :limit_{n - 1}{_ADD_ONE})"
+        )
+    hits = ", ".join(
+        f"(SELECT hits FROM counted_{n}) AS hits_{n}"  # noqa: S608 - numbered names
+        for n in range(1, buckets + 1)
+    )
+    if read is None:
+        return f"WITH {', '.join(counted)} SELECT {hits}"
     return (
-        f"{_COUNTS_IN_TURN}, beside AS ({prefixed_parameters(read, 'beside_')}) "  # noqa: S608
-        f"SELECT {_HITS}, (SELECT count(*) FROM beside) AS beside_rows, beside.* "
+        f"WITH {', '.join(counted)}, beside AS ({prefixed_parameters(read, 'beside_')}) "  # noqa: S608
+        f"SELECT {hits}, (SELECT count(*) FROM beside) AS beside_rows, beside.* "
         "FROM (SELECT) AS counts LEFT JOIN beside ON true"
     )
+
+
+def _is_count_column(name: str) -> bool:
+    return name == "beside_rows" or (name.startswith("hits_") and name[5:].isdigit())
+
+
+def rate_limit_client(address: str, *, ipv6_prefix: int) -> str:
+    """The client that the per-IP limits count: an IPv4 address (an IPv4-mapped IPv6 address
+    as its IPv4 address), or an IPv6 address's network of `ipv6_prefix` bits. One holder of a
+    /64, the least a site is given, can use any of its addresses, so counting each would let
+    it start without limit. Anything that is not an IP address is its own client."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+
+
+def pair(first: str, second: str) -> str:
+    """One subject of two parts (an address and a client or key), unambiguous whatever the
+    parts hold."""
+    return json.dumps([first, second])
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,26 @@ class Limit:
     scope: str
     subject: str
     limit: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What `RateLimiter.hit_in_turn` counted: the window's hits of each limit, in order, None
+    for a limit not counted because one before it was over; and the rows of its read."""
+
+    limits: tuple[Limit, ...]
+    hits: tuple[int | None, ...]
+    read: tuple[Row, ...]
+    retry_after: int
+
+    def within(self, limit: Limit) -> bool:
+        hits = self.hits[self.limits.index(limit)]
+        return hits is not None and hits <= limit.limit
+
+    def require(self, *limits: Limit) -> None:
+        """Raise RateLimited unless each of `limits` was counted and is within its limit."""
+        if not all(self.within(limit) for limit in limits):
+            raise RateLimited(retry_after=self.retry_after)
 
 
 class RateLimiter:
@@ -86,59 +138,61 @@ class RateLimiter:
             raise RateLimited(retry_after=retry_after)
 
     async def hit_in_turn(
-        self, first: Limit, second: Limit, *, now: int, beside: Statement | None = None
-    ) -> list[Row]:
-        """`hit` of `first`, then of `second`, as one unit: `second` is counted only while
-        `first` is within its limit, so a client refused by `first` (an IP address) cannot go on
-        using up `second` (an email address's bucket, which would lock its owner out). One
-        statement on PostgreSQL, one write transaction on SQLite, where two `hit`s were two.
+        self, limits: Sequence[Limit], *, now: int, beside: Statement | None = None
+    ) -> Counts:
+        """Count `limits` in turn as one unit, each only while the one before it is within its
+        limit: a client refused by one (its IP address) cannot go on using up the later ones
+        (an email address's buckets, which would lock its owner out). One statement on
+        PostgreSQL, one write transaction on SQLite. Nothing is refused here: the caller says
+        which limits bind (`Counts.require`).
 
         `beside`, a read that does not depend on the counts, is answered with them: on
         PostgreSQL in the same statement, which saves the request a round trip, and on SQLite,
-        where a statement is a call, after them and outside the write lock. Its rows are
-        returned once both counts are within their limits; its columns may not be named
-        first_hits, second_hits or beside_rows."""
+        where a statement is a call, after them and outside the write lock. Its columns may not
+        be named beside_rows or hits_ and a number."""
         values, retry_after = self._window_of(now)
-        first_bucket = self.bucket(first.scope, first.subject)
-        second_bucket = self.bucket(second.scope, second.subject)
+        buckets = [self.bucket(limit.scope, limit.subject) for limit in limits]
         read: list[Row] = []
+        hits: list[int | None]
         if self._db.dialect == "postgresql":
-            counts = {
-                **values,
-                "bucket": first_bucket,
-                "second": second_bucket,
-                "first_limit": first.limit,
-            }
+            counts: dict[str, object] = dict(values)
+            for n, (limit, bucket) in enumerate(zip(limits, buckets, strict=True), start=1):
+                counts[f"bucket_{n}"] = bucket
+                counts[f"limit_{n}"] = limit.limit
+            del counts[f"limit_{len(limits)}"]  # no count follows the last
             if beside is None:
-                rows = await self._db.statement(_COUNT_IN_TURN, counts)
+                rows = await self._db.statement(_counts_in_turn(len(limits), None), counts)
             else:
                 query, given = beside
                 rows = await self._db.statement(
-                    _count_in_turn_beside(query),
+                    _counts_in_turn(len(limits), query),
                     {**counts, **{f"beside_{name}": v for name, v in given.items()}},
                 )
                 if rows[0]["beside_rows"]:
                     read = [
-                        {k: v for k, v in row.items() if k not in _COUNT_COLUMNS} for row in rows
+                        {k: v for k, v in row.items() if not _is_count_column(k)} for row in rows
                     ]
-            first_hits, second_hits = rows[0]["first_hits"], rows[0]["second_hits"]
+            hits = [
+                None if rows[0][f"hits_{n}"] is None else int(rows[0][f"hits_{n}"])
+                for n in range(1, len(limits) + 1)
+            ]
         else:
 
-            async def count(conn: Connection) -> tuple[int, int | None]:
-                one = await conn.fetch_one(_COUNT, {**values, "bucket": first_bucket})
-                hits = 0 if one is None else int(one["hits"])
-                if hits > first.limit:
-                    return hits, None
-                two = await conn.fetch_one(_COUNT, {**values, "bucket": second_bucket})
-                return hits, None if two is None else int(two["hits"])
+            async def count(conn: Connection) -> list[int | None]:
+                counted: list[int | None] = [None] * len(limits)
+                for n, (limit, bucket) in enumerate(zip(limits, buckets, strict=True)):
+                    row = await conn.fetch_one(_COUNT, {**values, "bucket": bucket})
+                    this = 0 if row is None else int(row["hits"])
+                    counted[n] = this
+                    if this > limit.limit:
+                        break
+                return counted
 
             # Not durable, like a single count: a count lost in a power failure lets a few
             # more requests through in that window.
-            first_hits, second_hits = await self._db.run(count, durable=False)
-        if first_hits is not None and int(first_hits) > first.limit:
-            raise RateLimited(retry_after=retry_after)
-        if second_hits is not None and int(second_hits) > second.limit:
-            raise RateLimited(retry_after=retry_after)
-        if beside is not None and self._db.dialect != "postgresql":
-            read = await self._db.statement(*beside)
-        return read
+            hits = await self._db.run(count, durable=False)
+            if beside is not None:
+                read = await self._db.statement(*beside)
+        return Counts(
+            limits=tuple(limits), hits=tuple(hits), read=tuple(read), retry_after=retry_after
+        )

@@ -17,7 +17,13 @@ from server.storage.database import Connection, Database, Row
 # precise enough for the idle timeout and for "last used" in the session list.
 LAST_USED_RESOLUTION = 60
 
-# A session is live while it is not revoked, not past its absolute end and not idle too long.
+# A session is live while it is not revoked, not past its absolute end and not idle too long
+# (`live_window` gives its parameters).
+LIVE = "s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle_cutoff"
+
+
+def live_window(now: int, *, idle_timeout: int) -> dict[str, int]:
+    return {"now": now, "idle_cutoff": now - idle_timeout}
 
 
 async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str, now: int) -> bool:
@@ -35,11 +41,10 @@ async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str,
 
 # The token's session with its user's address, if the session is live (see `_window`).
 _LIVE_SESSION = (
-    "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "
+    "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "  # noqa: S608 - constants
     "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
     "FROM sessions s JOIN users u ON u.id = s.user_id "
-    "WHERE s.id = :id AND s.revoked_at IS NULL AND s.expires_at > :now "
-    "AND s.last_used_at > :idle_cutoff"
+    f"WHERE s.id = :id AND {LIVE}"
 )
 
 
@@ -50,7 +55,7 @@ class SessionStore:
         self._replay = replay
 
     def _window(self, now: int) -> dict[str, int]:
-        return {"now": now, "idle_cutoff": now - self.idle_timeout}
+        return live_window(now, idle_timeout=self.idle_timeout)
 
     async def live_session(
         self, token: VerifiedAccessToken, now: int, *, touch: bool = True

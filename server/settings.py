@@ -111,11 +111,20 @@ class Settings(BaseSettings):
                 raise ValueError("each introspection client needs an id and a 16+ character secret")
         return value
 
-    rate_limit_start_per_email: int = Field(5, ge=1)
+    # Starts for one address per window (SPEC.md §6.11): from one client, with one key, and in
+    # all, where the last bounds the mail sent to the address. Keep the first below the last,
+    # or one client alone can use up an address's starts. A key that holds a live session of
+    # the address's account is bound only by its own bucket and `rate_limit_start_per_ip`.
+    rate_limit_start_per_email_client: int = Field(3, ge=1)
+    rate_limit_start_per_email_key: int = Field(3, ge=1)
+    rate_limit_start_per_email: int = Field(10, ge=1)
     rate_limit_start_per_ip: int = Field(30, ge=1)
     rate_limit_complete_per_ip: int = Field(60, ge=1)
     rate_limit_window: int = Field(15 * MINUTE, ge=10, le=DAY)
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    # The per-IP limits count an IPv6 client by its network of this many bits: one holder of a
+    # /64 can use any address in it.
+    rate_limit_ipv6_prefix: int = Field(64, ge=32, le=128)
 
     mail_from: str = "splitlink <no-reply@localhost>"
     dev_mailbox_console: bool = True

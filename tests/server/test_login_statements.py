@@ -80,7 +80,7 @@ async def test_on_postgres_a_start_is_two_round_trips_without_a_transaction(
             response = await server.start(server.device(), address)
             assert response.status_code == 202, response.text
             monkeypatch.undo()
-            assert sent.seen() == (0, 1, ["WITH counted_first AS"]), sent
+            assert sent.seen() == (0, 1, ["WITH counted_1 AS"]), sent
 
 
 async def test_on_postgres_a_completion_is_three_round_trips_without_a_transaction(

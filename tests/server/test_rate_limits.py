@@ -6,21 +6,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
 import pytest
+from pydantic import ValidationError
 from support.backends import database_url_for, execute, query
+from support.device import Device
 from support.harness import Harness, running_server
 
 from protocol.encoding import b64url_encode
 from server.errors import RateLimited
-from server.ratelimit import Limit, RateLimiter
+from server.login import GRANT_TYPE_MAGIC_LINK
+from server.ratelimit import Limit, RateLimiter, rate_limit_client
+from server.settings import Settings
 from server.storage.database import Database
 from server.storage.migrate import migrate
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_sixth_start_for_one_address_gets_429_with_retry_after(server: Harness) -> None:
-    for _ in range(5):
+async def test_fourth_start_for_one_address_from_one_client_gets_429_with_retry_after(
+    server: Harness,
+) -> None:
+    for _ in range(3):
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
     response = await server.start(server.device(), "A@EXAMPLE.COM")
     assert response.status_code == 429
@@ -36,8 +43,8 @@ async def test_limit_is_identical_for_known_and_unknown_addresses(server: Harnes
         statuses = [(await server.start(server.device(), address)).status_code for _ in range(6)]
         outcomes[address] = statuses
     # The known address already used one start to log in.
-    assert outcomes["known@example.com"] == [202, 202, 202, 202, 429, 429]
-    assert outcomes["unknown@example.com"] == [202, 202, 202, 202, 202, 429]
+    assert outcomes["known@example.com"] == [202, 202, 429, 429, 429, 429]
+    assert outcomes["unknown@example.com"] == [202, 202, 202, 429, 429, 429]
 
 
 async def test_window_resets_after_it_passes(server: Harness) -> None:
@@ -137,15 +144,15 @@ async def test_a_start_with_a_refused_address_still_counts_against_its_ip(
         assert _hits(server, "start-email") == [1]
 
 
-async def test_on_postgres_a_start_counts_both_its_limits_and_reads_the_account_in_one_statement(
+async def test_on_postgres_a_start_counts_its_limits_and_reads_the_account_in_one_statement(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with running_server(tmp_path, backend="postgresql") as server:
         sent = server.record_single_statements(monkeypatch)
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
     assert len(sent) == 1, sent
-    assert sent[0].startswith("WITH counted_first AS (INSERT INTO rate_limits"), sent
-    assert "beside AS (SELECT id, email_address FROM users" in sent[0], sent
+    assert sent[0].startswith("WITH counted_1 AS (INSERT INTO rate_limits"), sent
+    assert "beside AS (SELECT u.id, u.email_address, EXISTS" in sent[0], sent
 
 
 _READ_BESIDE = "SELECT bucket, hits FROM rate_limits WHERE bucket LIKE :bucket ORDER BY bucket"
@@ -166,10 +173,11 @@ async def test_a_read_beside_the_counts_is_answered_with_them_with_its_own_param
             first, second = Limit("ip", "192.0.2.1", 2), Limit("email", "a@example.com", 5)
 
             async def hit(pattern: str) -> list[dict[str, object]]:
-                rows = await limits.hit_in_turn(
-                    first, second, now=1000, beside=(_READ_BESIDE, {"bucket": pattern})
+                counts = await limits.hit_in_turn(
+                    (first, second), now=1000, beside=(_READ_BESIDE, {"bucket": pattern})
                 )
-                return [dict(row) for row in rows]
+                counts.require(first, second)
+                return [dict(row) for row in counts.read]
 
             assert await hit("seen%") == [
                 {"bucket": "seen-1", "hits": 7},
@@ -182,3 +190,294 @@ async def test_a_read_beside_the_counts_is_answered_with_them_with_its_own_param
             await db.disconnect()
         counted = query(url, "SELECT hits FROM rate_limits WHERE bucket NOT LIKE ?", "seen%")
         assert sorted(hits for (hits,) in counted) == [2, 3]
+
+
+async def test_each_limit_is_counted_only_while_the_one_before_it_is_within(
+    tmp_path: Path, backend: str
+) -> None:
+    with database_url_for(backend, tmp_path) as url:
+        migrate(url)
+        db = Database(url)
+        await db.connect()
+        try:
+            limits = RateLimiter(db, hmac_key=b"k" * 32, window=900)
+            chain = (Limit("a", "x", 3), Limit("b", "x", 1), Limit("c", "x", 5))
+            seen = []
+            for _ in range(4):
+                counts = await limits.hit_in_turn(chain, now=1000)
+                seen.append((counts.hits, [counts.within(limit) for limit in chain]))
+        finally:
+            await db.disconnect()
+    assert seen == [
+        ((1, 1, 1), [True, True, True]),
+        ((2, 2, None), [True, False, False]),
+        ((3, 3, None), [True, False, False]),
+        ((4, None, None), [False, False, False]),
+    ]
+
+
+# --- Starts that a stranger cannot use to lock an owner out (SPEC.md §2.2 (g), (h); §6.11) ------
+
+# The harness's peer (203.0.113.7) is a trusted proxy here, so each request names its client.
+_PROXY = "203.0.113.0/24"
+_OWNER_IP = "192.0.2.10"
+_CAP = 10  # rate_limit_start_per_email, the default
+_PER_CLIENT = 3  # rate_limit_start_per_email_client, the default
+_PER_KEY = 3  # rate_limit_start_per_email_key, the default
+
+
+async def _start_from(
+    server: Harness, client: str, email: str, device: Device | None = None
+) -> int:
+    response = await server.start(
+        device or server.device(), email, headers={"X-Forwarded-For": client}
+    )
+    return response.status_code
+
+
+def _login_links_to(server: Harness, address: str) -> int:
+    rows = server.query(
+        "SELECT count(*) FROM outbox WHERE kind = 'login_link' AND recipient = ?", address
+    )
+    return int(rows[0][0])
+
+
+async def test_a_stranger_on_one_ip_with_fresh_keys_cannot_lock_the_owner_out(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        stranger = [
+            await _start_from(server, "198.51.100.66", "victim@example.com") for _ in range(20)
+        ]
+        assert stranger == [202] * _PER_CLIENT + [429] * (20 - _PER_CLIENT)
+        # The owner's new device, from its own address, in the same window.
+        owner = server.device()
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", owner) == 202
+        assert _login_links_to(server, "victim@example.com") == _PER_CLIENT + 1
+
+
+async def test_a_stranger_on_many_ips_cannot_lock_out_an_owner_whose_key_holds_a_session(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        owner = server.device()
+        await server.login(owner, "victim@example.com")
+        # Fresh keys from 40 addresses: the cap of the address is used up.
+        stranger = [
+            await _start_from(server, f"198.51.100.{n}", "victim@example.com") for n in range(40)
+        ]
+        assert stranger.count(202) == _CAP - 1  # the owner's login used one start
+        assert set(stranger[_CAP - 1 :]) == {429}
+        # The owner's key still starts and is still mailed, within the bucket of its own key
+        # (the login above used one of its starts).
+        links = _login_links_to(server, "victim@example.com")
+        owner_starts = [
+            await _start_from(server, _OWNER_IP, "victim@example.com", owner) for _ in range(4)
+        ]
+        assert owner_starts == [202] * (_PER_KEY - 1) + [429] * (4 - _PER_KEY + 1)
+        assert _login_links_to(server, "victim@example.com") == links + _PER_KEY - 1
+        # A new device of the owner, with no session yet, waits for the next window.
+        new_device = server.device()
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", new_device) == 429
+        server.clock.advance(900)
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", new_device) == 202
+
+
+async def test_a_key_with_a_session_starts_when_a_stranger_on_its_client_filled_the_address(
+    tmp_path: Path, backend: str
+) -> None:
+    # Behind one NAT, a stranger uses up the address's starts from the owner's client; only the
+    # client's own start-ip bucket, shared with the stranger, still binds the owner's key.
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        owner = server.device()
+        await server.login(owner, "victim@example.com")
+        stranger = [await _start_from(server, _OWNER_IP, "victim@example.com") for _ in range(5)]
+        assert stranger == [202] * _PER_CLIENT + [429] * (5 - _PER_CLIENT)
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", owner) == 202
+        assert await _start_from(server, _OWNER_IP, "victim@example.com") == 429
+
+
+async def test_an_ended_session_does_not_let_its_key_past_the_cap(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        owner = server.device()
+        tokens = await server.login(owner, "victim@example.com")
+        revoked = await server.client.post(
+            "/oauth2/revoke", data={"token": tokens["refresh_token"]}
+        )
+        assert revoked.status_code == 200
+        for n in range(40):
+            await _start_from(server, f"198.51.100.{n}", "victim@example.com")
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", owner) == 429
+
+
+async def test_a_key_with_a_session_of_another_account_gets_no_way_past_the_cap(
+    tmp_path: Path, backend: str
+) -> None:
+    # The exception is for the account's own keys: a stranger's key signed in to the
+    # stranger's account is a stranger's key for the victim's address, and the answer for an
+    # address with an account and one without stays the same (SPEC.md F3, F4).
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        await server.login(server.device(), "victim@example.com")
+        stranger = server.device()
+        await server.login(stranger, "stranger@example.com")
+        outcomes = {}
+        for address in ("victim@example.com", "nobody@example.com"):
+            for n in range(40):
+                await _start_from(server, f"198.51.100.{n}", address)
+            outcomes[address] = await _start_from(server, _OWNER_IP, address, stranger)
+        assert outcomes == {"victim@example.com": 429, "nobody@example.com": 429}
+
+
+async def test_mail_to_one_address_per_window_never_exceeds_the_cap(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        address = "victim@example.com"
+        for window in range(2):
+            # Fresh keys from one address, one key from many, fresh keys from many.
+            for _ in range(10):
+                await _start_from(server, "198.51.100.1", address)
+            one_key = server.device()
+            for n in range(10):
+                await _start_from(server, f"198.51.100.{100 + n}", address, one_key)
+            for n in range(40):
+                await _start_from(server, f"192.0.2.{100 + n}", address)
+            assert _login_links_to(server, address) == _CAP * (window + 1)
+            server.clock.advance(900)
+
+
+async def test_one_ip_reaches_a_bounded_number_of_starts_and_fills_no_address_cap(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        admitted: dict[str, int] = {}
+        for n in range(12):
+            address = f"u{n}@example.com"
+            statuses = [await _start_from(server, "198.51.100.1", address) for _ in range(4)]
+            admitted[address] = statuses.count(202)
+        # 30 starts from one client in a window (rate_limit_start_per_ip), at most three of
+        # them for one address: 7 addresses get three, the eighth the two that are left.
+        assert sum(admitted.values()) == 23
+        assert max(admitted.values()) == _PER_CLIENT
+        for address in admitted:
+            assert await _start_from(server, _OWNER_IP, address) == 202
+
+
+# --- The client of the per-IP limits (SPEC.md §6.11) ---------------------------------------------
+
+
+async def test_starts_from_one_ipv6_64_are_limited_like_one_address(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        statuses = [
+            await _start_from(server, f"2001:db8:1:2::{n:x}", f"u{n}@example.com")
+            for n in range(1, 41)
+        ]
+        assert statuses == [202] * 30 + [429] * 10
+        # Another /64 is another client.
+        assert await _start_from(server, "2001:db8:1:3::1", "other@example.com") == 202
+
+
+async def test_completions_from_one_ipv6_64_are_limited_like_one_address(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(
+        tmp_path, backend=backend, trusted_proxies=[_PROXY], rate_limit_complete_per_ip=2
+    ) as server:
+        device = server.device()
+        started, _ = await server.start_and_read_link(device, "a@example.com")
+        statuses = []
+        for n in range(1, 4):
+            response = await server.client.post(
+                "/oauth2/token",
+                data={
+                    "grant_type": GRANT_TYPE_MAGIC_LINK,
+                    "attempt_id": started["attempt_id"],
+                    "device_half": started["device_half"],
+                    "email_half": b64url_encode(os.urandom(32)),
+                },
+                headers={
+                    "DPoP": device.proof("POST", "/oauth2/token"),
+                    "X-Forwarded-For": f"2001:db8:1:2:{n:x}::1",
+                },
+            )
+            statuses.append(response.status_code)
+        assert statuses == [400, 400, 429]
+
+
+async def test_an_ipv4_mapped_address_shares_the_bucket_of_its_ipv4_address(
+    tmp_path: Path, backend: str
+) -> None:
+    async with running_server(
+        tmp_path, backend=backend, trusted_proxies=[_PROXY], rate_limit_start_per_ip=1
+    ) as server:
+        first = await _start_from(server, "::ffff:192.0.2.1", "a@example.com")
+        second = await _start_from(server, "192.0.2.1", "b@example.com")
+        assert (first, second) == (202, 429)
+
+
+async def test_a_48_prefix_setting_groups_ipv6_clients_wider(tmp_path: Path, backend: str) -> None:
+    for prefix, expected in ((64, (202, 202)), (48, (202, 429))):
+        (tmp_path / str(prefix)).mkdir()
+        async with running_server(
+            tmp_path / str(prefix),
+            backend=backend,
+            trusted_proxies=[_PROXY],
+            rate_limit_start_per_ip=1,
+            rate_limit_ipv6_prefix=prefix,
+        ) as server:
+            first = await _start_from(server, "2001:db8:1:2::1", "a@example.com")
+            second = await _start_from(server, "2001:db8:1:3::1", "b@example.com")
+            assert (first, second) == expected
+
+
+async def test_a_trusted_proxy_seen_as_an_ipv4_mapped_peer_still_forwards_the_client(
+    tmp_path: Path,
+) -> None:
+    # A dual-stack listener reports an IPv4 peer as ::ffff:a.b.c.d; the proxy is trusted all
+    # the same, or every client behind it would share its bucket.
+    async with running_server(
+        tmp_path, trusted_proxies=[_PROXY], rate_limit_start_per_ip=1
+    ) as server:
+        transport = httpx.ASGITransport(app=server.app, client=("::ffff:203.0.113.9", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as proxy:
+            statuses = []
+            for n in (1, 2):
+                response = await proxy.post(
+                    "/v1/login/start",
+                    json={"email": f"u{n}@example.com"},
+                    headers={
+                        "DPoP": server.device().proof("POST", "/v1/login/start"),
+                        "X-Forwarded-For": f"198.51.100.{n}",
+                    },
+                )
+                statuses.append(response.status_code)
+        assert statuses == [202, 202]
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "client"),
+    [
+        ("192.0.2.1", 64, "192.0.2.1"),
+        ("::ffff:192.0.2.1", 64, "192.0.2.1"),
+        ("::FFFF:c000:0201", 64, "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", 64, "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::9", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"),
+        ("2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6/128"),
+        ("unknown", 64, "unknown"),
+    ],
+)
+def test_the_client_of_a_rate_limit_is_the_ipv4_address_or_the_ipv6_prefix(
+    address: str, prefix: int, client: str
+) -> None:
+    assert rate_limit_client(address, ipv6_prefix=prefix) == client
+
+
+@pytest.mark.parametrize("prefix", [31, 129])
+def test_an_ipv6_prefix_outside_32_to_128_is_refused(prefix: int) -> None:
+    with pytest.raises(ValidationError, match="rate_limit_ipv6_prefix"):
+        Settings(rate_limit_ipv6_prefix=prefix)
