@@ -317,7 +317,7 @@ async def test_a_key_with_a_session_of_another_account_gets_no_way_past_the_cap(
 ) -> None:
     # The exception is for the account's own keys: a stranger's key signed in to the
     # stranger's account is a stranger's key for the victim's address, and the answer for an
-    # address with an account and one without stays the same (SPEC.md F3, F4).
+    # address with an account and one without stays the same (SPEC.md §6.1; threats.md F3, F4).
     async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
         await server.login(server.device(), "victim@example.com")
         stranger = server.device()
