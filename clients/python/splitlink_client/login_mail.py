@@ -20,6 +20,8 @@ from protocol.link import parse_login_link
 from splitlink_client.errors import MailNotReceived
 
 POLL_INTERVAL_SECONDS = 0.05
+# A development server's outbox hands a message over within a second or so.
+DEFAULT_MAIL_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def read_login_mail(raw: bytes) -> LoginMail | None:
 
 
 def wait_for_login_mail(
-    mailbox: LoginMailbox, *, attempt_id: str, timeout: float = 10.0
+    mailbox: LoginMailbox, *, attempt_id: str, timeout: float = DEFAULT_MAIL_TIMEOUT_SECONDS
 ) -> LoginMail:
     """The login mail of `attempt_id`, once it has arrived; raises `MailNotReceived` after
     `timeout` seconds. Mail of other attempts is passed over, so tests can share a mailbox."""

@@ -12,7 +12,11 @@ import httpx
 
 from protocol.keys import Algorithm
 from splitlink_client.client import SplitlinkClient
-from splitlink_client.login_mail import LoginMailbox, wait_for_login_mail
+from splitlink_client.login_mail import (
+    DEFAULT_MAIL_TIMEOUT_SECONDS,
+    LoginMailbox,
+    wait_for_login_mail,
+)
 
 
 def sign_in(
@@ -23,7 +27,7 @@ def sign_in(
     state_path: Path,
     device_name: str | None = None,
     alg: Algorithm | None = None,
-    timeout: float = 10.0,
+    timeout: float = DEFAULT_MAIL_TIMEOUT_SECONDS,
     http: httpx.Client | None = None,
 ) -> SplitlinkClient:
     """A client signed in as `email`, its key and tokens in `state_path`, ready for

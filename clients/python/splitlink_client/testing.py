@@ -30,6 +30,7 @@ from protocol.keys import Algorithm
 from splitlink_client.cli import DEFAULT_SERVER
 from splitlink_client.client import SplitlinkClient
 from splitlink_client.login_mail import (
+    DEFAULT_MAIL_TIMEOUT_SECONDS,
     LoginMail,
     LoginMailbox,
     MailboxDirectory,
@@ -79,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "else var/mail).",
     )
     group.addoption(
+        "--splitlink-mail-timeout",
+        type=float,
+        default=DEFAULT_MAIL_TIMEOUT_SECONDS,
+        help="Seconds to wait for a login mail (default %(default)s).",
+    )
+    group.addoption(
         "--splitlink-smtp-port",
         type=int,
         default=None,
@@ -122,10 +129,12 @@ def splitlink_sign_in(
     splitlink_server_url: str,
     splitlink_mailbox: LoginMailbox,
     tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[SignIn]:
     """Signs in, each call with a new device key in a state file of its own; the clients are
     closed after the test (their sessions stay open at the server)."""
     clients: list[SplitlinkClient] = []
+    timeout: float = pytestconfig.getoption("splitlink_mail_timeout")
 
     def sign_in_as(
         email: str, *, device_name: str | None = None, alg: Algorithm | None = None
@@ -138,6 +147,7 @@ def splitlink_sign_in(
             state_path=state_path,
             device_name=device_name,
             alg=alg,
+            timeout=timeout,
         )
         clients.append(client)
         return client
