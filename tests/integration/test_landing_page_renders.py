@@ -9,6 +9,7 @@ from pathlib import Path
 
 import png
 import pytest
+from support import chromium
 from support.chromium import measure_layout, require_chromium, screenshot
 from support.processes import running_server_process
 
@@ -51,3 +52,15 @@ def test_the_landing_page_renders_styled_and_fits_the_window(tmp_path: Path, dev
     assert layout.body_font_px >= 16
     assert layout.scroll_width <= layout.client_width == width
     assert layout.widest_element <= width
+
+
+def test_without_chromium_the_renders_skip_but_fail_where_ci_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(chromium, "CHROMIUM", tmp_path / "chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium"):
+        chromium.require_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="Chromium"):
+        chromium.require_chromium()
