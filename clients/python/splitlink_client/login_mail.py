@@ -97,7 +97,9 @@ class MailboxDirectory:
     def login_mails(self) -> list[LoginMail]:
         if not self.directory.is_dir():
             return []
-        files = sorted(self.directory.glob("*.eml"), key=lambda path: path.stat().st_mtime_ns)
+        files = sorted(
+            self.directory.glob("*.eml"), key=lambda path: (path.stat().st_mtime_ns, path.name)
+        )
         mails: list[LoginMail] = []
         for path in files:
             if path.name not in self._read:

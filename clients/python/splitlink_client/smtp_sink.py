@@ -18,6 +18,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from splitlink_client.login_mail import LoginMail, read_login_mail
 
 LOOPBACK = "127.0.0.1"
+# aiosmtpd's one second is short on a machine busy running a test suite.
+READY_TIMEOUT = 10.0
 
 
 def free_port() -> int:
@@ -59,7 +61,9 @@ class SmtpSink:
 
     def start(self) -> None:
         if self._controller is None:
-            controller = Controller(self._recorder, hostname=LOOPBACK, port=self.port)
+            controller = Controller(
+                self._recorder, hostname=LOOPBACK, port=self.port, ready_timeout=READY_TIMEOUT
+            )
             controller.start()
             self._controller = controller
 

@@ -14,6 +14,7 @@ mail is read from its development mailbox, `--splitlink-mailbox` (default
 sink these fixtures start on that port (the server then runs with
 `SPLITLINK_SMTP_URL=smtp+insecure://127.0.0.1:PORT`; the sink needs `splitlink-client[testing]`).
 A suite that starts its own server overrides `splitlink_server_url` and `splitlink_mailbox`.
+The fixtures can also be imported one by one instead; the options then keep their defaults.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def splitlink_server_url(pytestconfig: pytest.Config) -> str:
     """The server the fixtures sign in at."""
-    option: str | None = pytestconfig.getoption("splitlink_server")
+    option: str | None = pytestconfig.getoption("splitlink_server", default=None)
     return option or os.environ.get("SPLITLINK_SERVER") or DEFAULT_SERVER
 
 
@@ -106,7 +107,7 @@ def splitlink_smtp_sink(pytestconfig: pytest.Config) -> Iterator[SmtpSink]:
     # Imported here: only this fixture needs aiosmtpd, the `testing` extra.
     from splitlink_client.smtp_sink import SmtpSink
 
-    port: int | None = pytestconfig.getoption("splitlink_smtp_port")
+    port: int | None = pytestconfig.getoption("splitlink_smtp_port", default=None)
     with SmtpSink(port=port or 0) as sink:
         yield sink
 
@@ -115,10 +116,10 @@ def splitlink_smtp_sink(pytestconfig: pytest.Config) -> Iterator[SmtpSink]:
 def splitlink_mailbox(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> LoginMailbox:
     """Where the server's login mail is read: the SMTP sink when `--splitlink-smtp-port` is
     given, else the development mailbox directory."""
-    if pytestconfig.getoption("splitlink_smtp_port") is not None:
+    if pytestconfig.getoption("splitlink_smtp_port", default=None) is not None:
         sink: LoginMailbox = request.getfixturevalue("splitlink_smtp_sink")
         return sink
-    option: str | None = pytestconfig.getoption("splitlink_mailbox")
+    option: str | None = pytestconfig.getoption("splitlink_mailbox", default=None)
     if option is not None:
         return MailboxDirectory(Path(option))
     return MailboxDirectory(Path(os.environ.get("SPLITLINK_DATA_DIR", "var")) / "mail")
@@ -134,7 +135,9 @@ def splitlink_sign_in(
     """Signs in, each call with a new device key in a state file of its own; the clients are
     closed after the test (their sessions stay open at the server)."""
     clients: list[SplitlinkClient] = []
-    timeout: float = pytestconfig.getoption("splitlink_mail_timeout")
+    timeout: float = pytestconfig.getoption(
+        "splitlink_mail_timeout", default=DEFAULT_MAIL_TIMEOUT_SECONDS
+    )
 
     def sign_in_as(
         email: str, *, device_name: str | None = None, alg: Algorithm | None = None
