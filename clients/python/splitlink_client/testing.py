@@ -103,7 +103,7 @@ def splitlink_server_url(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def splitlink_smtp_sink(pytestconfig: pytest.Config) -> Iterator[SmtpSink]:
-    """An SMTP sink on `--splitlink-smtp-port` (a free port without it), for the whole session."""
+    """An SMTP sink on `--splitlink-smtp-port` (a free port without it), for the whole test run."""
     # Imported here: only this fixture needs aiosmtpd, the `testing` extra.
     from splitlink_client.smtp_sink import SmtpSink
 
