@@ -9,10 +9,11 @@ JS_STAMP := $(JS)/node_modules/.installed
 
 .PHONY: install run test test-fast fuzz lint typecheck check clean browser
 
-$(STAMP): pyproject.toml
+# The client is a distribution of its own (clients/python); both are installed editable.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./clients/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -60,7 +61,7 @@ clean:
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -e ./clients/python -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
 bench-wrk:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from functools import lru_cache
 from pathlib import Path
@@ -15,20 +17,29 @@ from server.http import client_ip, read_json_object
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services
 
-_LANDING_TEMPLATE = Template(
-    (Path(__file__).parent.parent / "static" / "landing.html").read_text(encoding="utf-8")
+_STATIC = Path(__file__).parent.parent / "static"
+_LANDING_TEMPLATE = Template((_STATIC / "landing.html").read_text(encoding="utf-8"))
+# The page's only style, served inside its one <style> element exactly as read here: the CSP
+# allows that element by the hash of this text (CSP3 "hash-source") and nothing else.
+LANDING_STYLE = (_STATIC / "landing.css").read_text(encoding="utf-8")
+LANDING_STYLE_HASH = (
+    "sha256-" + base64.b64encode(hashlib.sha256(LANDING_STYLE.encode("utf-8")).digest()).decode()
 )
 _OPEN_APP = Template(
-    "<p>On that phone, but the link opened here instead of in the app? "
-    '<a href="$href">Open $app_name</a>. This only opens the app: it cannot carry the sign-in, '
-    "which stays in the link. If the app does not finish signing in, go back to the email and "
-    "tap the link again, or long-press it and choose to open it in $app_name.</p>"
+    '<div class="open-app">\n'
+    "<p>On that phone, but the link opened here instead of in the app?</p>\n"
+    '<p><a href="$href">Open $app_name</a></p>\n'
+    '<p class="hint">This only opens the app: it cannot carry the sign-in, which stays in the '
+    "link. If the app does not finish signing in, go back to the email and tap the link again, "
+    "or long-press it and choose to open it in $app_name.</p>\n"
+    "</div>"
 )
 _LANDING_HEADERS = {
-    # No script, no style, no frame, no form: the page is inert, and the secret in the fragment
-    # stays in the address bar of whoever opened it.
+    # No script, no frame, no form, no fetch of anything: the page is inert, and the secret in
+    # the fragment stays in the address bar of whoever opened it. Its style is inline, by hash.
     "Content-Security-Policy": (
-        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"default-src 'none'; style-src '{LANDING_STYLE_HASH}'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
     ),
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
@@ -63,15 +74,20 @@ async def start_login(request: Request) -> Response:
 
 @lru_cache(maxsize=8)
 def landing_page_html(app_name: str, app_link_scheme: str | None) -> bytes:
-    """The page for one configuration: fixed text, the app name, and with an app scheme an
-    "Open the app" link to `<scheme>://login`. The page has no script, so nothing on it can read
-    the fragment: the secret never reaches that link (SPEC.md §6.10)."""
+    """The page for one configuration: fixed text and style, the app name, and with an app
+    scheme an "Open the app" link to `<scheme>://login`. The page has no script, so nothing on it
+    can read the fragment: the secret never reaches that link (SPEC.md §6.10)."""
     name = html.escape(app_name, quote=True)
     open_app = ""
     if app_link_scheme is not None:
         href = html.escape(f"{app_link_scheme}://login", quote=True)
         open_app = _OPEN_APP.substitute(href=href, app_name=name)
-    return _LANDING_TEMPLATE.substitute(app_name=name, open_app=open_app).encode("utf-8")
+    return _LANDING_TEMPLATE.substitute(
+        app_name=name,
+        app_initial=html.escape(app_name[:1].upper(), quote=True),
+        open_app=open_app,
+        style=LANDING_STYLE,
+    ).encode("utf-8")
 
 
 async def landing_page(request: Request) -> Response:

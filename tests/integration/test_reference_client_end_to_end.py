@@ -12,11 +12,12 @@ import httpx
 import pytest
 from splitlink_client.client import SplitlinkClient
 from splitlink_client.errors import ClientError
+from splitlink_client.testing import MailboxDirectory, sign_in, wait_for_login_mail
 from support.processes import mail_link, running_server_process
 
 from protocol.dpop import create_dpop_proof
 from protocol.encoding import b64url_encode
-from protocol.keys import SigningKey
+from protocol.keys import Algorithm, SigningKey
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +34,22 @@ def _proof(key: SigningKey, url: str, token: str, jti: str | None = None) -> str
 
 
 @pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
-def test_reference_client_logs_in_and_calls_me(tmp_path: Path, alg: str) -> None:
+def test_reference_client_logs_in_and_calls_me(tmp_path: Path, alg: Algorithm) -> None:
     with running_server_process(tmp_path) as server:
         state = tmp_path / "device.json"
-        with SplitlinkClient(server.url, state) as client:
-            started = client.start_login("Alice@Example.com", "Alice's phone", alg=alg)  # type: ignore[arg-type]
-            (message,) = server.wait_for_mail(1)
-            assert message["To"] == "Alice@example.com"
-            link = mail_link(message)
-            assert started.attempt_id in link
-            client.complete_login(link)
+        mailbox = MailboxDirectory(server.mail_dir)
+        with sign_in(
+            server_url=server.url,
+            email="Alice@Example.com",
+            device_name="Alice's phone",
+            alg=alg,
+            mailbox=mailbox,
+            state_path=state,
+        ) as client:
             me = client.me()
+        # One login mail, to the address as typed; `sign_in` completed the attempt with its link.
+        (mail,) = mailbox.login_mails()
+        assert mail.recipient == "Alice@example.com"
         assert me["user"]["email"] == "Alice@example.com"
         assert me["session"]["key_alg"] == alg
         assert oct(state.stat().st_mode & 0o777) == "0o600"
@@ -51,9 +57,12 @@ def test_reference_client_logs_in_and_calls_me(tmp_path: Path, alg: str) -> None
 
 def test_me_refuses_missing_foreign_and_replayed_proofs(tmp_path: Path) -> None:
     with running_server_process(tmp_path) as server:
-        with SplitlinkClient(server.url, tmp_path / "device.json") as client:
-            client.start_login("bob@example.com")
-            client.complete_login(mail_link(server.wait_for_mail(1)[0]))
+        with sign_in(
+            server_url=server.url,
+            email="bob@example.com",
+            mailbox=MailboxDirectory(server.mail_dir),
+            state_path=tmp_path / "device.json",
+        ) as client:
             token = client.state.tokens.access_token  # type: ignore[union-attr]
             key = client.state.key
         me_url = server.url + "/v1/me"
@@ -79,9 +88,10 @@ def test_nothing_secret_rests_in_the_database_or_the_server_log(tmp_path: Path) 
     ) as server:
         state = tmp_path / "device.json"
         with SplitlinkClient(server.url, state) as client:
-            client.start_login("carol@example.com")
+            started = client.start_login("carol@example.com")
             pending = client.state.pending
-            link = mail_link(server.wait_for_mail(1)[0])
+            mailbox = MailboxDirectory(server.mail_dir)
+            link = wait_for_login_mail(mailbox, attempt_id=started.attempt_id).link
             client.complete_login(link)
             client.me()
             tokens = client.state.tokens

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from splitlink_client.client import SplitlinkClient
+from splitlink_client.testing import MailboxDirectory, sign_in
 from support.backends import query
 from support.device import Device
 from support.harness import Harness, running_server
-from support.processes import mail_link, running_server_process
+from support.processes import running_server_process
 
 from protocol.encoding import b64url_decode, b64url_encode
 
@@ -324,10 +324,15 @@ def test_b8_reference_client_retries_exactly_once_per_challenge(tmp_path: Path) 
     ) as process:
         with (
             httpx.Client(timeout=30, event_hooks={"response": [record]}) as http,
-            SplitlinkClient(process.url, tmp_path / "device.json", http=http) as client,
+            sign_in(
+                server_url=process.url,
+                email="alice@example.com",
+                device_name="phone",
+                mailbox=MailboxDirectory(process.mail_dir),
+                state_path=tmp_path / "device.json",
+                http=http,
+            ) as client,
         ):
-            client.start_login("alice@example.com", "phone")
-            client.complete_login(mail_link(process.wait_for_mail(1)[0]))
             me = client.me()
             assert me["user"]["email"] == "alice@example.com"
             old_refresh = client.state.tokens.refresh_token  # type: ignore[union-attr]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ async def test_landing_page_without_an_app_scheme_tells_how_to_finish(tmp_path: 
     assert "Tap the link in the email there" in page
     assert "Scan the QR code in the email" in page
     assert "://login" not in page
-    for inert in ("<script", "<form", "<style", " style=", "<iframe", "<img", "http"):
+    for inert in ("<script", "<form", " style=", "<iframe", "<img", "http"):
         assert inert not in page
 
 
@@ -64,6 +67,51 @@ async def test_landing_page_with_an_app_scheme_offers_to_open_the_app_without_th
         assert "location" not in response.headers
     assert after == before  # scanners change nothing (C3)
     assert completed.status_code == 200
+
+
+async def test_the_csp_allows_the_served_style_by_its_hash_and_nothing_more(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, app_link_scheme="myapp") as server:
+        responses = [await server.client.request(m, "/l") for m in ("GET", "HEAD", "OPTIONS")]
+    page = responses[0].text
+    (style,) = re.findall(r"<style>(.*?)</style>", page, flags=re.DOTALL)
+    assert page.count("<style") == 1
+    digest = base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode()
+    expected = (
+        f"default-src 'none'; style-src 'sha256-{digest}'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+    for response in responses:
+        assert response.headers["content-security-policy"] == expected
+    # The style fetches nothing: no url(), no @import.
+    assert "url(" not in style and "@import" not in style
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def test_the_landing_page_names_the_app_and_says_what_the_mail_says(
+    tmp_path: Path,
+) -> None:
+    async with running_server(tmp_path, app_name="Example & Co") as server:
+        page = (await server.client.get("/l")).text
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert "<title>Finish signing in to Example &amp; Co</title>" in page
+    assert 'aria-hidden="true">E</span>Example &amp; Co</p>' in page
+    templates = Path(__file__).parents[2] / "server" / "mail" / "templates"
+    mail_text = _words((templates / "login_link.txt").read_text())
+    mail_html = _words((templates / "login_link.html").read_text())
+    for sentence in (
+        "works only in the app that asked for it",
+        "with that phone's camera",
+        "If this wasn't you, ignore this email: nobody can sign in with it alone.",
+    ):
+        assert sentence in _words(page)
+        assert sentence in mail_html
+    assert "works only in the app that asked for it" in mail_text
+    assert "If this wasn't you, ignore this email: nobody can sign in with it alone." in mail_text
 
 
 @pytest.mark.parametrize("scheme", ["https", "javascript", "my app", "1app", "x"])

@@ -12,6 +12,7 @@ from protocol.errors import ErrorCode, SplitlinkError
 _KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 # Codes the client uses for failures that have no server error body.
 INVALID_RESPONSE = "invalid_response"
+MAIL_NOT_RECEIVED = "mail_not_received"
 
 
 class ClientError(SplitlinkError):
@@ -52,3 +53,10 @@ class LocalError(ClientError):
 
 class StateFileError(LocalError):
     """The device state file is unreadable, corrupt, or readable by other users."""
+
+
+class MailNotReceived(ClientError):
+    """A test waited for a login mail that did not arrive in time (`splitlink_client.testing`)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(MAIL_NOT_RECEIVED, description)
