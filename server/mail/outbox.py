@@ -90,12 +90,11 @@ _CLAIM = {
     # at a time: the rows are still free when the update reaches them.
     "sqlite": _claim_statement(f"id IN ({_DUE}) {_FREE}"),
     # Here `id IN (...)` may become a join that runs the subquery again, taking more rows than
-    # its LIMIT (seen: nine rows taken by a claim of one); an ARRAY(...) subquery runs once. FOR
-    # UPDATE checks the subquery's conditions again on the newest version of each row it locks,
-    # and the lock holds until the statement ends, so every row it returns is free. The update
-    # repeats none of them: with a condition on `status` beside the key, the planner, its row
-    # counts outdated by a busy queue, read the rows through the claim index and walked every
-    # queued entry to find the few claimed (920 under the login measurement).
+    # its LIMIT; an ARRAY(...) subquery runs once. FOR UPDATE checks the subquery's conditions
+    # again on the newest version of each row it locks, and the lock holds until the statement
+    # ends, so every row it returns is free. The update repeats none of them: with a condition
+    # on `status` beside the key, the planner, its row counts outdated by a busy queue, read the
+    # rows through the claim index and walked every queued entry to find the few claimed.
     "postgresql": _claim_statement(f"id = ANY(ARRAY({_DUE} FOR UPDATE SKIP LOCKED))"),
 }
 
