@@ -1,7 +1,7 @@
 """Header values of outgoing mail, checked before the email package sees them (SPEC.md §7.3).
 
 The SMTP policy refuses a value that spans lines, but writes NUL and most other controls as they
-are (attacks.md D6). So every value is checked here first: a control character, a line or
+are (SPEC.md §7.3, D6). So every value is checked here first: a control character, a line or
 paragraph separator or a lone surrogate raises `HeaderError`, whose text names the header, never
 the value.
 """
@@ -28,7 +28,7 @@ _UTF8_Q.header_encoding = QP
 
 
 class HeaderError(ValueError):
-    """A header value that could break the message's header block (attacks.md D6)."""
+    """A header value that could break the message's header block (SPEC.md §7.3, D6)."""
 
 
 def one_line(text: str) -> str:

@@ -3,7 +3,7 @@
 The built-in files are in server/mail/templates/; a deployment replaces any of them with a file of
 the same name in `SPLITLINK_MAIL_TEMPLATES_DIR`. Each may use only its own placeholders
 (`PLACEHOLDERS`), and a file that breaks a rule stops the server when it starts rather than
-failing every message. In the HTML templates every value is HTML-escaped (attacks.md D7).
+failing every message. In the HTML templates every value is HTML-escaped (SPEC.md §7.3, D7).
 """
 
 from __future__ import annotations

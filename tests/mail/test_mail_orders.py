@@ -158,7 +158,7 @@ async def test_a_login_mail_that_cannot_be_rendered_is_given_up_with_an_event_na
     link = LINK.replace("B" * 43, email_half)
     async with running_server(tmp_path, backend=backend) as server:
         outbox_id = _new_outbox_id()
-        # A Message-ID that would add a header of its own (attacks.md D6): refused when the
+        # A Message-ID that would add a header of its own (SPEC.md §7.3, D6): refused when the
         # message is built, however often it is tried.
         order = LoginLinkOrder(
             recipient="a@example.com",

@@ -29,6 +29,7 @@ LINKS = [
     "https://a.example/l",  # small enough that a higher level would fit the same size
     "HTTPS://AUTH.EXAMPLE.TEST/L",  # alphanumeric mode
     "caf\u00e9 \u65e5\u672c",  # other modes than bytes of ASCII
+    "\x00" * 62,  # a block of zero data codewords, whose error correction is zero too
 ]
 
 

@@ -36,6 +36,9 @@ def decode_qr(data: bytes) -> DecodedQr:
     pixels = read_pixels(data)
     grey = bytes(0 if dark else 255 for row in pixels.rows for dark in row)
     image = memoryview(grey).cast("B", (pixels.height, pixels.width))
-    (found,) = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    # Plain: the text as encoded, control characters included, not a readable rendering of it.
+    (found,) = zxingcpp.read_barcodes(
+        image, formats=zxingcpp.BarcodeFormat.QRCode, text_mode=zxingcpp.TextMode.Plain
+    )
     assert found.valid
     return DecodedQr(text=found.text, ec_level=found.ec_level, extra=dict(found.extra))
