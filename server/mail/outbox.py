@@ -279,10 +279,9 @@ class OutboxDispatcher:
             # kept; an OrderError's text names fields, never values.
             error = type(exc).__name__
             reason = str(exc) if isinstance(exc, OrderError) else error
+            logged = f"{error}: {reason}" if isinstance(exc, OrderError) else error
             now = self._clock.now()
-            logger.error(
-                "outbox: %s %s cannot be rendered: %s (%s)", claim.kind, claim.id, reason, error
-            )
+            logger.error("outbox: %s %s cannot be rendered: %s", claim.kind, claim.id, logged)
             self._events(
                 SecurityEvent(
                     "mail.unrenderable",

@@ -231,6 +231,9 @@ async def test_an_order_this_server_cannot_read_is_abandoned_not_guessed(
     assert [(outcome, detail) for _, _, outcome, detail in recorded] == [
         ("abandoned", f"cannot render: {reason}")
     ]
+    assert [(event.name, dict(event.fields)) for event in server.events] == [
+        ("mail.unrenderable", {"outbox_id": outbox_id, "kind": "no_account", "error": "OrderError"})
+    ]
 
 
 async def test_a_row_whose_recipient_was_changed_in_the_database_is_not_sent(
