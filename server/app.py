@@ -27,8 +27,9 @@ from server.errors import error_response_parts
 from server.events import EventSink, log_event
 from server.housekeeping import run_housekeeping
 from server.login import LoginService
+from server.mail.compose import MailComposer
+from server.mail.mail_templates import MailTemplates
 from server.mail.outbox import OutboxDispatcher
-from server.mail.render import MailComposer, MailTemplates
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
 from server.middleware import SecurityHeadersMiddleware
@@ -211,6 +212,7 @@ def create_app(
             transport,
             composer=composer,
             clock=clock,
+            events=svc.events,
             poll_interval=settings.outbox_poll_interval,
             max_failed_completions=settings.max_failed_completions,
             concurrency=settings.outbox_concurrency,

@@ -4,8 +4,8 @@ A request that queues mail stores an order, a small versioned JSON document hold
 values the composer needs. Everything that could change between two renderings (the Message-ID,
 the time shown and put in the `Date` header) is fixed in the order when it is queued, and the
 composer is deterministic, so the dispatcher renders the same bytes for every hand-off of a row.
-Rendering (the QR code above all) costs milliseconds of CPU; the request only pays for a few
-hundred bytes of JSON.
+Rendering (the QR code above all) costs CPU that the request need not spend; the request only
+pays for a few hundred bytes of JSON.
 
 The document is `{"v": 1, "kind": <kind>, <field>: <value>, ...}` with exactly the fields of the
 kind's class below. Reading is strict: another version, an unknown kind, a missing or extra field
@@ -20,8 +20,8 @@ from typing import Any, ClassVar, get_type_hints
 
 from protocol.encoding import parse_json_object
 from protocol.errors import MalformedInput
-from server.mail.qr import qr_png
-from server.mail.render import MailComposer
+from server.mail.compose import MailComposer
+from server.mail.qr_image import qr_png
 
 ORDER_VERSION = 1
 
@@ -44,7 +44,7 @@ class LoginLinkOrder:
     check_phrase: str
 
     def render(self, composer: MailComposer) -> bytes:
-        qr, qr_size = qr_png(self.link)
+        qr = qr_png(self.link)
         return composer.login_link(
             recipient=self.recipient,
             message_id=self.message_id,
@@ -53,8 +53,8 @@ class LoginLinkOrder:
             requested_at=self.requested_at,
             expires_in_minutes=self.expires_in_minutes,
             check_phrase=self.check_phrase,
-            qr_png=qr,
-            qr_size=qr_size,
+            qr_png=qr.png,
+            qr_size=qr.width,
         )
 
 

@@ -2,7 +2,7 @@
 to, and a dispatcher inside each server process delivers it afterwards (SPEC.md §7).
 
 A request queues an order (server/mail/orders.py), not a message: rendering, the QR code above
-all, costs milliseconds of CPU that the request need not spend. The order is sealed (AES-256-GCM,
+all, costs CPU that the request need not spend. The order is sealed (AES-256-GCM,
 key derived from the root secret) because a login order carries the email half, and secrets never
 rest in plain form. The dispatcher renders it just before the hand-off; rendering is
 deterministic, so every hand-off of a row carries the same bytes: a duplicate delivery (a crash
@@ -27,9 +27,10 @@ from protocol.encoding import b64url_encode
 from protocol.errors import SplitlinkError
 from server.clock import Clock, RandomBytes
 from server.errors import TemporarilyUnavailable
+from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring, SealError
+from server.mail.compose import MailComposer
 from server.mail.orders import MailOrder, OrderError, decode_order, encode_order
-from server.mail.render import MailComposer
 from server.mail.transport import (
     MailServiceUnavailable,
     MailTransport,
@@ -89,12 +90,11 @@ _CLAIM = {
     # at a time: the rows are still free when the update reaches them.
     "sqlite": _claim_statement(f"id IN ({_DUE}) {_FREE}"),
     # Here `id IN (...)` may become a join that runs the subquery again, taking more rows than
-    # its LIMIT (seen: nine rows taken by a claim of one); an ARRAY(...) subquery runs once. FOR
-    # UPDATE checks the subquery's conditions again on the newest version of each row it locks,
-    # and the lock holds until the statement ends, so every row it returns is free. The update
-    # repeats none of them: with a condition on `status` beside the key, the planner, its row
-    # counts outdated by a busy queue, read the rows through the claim index and walked every
-    # queued entry to find the few claimed (920 under the login measurement).
+    # its LIMIT; an ARRAY(...) subquery runs once. FOR UPDATE checks the subquery's conditions
+    # again on the newest version of each row it locks, and the lock holds until the statement
+    # ends, so every row it returns is free. The update repeats none of them: with a condition
+    # on `status` beside the key, the planner, its row counts outdated by a busy queue, read the
+    # rows through the claim index and walked every queued entry to find the few claimed.
     "postgresql": _claim_statement(f"id = ANY(ARRAY({_DUE} FOR UPDATE SKIP LOCKED))"),
 }
 
@@ -171,6 +171,7 @@ class OutboxDispatcher:
         *,
         composer: MailComposer,
         clock: Clock,
+        events: EventSink,
         poll_interval: float,
         max_failed_completions: int,
         concurrency: int = 1,
@@ -181,6 +182,7 @@ class OutboxDispatcher:
         self._transport = transport
         self._composer = composer
         self._clock = clock
+        self._events = events
         self._poll_interval = poll_interval
         self._max_failed = max_failed_completions
 
@@ -275,9 +277,19 @@ class OutboxDispatcher:
             # Rendering the same order again would fail the same way: a permanent failure. Any
             # other exception's text may quote the order, link included, so only its type is
             # kept; an OrderError's text names fields, never values.
-            reason = str(exc) if isinstance(exc, OrderError) else type(exc).__name__
-            logger.error("outbox: %s %s cannot be rendered: %s", claim.kind, claim.id, reason)
-            return _Record(claim, "abandoned", self._clock.now(), f"cannot render: {reason}")
+            error = type(exc).__name__
+            reason = str(exc) if isinstance(exc, OrderError) else error
+            logged = f"{error}: {reason}" if isinstance(exc, OrderError) else error
+            now = self._clock.now()
+            logger.error("outbox: %s %s cannot be rendered: %s", claim.kind, claim.id, logged)
+            self._events(
+                SecurityEvent(
+                    "mail.unrenderable",
+                    now,
+                    {"outbox_id": claim.id, "kind": claim.kind, "error": error},
+                )
+            )
+            return _Record(claim, "abandoned", now, f"cannot render: {reason}")
         try:
             async with asyncio.timeout(SEND_DEADLINE_SECONDS):
                 await self._transport.send(
@@ -325,15 +337,8 @@ class OutboxDispatcher:
             # The row's recipient is stored in plain form, the order's is sealed: they differ
             # only if the row was altered, and then the mail goes nowhere.
             raise OrderError("the order is for another recipient than its row")
-        # On the event loop, between two turns of it: a render is a few milliseconds of CPU
-        # either way, and in a thread it competed with the loop for the GIL, which a waiting
-        # thread gets back only every 5 ms (sys.getswitchinterval): requests then waited up to
-        # tens of milliseconds (measured p99 of a login start: 50 ms with the render in a
-        # thread). Here a request waits at most for one render.
-        await asyncio.sleep(0)
-        message = order.render(self._composer)
-        await asyncio.sleep(0)
-        return message
+        # In a worker thread: the loop goes on serving requests while the CPU-bound render runs.
+        return await asyncio.to_thread(order.render, self._composer)
 
     async def _record(self, records: list[_Record]) -> None:
         """Each row's new state and its try, all atomically."""

@@ -41,8 +41,8 @@ class DevMailbox:
 
     async def send(self, *, recipient: str, message: bytes, message_key: str) -> None:
         path = self.directory / f"{message_key}.eml"
-        # In a thread: creating a file waits for the file system's journal now and then (up to
-        # a millisecond here), which the event loop's other requests must not wait for.
+        # In a thread: creating a file waits for the file system's journal now and then, which
+        # the event loop's other requests must not wait for.
         await asyncio.to_thread(self._write, path, message)
         if self.console:
             parsed = message_from_bytes(message, _class=EmailMessage, policy=SMTP)

@@ -35,9 +35,9 @@ from support.smtp_sink import SmtpSink
 from protocol.email_address import parse_email_address
 from protocol.link import parse_login_link
 from server.app import build_mail_composer
+from server.mail.compose import MailComposer
 from server.mail.inert import inert_text
-from server.mail.qr import qr_png
-from server.mail.render import MailComposer
+from server.mail.qr_image import qr_png
 from server.settings import Settings
 
 CORPUS: list[dict[str, str]] = json.loads(
@@ -194,7 +194,7 @@ def _composers(tmp_path: Path) -> list[MailComposer]:
 def _mails(
     composer: MailComposer, device_name: str, *, recipient: str = "a@example.com"
 ) -> dict[str, bytes]:
-    png, size = qr_png(LINK)
+    qr = qr_png(LINK)
     return {
         "login_link": composer.login_link(
             recipient=recipient,
@@ -204,8 +204,8 @@ def _mails(
             requested_at=1_800_000_000,
             expires_in_minutes=10,
             check_phrase="acid bake cable dance",
-            qr_png=png,
-            qr_size=size,
+            qr_png=qr.png,
+            qr_size=qr.width,
         ),
         "new_device": composer.new_device(
             recipient=recipient,

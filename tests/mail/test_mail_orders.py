@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from support.mail_harness import outbox_rows, tries_of
 
 from protocol.encoding import b64url_encode
 from server.app import build_mail_composer
+from server.mail.compose import MailComposer
 from server.mail.orders import (
     LoginLinkOrder,
     MailOrder,
@@ -26,7 +28,6 @@ from server.mail.orders import (
     encode_order,
 )
 from server.mail.outbox import LEASE_SECONDS, MAX_BACKOFF_SECONDS
-from server.mail.render import MailComposer
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -149,6 +150,65 @@ async def test_rendering_failure_abandons_the_message_without_crashing_the_dispa
     assert link not in caplog.text and link not in dump
 
 
+async def test_a_login_mail_that_cannot_be_rendered_is_given_up_with_an_event_naming_it(
+    tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    email_half = b64url_encode(os.urandom(32))
+    link = LINK.replace("B" * 43, email_half)
+    async with running_server(tmp_path, backend=backend) as server:
+        outbox_id = _new_outbox_id()
+        # A Message-ID that would add a header of its own (SPEC.md §7.3, D6): refused when the
+        # message is built, however often it is tried.
+        order = LoginLinkOrder(
+            recipient="a@example.com",
+            message_id=_message_id(outbox_id) + "\r\nBcc: victim@example.net",
+            link=link,
+            device_name=None,
+            requested_at=server.clock.now(),
+            expires_in_minutes=10,
+            check_phrase="acid bake cable dance",
+        )
+        _queue(server, outbox_id, "login_link", "a@example.com", encode_order(order))
+        assert await server.deliver() == 1
+        server.clock.advance(LEASE_SECONDS + MAX_BACKOFF_SECONDS)
+        assert await server.deliver() == 0
+        ((_, kind, _, status, tries, _),) = outbox_rows(server)
+        recorded = tries_of(server, outbox_id)
+        dump = server.dump_database()
+    assert server.mail.sent == []
+    assert (kind, status, tries) == ("login_link", "abandoned", 1)
+    assert [(outcome, detail) for _, _, outcome, detail in recorded] == [
+        ("abandoned", "cannot render: HeaderError")
+    ]
+    events = [event for event in server.events if event.name == "mail.unrenderable"]
+    assert [dict(event.fields) for event in events] == [
+        {"outbox_id": outbox_id, "kind": "login_link", "error": "HeaderError"}
+    ]
+    (line,) = [r.getMessage() for r in caplog.records if "cannot be rendered" in r.getMessage()]
+    assert outbox_id in line and "HeaderError" in line
+    for text in (caplog.text, repr(server.events), dump):
+        assert email_half not in text and "victim" not in text
+
+
+async def test_the_dispatcher_renders_in_a_worker_thread_not_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    login_link = MailComposer.login_link
+
+    def recording(self: MailComposer, **kwargs: Any) -> bytes:
+        threads.append(threading.get_ident())
+        return login_link(self, **kwargs)
+
+    monkeypatch.setattr(MailComposer, "login_link", recording)
+    async with running_server(tmp_path) as server:
+        assert (await server.start(server.device(), "a@example.com")).status_code == 202
+        assert await server.deliver() == 1
+    assert len(server.mail.sent) == 1
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
+
+
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
@@ -170,6 +230,9 @@ async def test_an_order_this_server_cannot_read_is_abandoned_not_guessed(
     assert status == "abandoned" and server.mail.sent == []
     assert [(outcome, detail) for _, _, outcome, detail in recorded] == [
         ("abandoned", f"cannot render: {reason}")
+    ]
+    assert [(event.name, dict(event.fields)) for event in server.events] == [
+        ("mail.unrenderable", {"outbox_id": outbox_id, "kind": "no_account", "error": "OrderError"})
     ]
 
 

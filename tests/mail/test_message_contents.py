@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import png
 import pytest
 from support.mail_harness import (
     complete_from,
@@ -15,12 +14,14 @@ from support.mail_harness import (
     outbox_rows,
     start,
 )
+from support.qr_decode import decode_qr, read_pixels
 from support.smtp_sink import Delivery, SmtpSink
 
 from protocol.check_phrase import WORDS, check_phrase
 from protocol.link import parse_login_link
-from server.mail.qr import MODULE_PIXELS, qr_matrix
-from server.mail.render import MailTemplates, TemplateError, utc_time
+from server.mail.compose import utc_time
+from server.mail.mail_templates import MailTemplates, TemplateError
+from server.mail.qr_image import MODULE_PIXELS, QUIET_ZONE_MODULES
 
 pytestmark = pytest.mark.anyio
 
@@ -68,20 +69,16 @@ async def test_qr_code_is_an_inline_png_of_the_link(tmp_path: Path, sink: SmtpSi
     assert f'src="cid:{content_id}"' in delivery.html
     assert image.get_content_disposition() == "inline"
     data = image.get_content()
-    # A valid PNG, read by an independent decoder, whose pixels are the QR symbol of the link.
-    width, height, rows, info = png.Reader(bytes=data).read()
-    pixels = [list(row) for row in rows]
-    expected = qr_matrix(link)
-    assert width == height == len(expected) * MODULE_PIXELS
-    assert info["greyscale"] and info["bitdepth"] == 1
-    half = MODULE_PIXELS // 2
-    sampled = [
-        [pixels[y * MODULE_PIXELS + half][x * MODULE_PIXELS + half] == 0 for x in range(len(row))]
-        for y, row in enumerate(expected)
-    ]
-    assert sampled == expected
-    # The quiet zone is white and the finder pattern's corner is dark.
-    assert pixels[0][0] == 1 and sampled[4][4] is True
+    # Read back by independent decoders: exactly the link, at level M.
+    decoded = decode_qr(data)
+    assert (decoded.text, decoded.ec_level) == (link, "M")
+    # A 1-bit greyscale PNG of 6 pixels a module, shown at its own size, white around.
+    pixels = read_pixels(data)
+    modules = 4 * int(str(decoded.extra["Version"])) + 17 + 2 * QUIET_ZONE_MODULES
+    assert pixels.width == pixels.height == modules * MODULE_PIXELS
+    assert f'width="{pixels.width}" height="{pixels.height}"' in delivery.html
+    quiet = QUIET_ZONE_MODULES * MODULE_PIXELS
+    assert not any(pixels.rows[0]) and pixels.rows[quiet][quiet]
 
 
 async def test_hostile_device_name_is_escaped_in_html_and_stays_out_of_headers_d6_d7(

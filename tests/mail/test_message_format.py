@@ -5,6 +5,7 @@ bounded length with CRLF endings, RFC 2047 for text that is not ASCII, no header
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from email import message_from_bytes
 from email.message import EmailMessage, Message
@@ -14,19 +15,13 @@ from string import Template
 from typing import Protocol
 
 import pytest
-from support.mime_reference import library_bytes
 
 from server.app import build_mail_composer
-from server.mail import render as render_module
-from server.mail.qr import qr_png
-from server.mail.render import (
-    HeaderError,
-    MailComposer,
-    MailTemplates,
-    TemplateError,
-    qr_content_id,
-    write_message,
-)
+from server.mail.compose import MailComposer, qr_content_id, utc_time
+from server.mail.header_values import HeaderError
+from server.mail.inert import inert_text
+from server.mail.mail_templates import MailTemplates, TemplateError
+from server.mail.qr_image import qr_png
 from server.settings import Settings
 
 LINK = "https://auth.example.test/l#attempt_id=AAAAAAAAAAAAAAAAAAAAAA&email_half=" + "B" * 43
@@ -53,7 +48,7 @@ def _login_link(
     message_id: str = "<m1@auth.example.test>",
     device_name: str | None = HOSTILE,
 ) -> bytes:
-    png, size = qr_png(LINK)
+    qr = qr_png(LINK)
     return composer.login_link(
         recipient=recipient,
         message_id=message_id,
@@ -62,8 +57,8 @@ def _login_link(
         requested_at=REQUESTED_AT,
         expires_in_minutes=10,
         check_phrase="acid bake cable dance",
-        qr_png=png,
-        qr_size=size,
+        qr_png=qr.png,
+        qr_size=qr.width,
     )
 
 
@@ -166,7 +161,7 @@ def test_each_kind_has_its_mime_structure_and_headers() -> None:
     assert image.get_content_disposition() == "inline"
     assert image.get_filename() == "sign-in-code.png"
     assert image["Content-Transfer-Encoding"] == "base64"
-    assert image.get_content() == qr_png(LINK)[0]
+    assert image.get_content() == qr_png(LINK).png
     assert _shape(_parse(_new_device(composer))) == (
         "multipart/alternative",
         ["text/plain", "text/html"],
@@ -247,6 +242,19 @@ def test_ascii_text_that_looks_like_an_encoded_word_is_shown_as_written(tmp_path
     (tmp_path / "login_link.subject.txt").write_text("Sign in from $device")
     raw = _login_link(_composer(tmp_path), device_name="=?utf-8?q?Bank?=")
     assert _parse(raw)["Subject"] == "Sign in from =?utf-8?q?Bank?="
+
+
+def test_a_device_name_of_encoded_words_cannot_show_a_domain_in_a_subject(tmp_path: Path) -> None:
+    # "=2E" is a dot in an encoded word: a reader that decoded the name would show "evil.test",
+    # which no inert name may hold (SPEC.md §7.3).
+    name = "=?utf-8?q?evil=2Etest?= =?utf-8?b?ZXZpbC50ZXN0?="
+    (tmp_path / "login_link.subject.txt").write_text("Sign in from $device")
+    (tmp_path / "new_device.subject.txt").write_text("New sign-in from $device")
+    composer = _composer(tmp_path)
+    for render, subject in [(_login_link, "Sign in from"), (_new_device, "New sign-in from")]:
+        shown = _parse(render(composer, device_name=name))["Subject"]
+        assert shown == f"{subject} {name}"
+        assert "evil.test" not in shown
 
 
 def test_non_ascii_display_name_in_mail_from_is_rfc2047_encoded() -> None:
@@ -342,31 +350,41 @@ def test_a_body_line_starting_with_from_is_kept_as_written(tmp_path: Path) -> No
     assert message.get_content() == "From splitlink:\r\nFrom here on, nothing.\r\n"
 
 
-def test_the_mime_writer_writes_what_the_email_package_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `write_message` replaces email.mime + BytesGenerator on the dispatcher's hot path: for
-    # every message of the corpus it must give the very bytes that the package gives.
-    compared: list[bytes] = []
-
-    def both(headers: render_module.Headers, body: render_module.MimePart) -> bytes:
-        fast = write_message(headers, body)
-        assert fast == library_bytes(headers, body)
-        compared.append(fast)
-        return fast
-
-    monkeypatch.setattr(render_module, "write_message", both)
-    (tmp_path / "long").mkdir()
-    mails = _all_mails(tmp_path / "long")
-    # Text that the quoted-printable encoder treats specially: CRLF and CR line ends, trailing
-    # white space, lines longer than 76, "=" and "From " at a line's start, no final newline.
-    odd = tmp_path / "odd"
-    odd.mkdir()
+def test_every_text_reads_back_as_its_template_wrote_it(tmp_path: Path) -> None:
+    # Text that quoted-printable treats specially: CRLF and CR line ends, trailing white space,
+    # lines longer than 76, "=" and "From " at a line's start, no final newline. Each part reads
+    # back as written, its line ends as CRLF and a final one added, and is 7-bit in lines of
+    # at most 76 characters (RFC 2045 §6.7).
     body = "From $app_name\r\n=?x?= \t\r" + "y" * 200 + " \n\u00e9" * 80 + "\n\n  \nend $link"
-    (odd / "login_link.txt").write_text(body, newline="")
-    (odd / "login_link.html").write_text(body + " <img src='$qr_src'>", newline="")
-    (odd / "new_device.txt").write_text("$device $signed_in_at \n\n", newline="")
-    (odd / "new_device.html").write_text("$device$signed_in_at", newline="")
-    composer = _composer(odd)
-    mails += [render_kind(composer) for render_kind in KINDS.values()]
-    assert len(compared) == len(mails) == 21
+    (tmp_path / "login_link.txt").write_text(body, newline="")
+    (tmp_path / "login_link.html").write_text(body + " <img src='$qr_src'>", newline="")
+    (tmp_path / "new_device.txt").write_text("$device $signed_in_at \n\n", newline="")
+    (tmp_path / "new_device.html").write_text("$device$signed_in_at", newline="")
+    composer = _composer(tmp_path)
+    device = inert_text(HOSTILE)
+    signed_in = utc_time(REQUESTED_AT + 42)
+    expected = {
+        "login_link": [
+            body.replace("$app_name", "splitlink").replace("$link", LINK),
+            body.replace("$app_name", "splitlink").replace("$link", html.escape(LINK))
+            + " <img src='cid:qr.m1@auth.example.test'>",
+        ],
+        "new_device": [
+            f"{device} {signed_in} \n\n",
+            f"{html.escape(device)}{signed_in}",
+        ],
+    }
+    for kind in ("login_link", "new_device"):
+        raw = KINDS[kind](composer)
+        texts = [part for part in _parse(raw).walk() if part.get_content_maintype() == "text"]
+        assert [part["Content-Transfer-Encoding"] for part in texts] == ["quoted-printable"] * 2
+        assert [part.get_content() for part in texts] == [
+            _with_crlf(text) for text in expected[kind]
+        ], kind
+        assert raw.isascii()
+        assert max(len(line) for line in raw.split(b"\r\n")) <= 76
+
+
+def _with_crlf(text: str) -> str:
+    lines = re.sub(r"\r\n|\r|\n", "\r\n", text)
+    return lines if lines.endswith("\r\n") else lines + "\r\n"

@@ -273,6 +273,7 @@ def _dispatcher(
         transport,
         composer=build_mail_composer(server.settings),
         clock=server.clock,
+        events=server.app.state.services.events,
         poll_interval=0.1,
         max_failed_completions=server.settings.max_failed_completions,
         concurrency=concurrency,

@@ -19,7 +19,7 @@ from protocol.link import parse_login_link
 from server.app import create_app
 from server.events import SecurityEvent
 from server.mail import orders
-from server.mail.render import MailComposer
+from server.mail.compose import MailComposer
 from support import backends
 from support.device import Device
 from support.fakes import FakeClock, RecordingTransport
