@@ -99,6 +99,10 @@ def _citations_in(text: str) -> list[tuple[str, int]]:
     return found
 
 
+# Installed packages and build output are not the project's text.
+_NOT_OURS = frozenset({".venv", "node_modules", "dist"})
+
+
 def _citing_files() -> list[Path]:
     files = []
     for name in CITING:
@@ -109,7 +113,7 @@ def _citing_files() -> list[Path]:
             files.extend(
                 p
                 for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix in TEXT_SUFFIXES and ".venv" not in p.parts
+                if p.is_file() and p.suffix in TEXT_SUFFIXES and not _NOT_OURS & set(p.parts)
             )
     return files
 

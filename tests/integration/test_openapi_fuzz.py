@@ -23,6 +23,8 @@ _PHASES = os.environ.get("SPLITLINK_FUZZ_PHASES", "coverage,fuzzing")
 # Fuzzing starts many logins from one address and one client: the limits are not under test.
 _GENEROUS_LIMITS = {
     "SPLITLINK_RATE_LIMIT_START_PER_EMAIL": "100000",
+    "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_CLIENT": "100000",
+    "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_KEY": "100000",
     "SPLITLINK_RATE_LIMIT_START_PER_IP": "100000",
     "SPLITLINK_RATE_LIMIT_COMPLETE_PER_IP": "100000",
 }

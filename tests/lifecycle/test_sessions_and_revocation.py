@@ -279,7 +279,11 @@ async def test_session_endpoints_need_a_bound_token_and_a_proof(
     await _assert_alive(server, ops, alice)
 
 
-@pytest.mark.parametrize("server_overrides", [{"rate_limit_start_per_email": 20}], indirect=True)
+@pytest.mark.parametrize(
+    "server_overrides",
+    [{"rate_limit_start_per_email": 20, "rate_limit_start_per_email_client": 20}],
+    indirect=True,
+)
 async def test_sessions_created_in_one_second_are_listed_by_id_in_byte_order(
     server: Harness, ops: Ops
 ) -> None:
