@@ -34,6 +34,7 @@ from server.middleware import SecurityHeadersMiddleware
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
+from server.request_log import RequestLogMiddleware
 from server.resource import ResourceGuard
 from server.resource_middleware import DPoPAuthMiddleware
 from server.routes import account, discovery, login, token, wellknown
@@ -68,7 +69,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Answered outside RequestLogMiddleware, whose request id is read back from the scope.
+    request_id = request.scope.get("state", {}).get("request_id")
+    logger.error(
+        "unexpected %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        extra={"request_id": request_id},
+    )
     # Answered by the outermost error middleware, outside SecurityHeadersMiddleware.
     return JSONResponse(
         {"error": ErrorCode.SERVER_ERROR.value, "error_description": "internal error"},
@@ -77,6 +86,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
+            **({"X-Request-ID": request_id} if request_id else {}),
         },
     )
 
@@ -259,6 +269,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost of these: its request line sees the final status.
+            Middleware(RequestLogMiddleware, trusted_proxies=settings.trusted_proxies),
             Middleware(SecurityHeadersMiddleware),
             Middleware(
                 DPoPAuthMiddleware,

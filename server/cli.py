@@ -237,8 +237,9 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_config=serve_log_config(level),
+        log_config=serve_log_config(level, settings.effective_log_format),
         log_level=level,
+        access_log=False,
         proxy_headers=False,
         server_header=False,
     )

@@ -24,6 +24,7 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["json", "text"]
 
 # The default database: a SQLite file in data_dir.
 DATABASE_FILE = "splitlink.db"
@@ -195,8 +196,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=100)
 
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # `production` refuses to start on settings that are only fit for a developer's machine
+    # (server/production.py) and makes the log JSON by default.
+    env: Literal["development", "production"] = "development"
     # Level of the server's log (`splitlink serve`): its own lines and uvicorn's.
     log_level: LogLevel = "info"
+    # One JSON object a line, or readable text; unset, JSON in production and text otherwise.
+    log_format: LogFormat | None = None
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
 
     @model_validator(mode="before")
@@ -227,6 +233,16 @@ class Settings(BaseSettings):
         default_port = {"http": 80, "https": 443}[parts.scheme]
         port = "" if parts.port in (None, default_port) else f":{parts.port}"
         return f"{parts.scheme}://{host}{port}".lower()
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.production else "text"
 
     @property
     def issuer(self) -> str:
