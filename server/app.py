@@ -37,7 +37,7 @@ from server.replay import DatabaseReplayStore
 from server.request_log import RequestLogMiddleware
 from server.resource import ResourceGuard
 from server.resource_middleware import DPoPAuthMiddleware
-from server.routes import account, discovery, login, token, wellknown
+from server.routes import account, discovery, health, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
@@ -214,6 +214,7 @@ def create_app(
         composer = build_mail_composer(settings)
         svc = await build_services(settings, clock=clock, random_bytes=random_bytes, events=events)
         app.state.services = svc
+        app.state.background_tasks = background_tasks
         app.state.outbox = OutboxDispatcher(
             svc.db,
             svc.keyring,
@@ -261,6 +262,9 @@ def create_app(
         Route(discovery.TOKEN_PATH, token.token, methods=["POST"]),
         Route(discovery.REVOCATION_PATH, token.revoke, methods=["POST"]),
         Route(discovery.INTROSPECTION_PATH, token.introspect, methods=["POST"]),
+        # For load balancers and monitoring: no credentials, nothing about the configuration.
+        Route(health.HEALTH_PATH, health.healthz, methods=["GET"]),
+        Route(health.READY_PATH, health.readyz, methods=["GET"]),
         Route("/l", login.landing_page, methods=["GET", "HEAD", "OPTIONS"]),
         # App association files: the OS opens /l links in the app (404 when not configured).
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),

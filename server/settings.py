@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     # Messages each process hands off at once (SPEC.md §7.2).
     outbox_concurrency: int = Field(4, ge=1, le=64)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
+    # /readyz fails its `outbox` check while a message has been due for longer than this.
+    outbox_stuck_after: int = Field(10 * MINUTE, ge=MINUTE, le=DAY)
 
     # --- Mail delivery, the landing page and app links (SPEC.md §6.10, §7; README "Mail") -----
     # Where mail goes. Unset: the development mailbox (data_dir/mail and the console).
