@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import logging.config
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring
 from server.logs import LOG_LEVELS, serve_log_config
+from server.production import production_problems, production_warnings
 from server.settings import LogLevel, Settings, settings_from_environment
 from server.signing_keys import (
     SecretDoesNotOpenKeys,
@@ -29,6 +32,8 @@ from server.storage.migrate import SchemaBehind, head_revision, require_current_
 from server.storage.migrate import migrate as apply_migrations
 
 T = TypeVar("T")
+
+logger = logging.getLogger("splitlink.serve")
 
 
 def _settings(database_url: str | None) -> Settings:
@@ -227,6 +232,18 @@ def serve(
     """Run the HTTP server. Its log, security events included, goes to stderr."""
     settings = _settings(database_url)
     level = log_level or settings.log_level
+    log_config = serve_log_config(level, settings.effective_log_format)
+    # The same log as the workers', for what is said before they start.
+    logging.config.dictConfig(log_config)
+    if settings.production:
+        problems = production_problems(settings)
+        if problems:
+            raise click.ClickException(
+                "refusing to start in production (SPLITLINK_ENV=production):\n"
+                + "\n".join(f"  - {problem}" for problem in problems)
+            )
+        for warning in production_warnings(settings):
+            logger.warning("%s", warning)
     # Before the workers start: the schema and the secret are checked once, and a development
     # secret is created once, so that they all share it.
     asyncio.run(_with_database(settings, _nothing))
@@ -237,7 +254,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_config=serve_log_config(level, settings.effective_log_format),
+        log_config=log_config,
         log_level=level,
         access_log=False,
         proxy_headers=False,
