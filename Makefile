@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# `make run PORT=8500` serves on another port, with a public URL to match unless
+# SPLITLINK_PUBLIC_URL is set.
+PORT ?= 8000
+
 run: $(STAMP)
 	$(BIN)/splitlink migrate
-	$(BIN)/splitlink serve --host 127.0.0.1 --port 8000
+	SPLITLINK_PUBLIC_URL="$${SPLITLINK_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" \
+		$(BIN)/splitlink serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest -q

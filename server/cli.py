@@ -6,10 +6,12 @@ import asyncio
 import logging
 import logging.config
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import uvicorn
@@ -244,9 +246,11 @@ def serve(
             )
         for warning in production_warnings(settings):
             logger.warning("%s", warning)
+    _refuse_a_taken_port(host, port)
     # Before the workers start: the schema and the secret are checked once, and a development
     # secret is created once, so that they all share it.
     asyncio.run(_with_database(settings, _nothing))
+    _announce(settings, host=host, port=port, workers=workers)
     sys.stdout.flush()
     uvicorn.run(
         "server.app:create_app_from_environment",
@@ -260,3 +264,48 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Say which port is taken and how to choose another, instead of uvicorn's traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port whose last connections wait out TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host} port {port}: {exc.strerror or exc}. Choose another "
+                "port (--port 8500, or `make run PORT=8500`) and set SPLITLINK_PUBLIC_URL to "
+                "match (make run does)"
+            ) from exc
+
+
+def _announce(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    """Where this server listens, where clients are told to go, and whether those can meet."""
+    shown = f"[{host}]" if ":" in host else host
+    listening = f"http://{shown}:{port}"
+    logger.info(
+        "listening on %s (%d worker%s); the public URL is %s",
+        listening,
+        workers,
+        "" if workers == 1 else "s",
+        settings.public_url,
+    )
+    public = urlsplit(settings.public_url)
+    # An https public URL always has a TLS proxy in front (serve speaks plain HTTP), whose port
+    # is its own; a plain http one on another port is almost always a slip.
+    public_port = public.port or 80
+    if public.scheme == "http" and public_port != port:
+        logger.warning(
+            "listening on port %d, but SPLITLINK_PUBLIC_URL is %s (port %d): clients, emailed "
+            "links and DPoP proofs use the public URL; set SPLITLINK_PUBLIC_URL=http://%s:%d "
+            "unless a proxy forwards port %d here",
+            port,
+            settings.public_url,
+            public_port,
+            public.hostname,
+            port,
+            public_port,
+        )
