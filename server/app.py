@@ -239,6 +239,8 @@ def create_app(
         try:
             yield
         finally:
+            if tasks:
+                await _stop_dispatcher(app.state.outbox, tasks[0], settings.shutdown_timeout)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -307,6 +309,22 @@ def _refuse_slash_redirects(router: Router) -> None:
 
 def _is_account_path(path: str) -> bool:
     return path.startswith("/v1/") and path != discovery.LOGIN_START_PATH
+
+
+async def _stop_dispatcher(
+    outbox: OutboxDispatcher, task: asyncio.Task[None], timeout: float
+) -> None:
+    """Let the hand-offs under way finish and be recorded, up to `timeout`; past it they are
+    cut short and their rows released (OutboxDispatcher._release). Rows not yet claimed stay
+    for the next process, so a message is neither lost nor sent twice by a shutdown."""
+    outbox.stop()
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _reload_keys(keys: ServerKeys, interval: float) -> None:

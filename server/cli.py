@@ -261,6 +261,9 @@ def serve(
         log_config=log_config,
         log_level=level,
         access_log=False,
+        timeout_keep_alive=settings.http_keep_alive_timeout,
+        limit_concurrency=settings.http_concurrency_limit,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
         proxy_headers=False,
         server_header=False,
     )

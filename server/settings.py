@@ -198,6 +198,13 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=100)
 
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # Against slow and idle clients (uvicorn's own limits, per worker; README "Operating
+    # splitlink" says what the proxy in front must add): seconds an idle keep-alive connection
+    # is kept, and connections plus requests at once before new ones are answered 503.
+    http_keep_alive_timeout: int = Field(5, ge=1, le=300)
+    http_concurrency_limit: int = Field(1000, ge=10, le=100_000)
+    # On SIGTERM: seconds for requests in flight, then for mail hand-offs, to finish.
+    shutdown_timeout: int = Field(30, ge=1, le=600)
     # `production` refuses to start on settings that are only fit for a developer's machine
     # (server/production.py) and makes the log JSON by default.
     env: Literal["development", "production"] = "development"
