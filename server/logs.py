@@ -36,7 +36,8 @@ class RequestIdFilter(logging.Filter):
         self._missing = "-" if text else None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
+        # A record may carry its own id (a security event's), or None outside a request.
+        if getattr(record, "request_id", None) is None:
             record.request_id = current_request_id() or self._missing
         return True
 
