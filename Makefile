@@ -29,9 +29,14 @@ browser:
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
+# `make run PORT=8500` serves on another port, with a public URL to match unless
+# SPLITLINK_PUBLIC_URL is set.
+PORT ?= 8000
+
 run: $(STAMP)
 	$(BIN)/splitlink migrate
-	$(BIN)/splitlink serve --host 127.0.0.1 --port 8000
+	SPLITLINK_PUBLIC_URL="$${SPLITLINK_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" \
+		$(BIN)/splitlink serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP) $(JS_STAMP) browser
 	$(BIN)/pytest -q

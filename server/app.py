@@ -36,9 +36,10 @@ from server.middleware import SecurityHeadersMiddleware
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
+from server.request_log import RequestLogMiddleware
 from server.resource import ResourceGuard
 from server.resource_middleware import DPoPAuthMiddleware
-from server.routes import account, discovery, login, token, wellknown
+from server.routes import account, discovery, health, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
@@ -70,7 +71,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Answered outside RequestLogMiddleware, whose request id is read back from the scope.
+    request_id = request.scope.get("state", {}).get("request_id")
+    logger.error(
+        "unexpected %s on %s %s",
+        type(exc).__name__,
+        request.method,
+        request.url.path,
+        extra={"request_id": request_id},
+    )
     # Answered by the outermost error middleware, outside SecurityHeadersMiddleware.
     return JSONResponse(
         {"error": ErrorCode.SERVER_ERROR.value, "error_description": "internal error"},
@@ -79,6 +88,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
+            **({"X-Request-ID": request_id} if request_id else {}),
         },
     )
 
@@ -206,6 +216,7 @@ def create_app(
         composer = build_mail_composer(settings)
         svc = await build_services(settings, clock=clock, random_bytes=random_bytes, events=events)
         app.state.services = svc
+        app.state.background_tasks = background_tasks
         app.state.outbox = OutboxDispatcher(
             svc.db,
             svc.keyring,
@@ -231,6 +242,8 @@ def create_app(
         try:
             yield
         finally:
+            if tasks:
+                await _stop_dispatcher(app.state.outbox, tasks[0], settings.shutdown_timeout)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -254,6 +267,9 @@ def create_app(
         Route(discovery.TOKEN_PATH, token.token, methods=["POST"]),
         Route(discovery.REVOCATION_PATH, token.revoke, methods=["POST"]),
         Route(discovery.INTROSPECTION_PATH, token.introspect, methods=["POST"]),
+        # For load balancers and monitoring: no credentials, nothing about the configuration.
+        Route(health.HEALTH_PATH, health.healthz, methods=["GET"]),
+        Route(health.READY_PATH, health.readyz, methods=["GET"]),
         Route("/l", login.landing_page, methods=["GET", "HEAD", "OPTIONS"]),
         # App association files: the OS opens /l links in the app (404 when not configured).
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
@@ -269,6 +285,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost of these: its request line sees the final status.
+            Middleware(RequestLogMiddleware, trusted_proxies=settings.trusted_proxies),
             Middleware(SecurityHeadersMiddleware),
             *cors,
             Middleware(
@@ -302,6 +320,22 @@ def _refuse_slash_redirects(router: Router) -> None:
 
 def _is_account_path(path: str) -> bool:
     return path.startswith("/v1/") and path != discovery.LOGIN_START_PATH
+
+
+async def _stop_dispatcher(
+    outbox: OutboxDispatcher, task: asyncio.Task[None], timeout: float
+) -> None:
+    """Let the hand-offs under way finish and be recorded, up to `timeout`; past it they are
+    cut short and their rows released (OutboxDispatcher._release). Rows not yet claimed stay
+    for the next process, so a message is neither lost nor sent twice by a shutdown."""
+    outbox.stop()
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _reload_keys(keys: ServerKeys, interval: float) -> None:

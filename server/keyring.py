@@ -23,6 +23,7 @@ from server.settings import Settings
 
 _NONCE_BYTES = 12
 DEV_SECRET_FILE = "secret.key"
+MIN_ROOT_SECRET_BYTES = 32
 
 
 class SealError(Exception):
@@ -71,16 +72,22 @@ def development_secret_path(settings: Settings) -> Path:
     return Path(settings.data_dir) / DEV_SECRET_FILE
 
 
+def decode_root_secret(text: str) -> bytes:
+    """`SPLITLINK_SECRET_KEY` as bytes: base64url if it decodes as such, else its own text."""
+    try:
+        return b64url_decode(text, field="SPLITLINK_SECRET_KEY")
+    except MalformedInput:
+        return text.encode()
+
+
 def read_root_secret(settings: Settings) -> bytes | None:
     """The configured secret, or the development secret in data_dir; None if there is neither."""
     if settings.secret_key is not None:
-        text = settings.secret_key.get_secret_value()
-        try:
-            root = b64url_decode(text, field="SPLITLINK_SECRET_KEY")
-        except MalformedInput:
-            root = text.encode()
-        if len(root) < 32:
-            raise ValueError("SPLITLINK_SECRET_KEY must hold at least 32 bytes")
+        root = decode_root_secret(settings.secret_key.get_secret_value())
+        if len(root) < MIN_ROOT_SECRET_BYTES:
+            raise ValueError(
+                f"SPLITLINK_SECRET_KEY must hold at least {MIN_ROOT_SECRET_BYTES} bytes"
+            )
         return root
     path = development_secret_path(settings)
     if not path.exists():

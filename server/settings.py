@@ -26,6 +26,7 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["json", "text"]
 
 # The default database: a SQLite file in data_dir.
 DATABASE_FILE = "splitlink.db"
@@ -132,6 +133,8 @@ class Settings(BaseSettings):
     # Messages each process hands off at once (SPEC.md §7.2).
     outbox_concurrency: int = Field(4, ge=1, le=64)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
+    # /readyz fails its `outbox` check while a message has been due for longer than this.
+    outbox_stuck_after: int = Field(10 * MINUTE, ge=MINUTE, le=DAY)
 
     # --- Mail delivery, the landing page and app links (SPEC.md §6.10, §7; README "Mail") -----
     # Where mail goes. Unset: the development mailbox (data_dir/mail and the console).
@@ -206,8 +209,20 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=100)
 
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # Against slow and idle clients (uvicorn's own limits, per worker; README "Operating
+    # splitlink" says what the proxy in front must add): seconds an idle keep-alive connection
+    # is kept, and connections plus requests at once before new ones are answered 503.
+    http_keep_alive_timeout: int = Field(5, ge=1, le=300)
+    http_concurrency_limit: int = Field(1000, ge=10, le=100_000)
+    # On SIGTERM: seconds for requests in flight, then for mail hand-offs, to finish.
+    shutdown_timeout: int = Field(30, ge=1, le=600)
+    # `production` refuses to start on settings that are only fit for a developer's machine
+    # (server/production.py) and makes the log JSON by default.
+    env: Literal["development", "production"] = "development"
     # Level of the server's log (`splitlink serve`): its own lines and uvicorn's.
     log_level: LogLevel = "info"
+    # One JSON object a line, or readable text; unset, JSON in production and text otherwise.
+    log_format: LogFormat | None = None
     sqlite_busy_timeout: float = Field(5.0, gt=0, le=60)
     # Web apps served from these origins may call the server from a browser (CORS). Empty: no
     # CORS header is ever sent, and browsers keep other origins out.
@@ -232,6 +247,16 @@ class Settings(BaseSettings):
     @classmethod
     def _public_url_is_an_origin(cls, value: str) -> str:
         return _origin(value, name="public_url")
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_log_format(self) -> LogFormat:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.production else "text"
 
     @property
     def issuer(self) -> str:

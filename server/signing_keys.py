@@ -199,6 +199,8 @@ class ServerKeys:
         self._clock = clock
         self.key_set = key_set
         self._last_reload = time.monotonic()
+        # When the key set was last read successfully (time.monotonic()): readiness checks it.
+        self.loaded_at = self._last_reload
 
     @classmethod
     async def load(cls, db: Database, keyring: Keyring, *, clock: Clock) -> ServerKeys:
@@ -217,4 +219,5 @@ class ServerKeys:
             return False
         self._last_reload = time.monotonic()
         self.key_set = await load_key_set(self._db, self._keyring, now=self._clock.now())
+        self.loaded_at = time.monotonic()
         return True

@@ -16,6 +16,7 @@ claimed, and each try is recorded in `outbox_tries`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -185,16 +186,23 @@ class OutboxDispatcher:
         self._events = events
         self._poll_interval = poll_interval
         self._max_failed = max_failed_completions
+        self._stopping = asyncio.Event()
 
     async def run_forever(self) -> None:
-        while True:
+        """Deliver due mail until `stop()`: then the hand-offs under way finish and are
+        recorded, and no further row is claimed."""
+        while not self._stopping.is_set():
             try:
                 await self.dispatch_due()
             except TemporarilyUnavailable:
                 logger.warning("outbox: database unavailable; will retry")
             except Exception:
                 logger.exception("outbox: unexpected failure; will retry")
-            await asyncio.sleep(self._poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def dispatch_due(self) -> int:
         """Deliver every message that is due now; returns how many were handled.
@@ -209,11 +217,17 @@ class OutboxDispatcher:
         one try of one message."""
         handled = 0
         limit = 1
-        while True:
+        while not self._stopping.is_set():
             claims = await self._claim(limit)
             if not claims:
                 return handled
-            done = await asyncio.gather(*(self._deliver(c) for c in claims), return_exceptions=True)
+            try:
+                done = await asyncio.gather(
+                    *(self._deliver(c) for c in claims), return_exceptions=True
+                )
+            except asyncio.CancelledError:
+                await self._release(claims)
+                raise
             records = [d for d in done if isinstance(d, _Record)]
             if records:
                 await self._record(records)
@@ -225,6 +239,21 @@ class OutboxDispatcher:
             if any(record.service_unavailable for record in records):
                 return handled
             limit = self._concurrency
+        return handled
+
+    async def _release(self, claims: list[_Claim]) -> None:
+        """Hand-offs cut short (a shutdown that could not wait for them): their rows are due
+        again at once instead of when their leases run out. A mail server that took a message
+        but whose reply was cut off receives it again, which at-least-once allows."""
+        now = self._clock.now()
+        detail = "interrupted by shutdown"
+        records = [_Record(claim, "retry", now, detail, next_try=now) for claim in claims]
+        try:
+            await self._record(records)
+        except Exception:
+            logger.exception("outbox: leases not released; they run out in %d s", LEASE_SECONDS)
+        else:
+            logger.warning("outbox: %d hand-off(s) interrupted by shutdown, due again", len(claims))
 
     async def _claim(self, limit: int) -> list[_Claim]:
         """Up to `limit` due rows, leased, in the order they are due."""

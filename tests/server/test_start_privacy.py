@@ -13,7 +13,8 @@ from support.mail_harness import record_rendering
 
 pytestmark = pytest.mark.anyio
 
-_VOLATILE = {"date", "content-length"}
+# x-request-id: a fresh random id per request (SPEC.md §10).
+_VOLATILE = {"date", "content-length", "x-request-id"}
 
 
 def shape(response: httpx.Response) -> tuple[int, list[str], dict[str, str], dict[str, type]]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -127,7 +127,9 @@ def running_server_process(
         time.sleep(0.5 if workers > 1 else 0)
         yield server
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        # A test may have stopped the server itself.
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

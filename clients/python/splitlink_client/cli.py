@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import click
 import httpx
 
-from protocol.errors import SplitlinkError
+from protocol.errors import ErrorCode, SplitlinkError
 from protocol.keys import SUPPORTED_ALGORITHMS, Algorithm
 from splitlink_client.client import DEFAULT_TIMEOUT_SECONDS, SplitlinkClient
 from splitlink_client.errors import ClientError, LocalError
@@ -56,6 +56,14 @@ def _refusals(
         except ClientError as exc:
             hint = f" (retry after {exc.retry_after} s)" if exc.retry_after is not None else ""
             click.echo(f"error: {exc.error}: {exc.description}{hint}", err=True)
+            if exc.status is None and exc.error == ErrorCode.TEMPORARILY_UNAVAILABLE.value:
+                # No answer at all: most often no server listens there, or it listens elsewhere.
+                click.echo(
+                    f"hint: is the server running at {client.server_url}? Point the client at "
+                    "another one with --server URL or SPLITLINK_SERVER=URL (the server's "
+                    "SPLITLINK_PUBLIC_URL).",
+                    err=True,
+                )
             raise click.exceptions.Exit(
                 EXIT_USAGE if isinstance(exc, LocalError) else EXIT_REFUSED
             ) from exc

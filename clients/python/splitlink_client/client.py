@@ -215,7 +215,10 @@ class SplitlinkClient:
         key = self._key()
         metadata = self.discover()
         if not same_issuer(metadata.issuer, pending.issuer):
-            raise LocalError(f"the pending login was started at {pending.issuer}")
+            raise LocalError(
+                f"the pending login was started at {pending.issuer}; complete it there with "
+                f"--server {pending.issuer} (or SPLITLINK_SERVER)"
+            )
         try:
             response = self._signed(
                 "POST",
@@ -327,7 +330,10 @@ class SplitlinkClient:
         tokens = self._require_signed_in()
         # Tokens go only to the server that issued them.
         if not same_issuer(tokens.issuer, metadata.issuer):
-            raise LocalError(f"signed in at {tokens.issuer}, not at {metadata.issuer}")
+            raise LocalError(
+                f"signed in at {tokens.issuer}, not at {metadata.issuer}; use --server "
+                f"{tokens.issuer} (or SPLITLINK_SERVER), or sign in again here"
+            )
         return tokens
 
     def _authorized(self, method: str, path: str) -> httpx.Response:

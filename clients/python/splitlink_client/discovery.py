@@ -46,7 +46,7 @@ def parse_server_metadata(data: dict[str, Any], *, server_url: str) -> ServerMet
         raise ClientError(
             INVALID_RESPONSE,
             f"the server at {server_url} names its issuer {issuer!r}; "
-            "use that URL as --server (RFC 8414 §3.3 requires them to match)",
+            "use that URL as --server or SPLITLINK_SERVER (RFC 8414 §3.3 requires them to match)",
         )
     return ServerMetadata(
         issuer=issuer,
