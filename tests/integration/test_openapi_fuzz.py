@@ -54,6 +54,7 @@ def test_the_running_server_answers_as_its_openapi_document_says(tmp_path: Path)
                 "--no-color",
             ],
             env=env,
+            cwd=tmp_path,  # its cache goes there, not into the checkout
             capture_output=True,
             text=True,
             check=False,
