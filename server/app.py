@@ -22,7 +22,9 @@ from starlette.routing import Mount, Route, Router
 from protocol.errors import ErrorCode, SplitlinkError
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
 from server.cors import ListedOriginsCORS
-from server.dpop_guard import DPoPGuard
+from server.dpop.guard import ResourceGuard
+from server.dpop.middleware import DPoPAuthMiddleware
+from server.dpop.proof import DPoPGuard
 from server.errors import error_response_parts
 from server.events import EventSink, log_event
 from server.housekeeping import run_housekeeping
@@ -37,8 +39,6 @@ from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
 from server.request_log import RequestLogMiddleware
-from server.resource import ResourceGuard
-from server.resource_middleware import DPoPAuthMiddleware
 from server.routes import account, discovery, health, login, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
@@ -163,7 +163,7 @@ async def build_services(
             clock=clock,
             # The server's own endpoints see a revocation at once: every request checks the
             # session (SPEC.md §6.6), and records its proof in the same round trip.
-            recording_session_check=sessions.live_session_recording,
+            sessions=sessions,
             token_cache_size=settings.verified_token_cache_size,
         ),
     )

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from server.clock import Clock, RandomBytes
-from server.dpop_guard import DPoPGuard
+from server.dpop.guard import ResourceGuard
+from server.dpop.proof import DPoPGuard
 from server.events import EventSink
 from server.keyring import Keyring
 from server.login import LoginService
 from server.refresh import RefreshService
-from server.resource import ResourceGuard
-from server.sessions import SessionStore
+from server.sessions import LiveSession, SessionStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import Database
@@ -32,7 +32,7 @@ class Services:
     login: LoginService
     refresh: RefreshService
     sessions: SessionStore
-    resource_guard: ResourceGuard
+    resource_guard: ResourceGuard[LiveSession]
 
 
 def services(request: Request) -> Services:

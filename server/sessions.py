@@ -6,6 +6,7 @@ server's own endpoints look the session up on every request, so the end is visib
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.access_token import VerifiedAccessToken
@@ -48,7 +49,28 @@ _LIVE_SESSION = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """A live session and its user's address, as read at the start of the request."""
+
+    id: str
+    user_id: str
+    email_address: str
+    device_name: str | None
+    key_alg: str
+    created_at: int
+    last_used_at: int
+    expires_at: int
+    auth_time: int
+
+
 class SessionStore:
+    """Also the session lookup of the server's own `/v1/` endpoints (server/dpop/lookup.py): it
+    records the request's proof with its read of the session."""
+
+    # The replay entry and the session read are one round trip (SPEC.md §6.5 step 7).
+    records_proof = True
+
     def __init__(self, db: Database, *, idle_timeout: int, replay: DatabaseReplayStore) -> None:
         self._db = db
         self.idle_timeout = idle_timeout
@@ -58,28 +80,27 @@ class SessionStore:
         return live_window(now, idle_timeout=self.idle_timeout)
 
     async def live_session(
-        self, token: VerifiedAccessToken, now: int, *, touch: bool = True
-    ) -> dict[str, Any] | None:
-        """The token's session if it is live and still bound to the token's user and key.
-        `touch` records the use (idle timeout); introspection looks without touching."""
-        rows = await self._db.statement(
-            _LIVE_SESSION, {"id": token.session_id, **self._window(now)}
-        )
-        return await self._bound(rows, token, now, touch=touch)
-
-    async def live_session_recording(
-        self, token: VerifiedAccessToken, proof: VerifiedDPoPProof, now: int
-    ) -> dict[str, Any] | None:
-        """`live_session`, with the proof recorded in the replay store in the same round trip
-        (SPEC.md §6.5 step 7); a replay raises InvalidDPoPProof, whatever the session."""
+        self, token: VerifiedAccessToken, *, proof: VerifiedDPoPProof, now: int
+    ) -> LiveSession | None:
+        """The token's session if it is live and still bound to the token's user and key, with
+        the proof recorded in the replay store in the same round trip; a replay raises
+        InvalidDPoPProof, whatever the session. The use counts for the idle timeout."""
         rows = await self._replay.record_beside(
             proof, now=now, read=(_LIVE_SESSION, {"id": token.session_id, **self._window(now)})
         )
         return await self._bound(rows, token, now, touch=True)
 
+    async def inspect(self, token: VerifiedAccessToken, *, now: int) -> LiveSession | None:
+        """The token's live session as `live_session` finds it, without a proof and without
+        counting as a use (introspection)."""
+        rows = await self._db.statement(
+            _LIVE_SESSION, {"id": token.session_id, **self._window(now)}
+        )
+        return await self._bound(rows, token, now, touch=False)
+
     async def _bound(
         self, rows: list[Row], token: VerifiedAccessToken, now: int, *, touch: bool
-    ) -> dict[str, Any] | None:
+    ) -> LiveSession | None:
         row = rows[0] if rows else None
         if row is None or row["user_id"] != token.subject or row["dpop_jkt"] != token.jkt:
             return None
@@ -88,7 +109,17 @@ class SessionStore:
                 "UPDATE sessions SET last_used_at = :now WHERE id = :id AND last_used_at < :now",
                 {"id": token.session_id, "now": now},
             )
-        return dict(row)
+        return LiveSession(
+            id=row["id"],
+            user_id=row["user_id"],
+            email_address=row["email_address"],
+            device_name=row["device_name"],
+            key_alg=row["key_alg"],
+            created_at=int(row["created_at"]),
+            last_used_at=int(row["last_used_at"]),
+            expires_at=int(row["expires_at"]),
+            auth_time=int(row["auth_time"]),
+        )
 
     async def list_live(self, user_id: str, now: int) -> list[dict[str, Any]]:
         async with self._db.autocommit() as conn:

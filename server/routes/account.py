@@ -7,8 +7,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from protocol.errors import ErrorCode, SplitlinkError
-from server.resource_middleware import principal_of
+from server.dpop.guard import Principal
+from server.dpop.middleware import principal_of
 from server.services import services
+from server.sessions import LiveSession
 
 
 class SessionNotFound(SplitlinkError):
@@ -16,19 +18,20 @@ class SessionNotFound(SplitlinkError):
 
 
 async def me(request: Request) -> Response:
-    principal = principal_of(request.scope)
+    # The guard of these endpoints looks sessions up with the session store.
+    principal: Principal[LiveSession] = principal_of(request.scope)
     session = principal.session
     return JSONResponse(
         {
-            "user": {"id": principal.user_id, "email": session["email_address"]},
+            "user": {"id": principal.user_id, "email": session.email_address},
             "session": {
                 "id": principal.session_id,
-                "device_name": session["device_name"],
-                "key_alg": session["key_alg"],
-                "created_at": int(session["created_at"]),
-                "last_used_at": int(session["last_used_at"]),
-                "expires_at": int(session["expires_at"]),
-                "auth_time": int(session["auth_time"]),
+                "device_name": session.device_name,
+                "key_alg": session.key_alg,
+                "created_at": session.created_at,
+                "last_used_at": session.last_used_at,
+                "expires_at": session.expires_at,
+                "auth_time": session.auth_time,
             },
         }
     )

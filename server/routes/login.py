@@ -12,7 +12,7 @@ from string import Template
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from server.dpop_guard import AS_NONCES
+from server.dpop.proof import AS_NONCES
 from server.http import client_ip, read_json_object
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from protocol.access_token import verify_access_token
 from protocol.errors import ErrorCode, InvalidToken, MalformedInput, SplitlinkError
-from server.dpop_guard import AS_NONCES
+from server.dpop.proof import AS_NONCES
 from server.errors import UnsupportedGrantType
 from server.http import client_ip, read_form
 from server.login import GRANT_TYPE_MAGIC_LINK
@@ -165,7 +165,7 @@ async def _introspect_access_token(svc: Services, token: str, now: int) -> dict[
         )
     except InvalidToken:
         return None
-    if await svc.sessions.live_session(verified, now, touch=False) is None:
+    if await svc.sessions.inspect(verified, now=now) is None:
         return None
     return {
         "active": True,

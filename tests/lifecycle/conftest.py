@@ -11,16 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.backends import BACKENDS
 from support.device import Device
-from support.harness import Harness, running_server
+from support.harness import Harness
 
 from protocol.access_token import issue_access_token
 from protocol.encoding import b64url_decode, b64url_encode
@@ -29,36 +26,9 @@ INTROSPECTION_CLIENT = ("orders-api", "introspection-secret-0123456789abcdef")
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    """Like tests/server: every in-process test runs on SQLite and on PostgreSQL."""
-    name: str = request.param
-    return name
-
-
-@pytest.fixture
-def server_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings for the `server` fixture: override this fixture in a module, or parametrize it
-    with indirect=True."""
-    overrides: dict[str, Any] = getattr(request, "param", {})
-    return overrides
-
-
-@pytest.fixture
-async def server(
-    tmp_path: Path, backend: str, server_overrides: dict[str, Any]
-) -> AsyncIterator[Harness]:
-    async with running_server(
-        tmp_path,
-        backend=backend,
-        introspection_clients={INTROSPECTION_CLIENT[0]: INTROSPECTION_CLIENT[1]},
-        **server_overrides,
-    ) as harness:
-        yield harness
+def server_settings() -> dict[str, Any]:
+    """Every `server` here accepts one introspection client."""
+    return {"introspection_clients": {INTROSPECTION_CLIENT[0]: INTROSPECTION_CLIENT[1]}}
 
 
 @dataclass

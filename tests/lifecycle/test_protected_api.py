@@ -20,12 +20,11 @@ from support.device import Device
 from support.fakes import FakeClock
 from support.harness import PUBLIC_URL, Harness, running_server
 
-import server.protect as protect_module
+import server.dpop.jwks as jwks_module
 from protocol.access_token import issue_access_token
 from protocol.dpop import create_dpop_proof
 from protocol.encoding import b64url_encode
-from server.protect import protect
-from server.resource_middleware import principal_of
+from server.dpop import principal_of, protect
 from server.signing_keys import rotate_signing_key
 
 if TYPE_CHECKING:
@@ -249,7 +248,7 @@ async def test_a11_after_the_issuer_rotates_its_key_the_api_fetches_the_jwks_onc
     refreshed = await ops.refresh(signed_in.device, signed_in.refresh_token)
     new_token = refreshed.json()["access_token"]
     assert ops.header(new_token)["kid"] != ops.header(signed_in.access_token)["kid"]
-    monkeypatch.setattr(protect_module, "MIN_RELOAD_INTERVAL", 0.0)
+    monkeypatch.setattr(jwks_module, "MIN_RELOAD_INTERVAL", 0.0)
     assert (await api.get(signed_in.device, new_token)).status_code == 200
     assert len(api.jwks_fetches) == 2
     # The old key is still published: the old token is still good.
@@ -292,7 +291,7 @@ async def test_b5_a_proof_for_a_percent_encoded_path_is_accepted(
 
 
 class _Later:
-    """Stands in for the `time` module inside server.protect: monotonic time runs ahead by
+    """Stands in for the `time` module inside server.dpop.jwks: monotonic time runs ahead by
     `offset` seconds, so a cache that expires by monotonic time can be made to expire."""
 
     def __init__(self) -> None:
@@ -322,7 +321,7 @@ async def test_a11_a_key_retired_by_the_issuer_stops_verifying_at_the_api(
         k["kid"] for k in (await server.client.get("/.well-known/jwks.json")).json()["keys"]
     }
     later = _Later()
-    monkeypatch.setattr(protect_module, "time", later)
+    monkeypatch.setattr(jwks_module, "time", later)
     server.clock.advance(61)
     later.offset = 61.0
     # A holder of the old private key forges a token for any user, bound to its own key.

@@ -12,8 +12,8 @@ from support.harness import running_server
 from protocol.access_token import VerifiedAccessToken
 from protocol.encoding import b64url_encode
 from protocol.keys import SigningKey
-from server.dpop_guard import KeyCache
-from server.resource import VerifiedTokenCache
+from server.dpop.guard import VerifiedTokenCache
+from server.dpop.proof import KeyCache
 
 pytestmark = pytest.mark.anyio
 

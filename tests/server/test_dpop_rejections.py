@@ -18,7 +18,7 @@ from support.harness import test_settings as settings_for
 
 from protocol.encoding import b64url_decode, b64url_encode
 from protocol.keys import SigningKey
-from server.protect import protect
+from server.dpop import protect
 
 pytestmark = pytest.mark.anyio
 

@@ -20,11 +20,6 @@ from protocol.encoding import b64url_encode
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _count_uses(server: Harness, monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
     """Every use of the database's context manager `name` (a transaction, an autocommit
     connection) from now on."""

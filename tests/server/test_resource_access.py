@@ -7,8 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.datastructures import Headers
 from support.device import Device
-from support.harness import Harness, running_server
+from support.harness import PUBLIC_URL, Harness, running_server
+
+from protocol.access_token import VerifiedAccessToken
+from protocol.dpop import VerifiedDPoPProof
+from server.dpop.guard import ResourceGuard
+from server.dpop.lookup import UncheckedSession
+from server.dpop.proof import DPoPGuard
+from server.errors import ResourceError
+from server.replay import MemoryReplayStore
 
 pytestmark = pytest.mark.anyio
 
@@ -204,21 +213,70 @@ async def test_on_postgres_the_session_lookup_and_the_replay_entry_are_one_round
     assert sent[0].startswith("WITH part0 AS (INSERT INTO dpop_replay"), sent
 
 
-def test_a_guard_takes_one_kind_of_session_check_not_both() -> None:
-    # With both, one would be ignored: the plain check, or the replay record of the other.
-    from server.resource import ResourceGuard
+class _CountingReplay(MemoryReplayStore):
+    def __init__(self) -> None:
+        super().__init__(retention=121)
+        self.writes = 0
 
-    async def check(*args: Any) -> dict[str, Any]:
-        return {}
+    async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:
+        self.writes += 1
+        await super().record(proof, now=now)
 
-    unused: Any = None
-    with pytest.raises(ValueError, match="not both"):
-        ResourceGuard(
-            issuer="https://auth.example.test",
-            audience="api",
-            keys=unused,
-            dpop=unused,
-            clock=unused,
-            session_check=check,
-            recording_session_check=check,
+
+class _Lookup:
+    """Finds the session live or ended; when `records_proof`, writes the entry with its read."""
+
+    def __init__(self, replay: _CountingReplay, *, records_proof: bool) -> None:
+        self.replay = replay
+        self.records_proof = records_proof
+        self.live = True
+
+    async def live_session(
+        self, token: VerifiedAccessToken, *, proof: VerifiedDPoPProof, now: int
+    ) -> UncheckedSession | None:
+        if self.records_proof:
+            await self.replay.record(proof, now=now)
+        return UncheckedSession() if self.live else None
+
+
+@pytest.mark.parametrize("records_proof", [True, False])
+async def test_a_guard_records_each_proof_once_in_the_order_its_lookup_gives(
+    tmp_path: Path, records_proof: bool
+) -> None:
+    # One lookup, no second callback: neither the session check nor the replay record can be
+    # dropped, and the proof is written once, with the read or after a live session was found.
+    async with running_server(tmp_path) as server:
+        device = server.device()
+        token = (await server.login(device, "a@example.com"))["access_token"]
+        svc = server.app.state.services
+        replay = _CountingReplay()
+        lookup = _Lookup(replay, records_proof=records_proof)
+        guard = ResourceGuard(
+            issuer=svc.settings.issuer,
+            audience=svc.settings.token_audience,
+            keys=svc.keys,
+            dpop=DPoPGuard(
+                public_url=PUBLIC_URL, max_age=60, max_future=60, replay=replay, clock=server.clock
+            ),
+            clock=server.clock,
+            sessions=lookup,
         )
+
+        def headers(proof: str) -> Headers:
+            return Headers({"authorization": f"DPoP {token}", "dpop": proof})
+
+        proof = device.proof("GET", "/v1/me", access_token=token)
+        lookup.live = False
+        with pytest.raises(ResourceError, match="the session has ended"):
+            await guard.authenticate(headers(proof), method="GET", path="/v1/me")
+        # Written with the read, the proof is used up; written after, it is kept.
+        assert replay.writes == (1 if records_proof else 0)
+        lookup.live = True
+        if records_proof:
+            proof = device.proof("GET", "/v1/me", access_token=token)
+        writes = replay.writes
+        principal = await guard.authenticate(headers(proof), method="GET", path="/v1/me")
+        assert principal.session == UncheckedSession()
+        assert replay.writes == writes + 1
+        with pytest.raises(ResourceError, match="used before"):
+            await guard.authenticate(headers(proof), method="GET", path="/v1/me")

@@ -13,13 +13,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
-from server.storage.migrate import migrate
+if TYPE_CHECKING:
+    import psycopg
 
 POSTGRES_ENV = "SPLITLINK_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgresql"]
@@ -40,8 +40,16 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
 
 
+def _connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+    # Imported here, as `migrate` below: the root conftest reads BACKENDS in every run, and a
+    # run of the pure core alone should not load a database driver or the server.
+    import psycopg
+
+    return psycopg.connect(url, autocommit=autocommit)
+
+
 def _admin(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True)
+    return _connect(url, autocommit=True)
 
 
 def _ensure_template(url: str) -> None:
@@ -51,6 +59,8 @@ def _ensure_template(url: str) -> None:
     with _admin(url) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {_TEMPLATE}")
+    from server.storage.migrate import migrate
+
     migrate(_with_database(url, _TEMPLATE))
     _template_ready = True
     atexit.register(_drop_template, url)
@@ -100,7 +110,7 @@ def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     if database_url.startswith("sqlite"):
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
             return conn.execute(sql, params).fetchall()
-    with psycopg.connect(database_url) as conn:
+    with _connect(database_url) as conn:
         return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params).fetchall()]
 
 
@@ -110,7 +120,7 @@ def execute(database_url: str, sql: str, *params: Any) -> None:
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
             conn.execute(sql, params)
         return
-    with psycopg.connect(database_url) as conn:
+    with _connect(database_url) as conn:
         conn.execute(sql.replace("?", "%s"), params)
 
 
@@ -120,7 +130,7 @@ def dump(database_url: str) -> str:
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
             return "\n".join(conn.iterdump())
     lines = []
-    with psycopg.connect(database_url) as conn:
+    with _connect(database_url) as conn:
         tables = conn.execute(
             "SELECT table_name FROM information_schema.tables "
             "WHERE table_schema = 'public' ORDER BY table_name"

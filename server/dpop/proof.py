@@ -1,5 +1,7 @@
-"""DPoP at the HTTP edge: one `DPoP` header, verified against the configured URL, an optional
-server nonce, then recorded in the replay store."""
+"""The proof checks of RFC 9449 §4.3 at the HTTP edge (SPEC.md §4.1): one `DPoP` header, verified
+against the configured URL and, when nonces are on, a fresh server nonce. Shared by the start and
+token endpoints and by the resource guard; recording the proof is left to each caller, which
+knows when its request is well-formed (step 12)."""
 
 from __future__ import annotations
 

@@ -1,30 +1,17 @@
-"""Protecting another API with splitlink access tokens: offline verification from the JWKS.
-
-    app = protect(api, issuer="https://auth.example", public_url="https://api.example")
-
-`protect` wraps any ASGI application in `DPoPAuthMiddleware`. Tokens are verified with the
-issuer's published keys (fetched once, again when an unknown `kid` appears), proofs with `ath`
-and `cnf.jkt`, replays against the given store. Revocation reaches such an API when the access
-token expires (10 minutes by default) or through introspection (SPEC.md §6.8).
-"""
+"""The issuer's published keys for an API under `protect()`: fetched over HTTPS and kept, refetched
+when they are a minute old or name no key a token was signed with (SPEC.md §6.5, "Other APIs")."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import httpx
-from starlette.types import ASGIApp
 
 from protocol.errors import InvalidKey, MalformedInput
 from protocol.keys import PublicKey, parse_public_jwk
-from server.clock import Clock, SystemClock
-from server.dpop_guard import DPoPGuard
 from server.errors import TemporarilyUnavailable
-from server.replay import MemoryReplayStore, ReplayStore
-from server.resource import ResourceGuard, SessionCheck
-from server.resource_middleware import DPoPAuthMiddleware
 
 logger = logging.getLogger("splitlink.protect")
 
@@ -86,46 +73,3 @@ class RemoteJwks:
                 keys[kid] = key
         self._keys = keys
         return True
-
-
-def protect(
-    app: ASGIApp,
-    *,
-    issuer: str,
-    public_url: str,
-    audience: str | None = None,
-    jwks_uri: str | None = None,
-    replay_store: ReplayStore | None = None,
-    http: httpx.AsyncClient | None = None,
-    clock: Clock | None = None,
-    session_check: SessionCheck | None = None,
-    protect_path: Callable[[str], bool] = lambda path: True,
-    max_age: int = 60,
-    max_future: int = 60,
-) -> DPoPAuthMiddleware:
-    """Wrap `app` so that every request on a protected path carries a valid token and proof.
-
-    Args:
-        issuer: the splitlink server's issuer URL (its public URL).
-        public_url: this API's own origin, as clients call it (checked against `htu`).
-        audience: the `aud` to require; splitlink's default audience is its issuer.
-        replay_store: shared by every process of this API; the default keeps entries in this
-            process only, which is right for a single process and wrong for several.
-    """
-    clock = clock or SystemClock()
-    retention = max_age + max_future + 1
-    guard = ResourceGuard(
-        issuer=issuer,
-        audience=audience or issuer,
-        keys=RemoteJwks(jwks_uri or issuer.rstrip("/") + "/.well-known/jwks.json", http=http),
-        dpop=DPoPGuard(
-            public_url=public_url,
-            max_age=max_age,
-            max_future=max_future,
-            replay=replay_store or MemoryReplayStore(retention=retention),
-            clock=clock,
-        ),
-        clock=clock,
-        session_check=session_check,
-    )
-    return DPoPAuthMiddleware(app, guard=guard, protect=protect_path)

@@ -1,21 +1,19 @@
-"""Authenticating a request that presents a DPoP-bound access token (RFC 9449 §7; SPEC.md §6.5).
+"""The resource guard: authenticates a request that presents a DPoP-bound access token (RFC 9449
+§7; SPEC.md §6.5), for the server's own `/v1/` endpoints and for APIs under `protect()`.
 
-One component serves the server's own `/v1` endpoints and any other API (through
-`DPoPAuthMiddleware`). Order: credentials syntax, the proof (with `ath` and, when enabled, the
-nonce), the token's signature and claims against the issuer's keys, the key binding (`cnf.jkt`),
-the optional session check, and last the replay record, so that a refused request does not burn
-its proof's `jti` (threats.md B6). A recording session check (the server's own endpoints) writes
-the replay entry in the same round trip as the session lookup, so there a request refused because
-its session has ended has used up its proof.
+Order: credentials syntax, the proof (with `ath` and, when enabled, the nonce), the token's
+signature and claims against the issuer's keys, the key binding (`cnf.jkt`), then the session
+lookup and the replay record, in the order the lookup calls for (server/dpop/lookup.py), so that
+a request refused before them does not burn its proof's `jti` (threats.md B6).
 """
 
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from starlette.datastructures import Headers
 
@@ -24,18 +22,13 @@ from protocol.dpop import VerifiedDPoPProof, access_token_hash
 from protocol.errors import ErrorCode, InvalidDPoPProof, InvalidToken, UnknownSigningKey
 from protocol.keys import PublicKey
 from server.clock import Clock
-from server.dpop_guard import RS_NONCES, DPoPGuard
+from server.dpop.lookup import SessionLookup
+from server.dpop.proof import RS_NONCES, DPoPGuard
 from server.errors import ResourceError, UseDPoPNonce
 
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
-# Called after the token verified: returns facts about a live session, or None when it has ended.
-SessionCheck = Callable[[VerifiedAccessToken, int], Awaitable[dict[str, Any] | None]]
-# The same, given the proof as well: it records the proof in the replay store itself, in the same
-# step as the session lookup, and raises InvalidDPoPProof for a replay.
-RecordingSessionCheck = Callable[
-    [VerifiedAccessToken, VerifiedDPoPProof, int], Awaitable[dict[str, Any] | None]
-]
+SessionT = TypeVar("SessionT")
 
 
 class VerificationKeys(Protocol):
@@ -51,12 +44,14 @@ class VerificationKeys(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(Generic[SessionT]):
+    """Who made an authenticated request; `session` is what the guard's lookup returned."""
+
     user_id: str
     session_id: str
     jkt: str
     token: VerifiedAccessToken
-    session: dict[str, Any] = field(default_factory=dict)
+    session: SessionT
 
 
 def read_dpop_credentials(headers: Headers) -> str:
@@ -109,7 +104,7 @@ class VerifiedTokenCache:
             self._tokens.popitem(last=False)
 
 
-class ResourceGuard:
+class ResourceGuard(Generic[SessionT]):
     def __init__(
         self,
         *,
@@ -118,22 +113,15 @@ class ResourceGuard:
         keys: VerificationKeys,
         dpop: DPoPGuard,
         clock: Clock,
-        session_check: SessionCheck | None = None,
-        recording_session_check: RecordingSessionCheck | None = None,
+        sessions: SessionLookup[SessionT],
         token_cache_size: int = 4096,
     ) -> None:
-        """`recording_session_check`, when given, replaces both `session_check` and the replay
-        record of `dpop`: the server's own endpoints look the session up and record the proof
-        in one round trip to the database."""
         self._issuer = issuer
         self._audience = audience
         self._keys = keys
         self.dpop = dpop
         self._clock = clock
-        if session_check is not None and recording_session_check is not None:
-            raise ValueError("give session_check or recording_session_check, not both")
-        self._session_check = session_check
-        self._recording_session_check = recording_session_check
+        self._sessions = sessions
         self._verified = VerifiedTokenCache(max_entries=token_cache_size)
 
     async def _verify_token(self, token: str, token_hash: str, now: int) -> VerifiedAccessToken:
@@ -161,7 +149,9 @@ class ResourceGuard:
                 raise ResourceError(ErrorCode.INVALID_TOKEN, exc.description) from exc
         raise ResourceError(ErrorCode.INVALID_TOKEN, "access token is signed by an unknown key")
 
-    async def authenticate(self, headers: Headers, *, method: str, path: str) -> Principal:
+    async def authenticate(
+        self, headers: Headers, *, method: str, path: str
+    ) -> Principal[SessionT]:
         token = read_dpop_credentials(headers)
         try:
             proof = self.dpop.verify(
@@ -177,20 +167,7 @@ class ResourceGuard:
         verified = await self._verify_token(token, token_hash, now)
         if verified.jkt != proof.jkt:
             raise ResourceError(ErrorCode.INVALID_TOKEN, "the proof key is not the token's key")
-        session: dict[str, Any] | None
-        try:
-            if self._recording_session_check is not None:
-                session = await self._recording_session_check(verified, proof, now)
-            else:
-                session = (
-                    {} if self._session_check is None else await self._session_check(verified, now)
-                )
-                if session is not None:
-                    await self.dpop.record(proof)
-        except InvalidDPoPProof as exc:
-            raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
-        if session is None:
-            raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
+        session = await self._live_session(verified, proof, now)
         return Principal(
             user_id=verified.subject,
             session_id=verified.session_id,
@@ -198,3 +175,18 @@ class ResourceGuard:
             token=verified,
             session=session,
         )
+
+    async def _live_session(
+        self, token: VerifiedAccessToken, proof: VerifiedDPoPProof, now: int
+    ) -> SessionT:
+        """The one place where a guarded request's proof is recorded (SPEC.md §4.1 step 12):
+        by the lookup with its read, or here once the session was found live."""
+        try:
+            session = await self._sessions.live_session(token, proof=proof, now=now)
+            if session is not None and not self._sessions.records_proof:
+                await self.dpop.record(proof)
+        except InvalidDPoPProof as exc:
+            raise ResourceError(ErrorCode.INVALID_DPOP_PROOF, exc.description) from exc
+        if session is None:
+            raise ResourceError(ErrorCode.INVALID_TOKEN, "the session has ended")
+        return session

@@ -1,5 +1,6 @@
-"""`DPoPAuthMiddleware`: pure ASGI (no BaseHTTPMiddleware), for this server's `/v1` endpoints and
-for any other Starlette/ASGI application that accepts splitlink access tokens.
+"""`DPoPAuthMiddleware`: the resource guard as pure ASGI (no BaseHTTPMiddleware), for this
+server's `/v1` endpoints and for any other Starlette/ASGI application that accepts splitlink
+access tokens.
 
 A request on a protected path reaches the application only after `ResourceGuard.authenticate`
 succeeded; the `Principal` is in `scope["splitlink.principal"]` (and `request.state` is not
@@ -11,22 +12,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.errors import SplitlinkError
-from server.dpop_guard import RS_NONCES
+from server.dpop.guard import Principal, ResourceGuard
+from server.dpop.proof import RS_NONCES
 from server.errors import error_response_parts
-from server.resource import Principal, ResourceGuard
 
 PRINCIPAL_KEY = "splitlink.principal"
 
-GuardSource = ResourceGuard | Callable[[Scope], ResourceGuard]
+GuardSource = ResourceGuard[Any] | Callable[[Scope], ResourceGuard[Any]]
 
 
-def principal_of(scope: Scope) -> Principal:
-    principal: Principal = scope[PRINCIPAL_KEY]
+def principal_of(scope: Scope) -> Principal[Any]:
+    """The authenticated caller; its `session` is of the type the guard's lookup returns."""
+    principal: Principal[Any] = scope[PRINCIPAL_KEY]
     return principal
 
 
