@@ -35,6 +35,7 @@ from server.mail.outbox import OutboxDispatcher
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
 from server.middleware import SecurityHeadersMiddleware
+from server.production import refuse_unsafe_production
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
@@ -73,8 +74,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # Answered outside RequestLogMiddleware, whose request id is read back from the scope.
     request_id = request.scope.get("state", {}).get("request_id")
+    # The path as a quoted literal: a decoded %0A must not start a line of its own in the log.
     logger.error(
-        "unexpected %s on %s %s",
+        "unexpected %s on %s %r",
         type(exc).__name__,
         request.method,
         request.url.path,
@@ -350,7 +352,9 @@ async def _reload_keys(keys: ServerKeys, interval: float) -> None:
 
 def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and for each worker of `splitlink serve`."""
-    return create_app(settings_from_environment(os.environ), freeze_after_startup=True)
+    settings = settings_from_environment(os.environ)
+    refuse_unsafe_production(settings)
+    return create_app(settings, freeze_after_startup=True)
 
 
 def _freeze_startup_objects() -> None:

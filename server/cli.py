@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring
 from server.logs import LOG_LEVELS, serve_log_config
-from server.production import production_problems, production_warnings
+from server.production import ProductionRefused, production_warnings, refuse_unsafe_production
 from server.settings import LogLevel, Settings, settings_from_environment
 from server.signing_keys import (
     SecretDoesNotOpenKeys,
@@ -82,7 +82,7 @@ async def _with_database(
         await require_current_schema(db)
         keyring = await open_keyring(db, settings, random_bytes=system_random_bytes)
         return await action(db, keyring)
-    except (SchemaBehind, SecretDoesNotOpenKeys) as exc:
+    except (SchemaBehind, SecretDoesNotOpenKeys, ProductionRefused) as exc:
         # Said plainly, without a traceback: each names what is wrong and what to do.
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -238,12 +238,10 @@ def serve(
     # The same log as the workers', for what is said before they start.
     logging.config.dictConfig(log_config)
     if settings.production:
-        problems = production_problems(settings)
-        if problems:
-            raise click.ClickException(
-                "refusing to start in production (SPLITLINK_ENV=production):\n"
-                + "\n".join(f"  - {problem}" for problem in problems)
-            )
+        try:
+            refuse_unsafe_production(settings)
+        except ProductionRefused as exc:
+            raise click.ClickException(str(exc)) from None
         for warning in production_warnings(settings):
             logger.warning("%s", warning)
     _refuse_a_taken_port(host, port)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # What the SDK sends and must read: the proof and the token; the nonce, the challenge, and the
 # server's clock, from which a device with a wrong clock dates its proofs.
@@ -35,11 +36,25 @@ class ListedOriginsCORS:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._listed_origin(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif self._listed_origin(scope):
             await self.cors(scope, receive, send)
         else:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _vary_by_origin(send))
 
     def _listed_origin(self, scope: Scope) -> bool:
         origins = [value for name, value in scope["headers"] if name == b"origin"]
         return len(origins) == 1 and origins[0] in self.origins
+
+
+def _vary_by_origin(send: Send) -> Send:
+    """An answer without CORS headers still varies by `Origin`: a shared cache must not serve
+    it to a listed origin's page (metadata and JWKS are cacheable)."""
+
+    async def send_varying(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            MutableHeaders(scope=message).add_vary_header("Origin")
+        await send(message)
+
+    return send_varying

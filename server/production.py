@@ -18,6 +18,21 @@ from server.settings import Settings
 _MIN_SECRET_CHARACTERS = (MIN_ROOT_SECRET_BYTES * 8 + 5) // 6
 
 
+class ProductionRefused(RuntimeError):
+    """A production server or command refused to start; the message names every problem."""
+
+
+def refuse_unsafe_production(settings: Settings) -> None:
+    """Raise ProductionRefused when `settings` are production ones with problems: every entry
+    point runs this, `uvicorn --factory` as much as `splitlink serve`."""
+    problems = production_problems(settings) if settings.production else []
+    if problems:
+        raise ProductionRefused(
+            "refusing to start in production (SPLITLINK_ENV=production):\n"
+            + "\n".join(f"  - {problem}" for problem in problems)
+        )
+
+
 def production_problems(settings: Settings) -> list[str]:
     """Settings a production server must not start with; empty when there are none."""
     problems: list[str] = []

@@ -39,7 +39,11 @@ def request_id_for(
         address = ipaddress.ip_address(peer)
     except ValueError:
         return new_request_id()
-    if any(address in network for network in trusted_proxies):
+    # A dual-stack listener reports an IPv4 proxy as ::ffff:a.b.c.d, as client_ip allows for.
+    forms = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        forms.append(address.ipv4_mapped)
+    if any(form in network for form in forms for network in trusted_proxies):
         return incoming
     return new_request_id()
 

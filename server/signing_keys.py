@@ -25,6 +25,7 @@ from server.keyring import (
     development_secret_path,
     read_root_secret,
 )
+from server.production import ProductionRefused
 from server.settings import Settings
 from server.storage.database import Database
 
@@ -55,6 +56,12 @@ async def open_keyring(db: Database, settings: Settings, *, random_bytes: Random
             "SELECT kid, sealed_private_key FROM signing_keys ORDER BY created_at DESC, kid LIMIT 1"
         )
     root = read_root_secret(settings)
+    if root is None and settings.production:
+        # A development secret would seal production's keys with a file on one host.
+        raise ProductionRefused(
+            "SPLITLINK_SECRET_KEY is unset: production never creates a development secret; set "
+            "the root secret (the same on every host) before any command"
+        )
     if root is None:
         if newest is not None:
             path = development_secret_path(settings)

@@ -60,6 +60,13 @@ def test_mail_without_a_valid_link_is_no_login_mail() -> None:
     assert read_login_mail(_message("a@example.com", f"link: {broken}")) is None
 
 
+def test_a_fragment_a_device_name_shows_before_the_link_is_not_taken_for_it() -> None:
+    fake = _link(9).split("/l", 1)[1]  # "#attempt_id=...&email_half=...", no origin
+    mail = read_login_mail(_message("a@example.com", f"Device: {fake}\n\nLink: {_link(1)}\n"))
+    assert mail is not None
+    assert (mail.attempt_id, mail.link) == (_attempt(1), _link(1))
+
+
 def test_the_mailbox_directory_lists_login_mail_oldest_first_and_skips_the_rest(
     tmp_path: Path,
 ) -> None:

@@ -140,3 +140,12 @@ def test_cors_origins_are_normalized_as_browsers_send_origin() -> None:
 def test_a_cors_origin_must_be_an_http_origin(origin: str) -> None:
     with pytest.raises(ValidationError):
         Settings(cors_origins=[origin])
+
+
+async def test_a_cacheable_answer_varies_by_origin_whoever_asks(cors_server: Harness) -> None:
+    """A shared cache filled by a request without `Origin` (or from a stranger) must not serve
+    that answer, without CORS headers, to a listed web app."""
+    for headers in ({}, {"Origin": STRANGER}, {"Origin": WEB_APP}):
+        response = await cors_server.client.get(METADATA, headers=headers)
+        assert response.headers["cache-control"].startswith("public")
+        assert "origin" in response.headers.get("vary", "").lower(), headers

@@ -96,3 +96,41 @@ def test_production_starts_when_fixed_logs_json_and_warns_that_sqlite_serves_one
     warnings = [r for r in records if r["level"] == "WARNING"]
     assert any("SQLite" in r["message"] and "one host" in r["message"] for r in warnings)
     assert "pass" not in " ".join(r["message"] for r in records if "SMTP" in r["message"])
+
+
+def _production_env(tmp_path: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SPLITLINK_")}
+    return env | {
+        "PYTHONPATH": str(ROOT),
+        "SPLITLINK_DATA_DIR": str(tmp_path / "var"),
+        "SPLITLINK_ENV": "production",
+    }
+
+
+def test_the_uvicorn_factory_refuses_what_serve_refuses(tmp_path: Path) -> None:
+    """`uvicorn --factory server.app:create_app_from_environment` is an entry point too."""
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", "from server.app import create_app_from_environment as f; f()"],
+        env=_production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "refusing to start in production" in result.stderr
+    assert "SPLITLINK_PUBLIC_URL" in result.stderr
+    assert not (tmp_path / "var" / "secret.key").exists()
+
+
+def test_migrate_in_production_never_creates_a_development_secret(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "splitlink"), "migrate"],
+        env=_production_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "never creates a development secret" in result.stderr
+    assert not (tmp_path / "var" / "secret.key").exists()

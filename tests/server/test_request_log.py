@@ -3,12 +3,14 @@ no value a client sent (SPEC.md §6.12, §10)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 
 import pytest
 from support.harness import running_server
 
+from server.request_id import request_id_for
 from server.request_log import UNMATCHED
 
 pytestmark = pytest.mark.anyio
@@ -71,6 +73,12 @@ async def test_a_trusted_proxy_passes_its_request_id_on_when_it_is_short_and_pla
     assert kept.headers["x-request-id"] == "lb-4f2a:9"
     assert long.headers["x-request-id"] != "a" * 65
     assert odd.headers["x-request-id"] != "a b\tc"
+
+
+def test_a_proxy_reached_through_a_dual_stack_listener_passes_its_request_id_on() -> None:
+    proxies = [ipaddress.ip_network("10.0.0.0/8")]
+    assert request_id_for("lb-1", peer="::ffff:10.0.0.1", trusted_proxies=proxies) == "lb-1"
+    assert request_id_for("lb-1", peer="::ffff:192.0.2.1", trusted_proxies=proxies) != "lb-1"
 
 
 async def test_a_security_event_carries_the_id_of_the_request_that_caused_it(

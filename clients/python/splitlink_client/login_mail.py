@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from protocol.errors import MalformedInput
 from protocol.link import parse_login_link
@@ -57,6 +58,11 @@ def read_login_mail(raw: bytes) -> LoginMail | None:
         return None
     for word in str(body.get_content()).split():
         if "#attempt_id=" not in word:
+            continue
+        # Only an absolute link to the landing page: a device name shown in the mail may hold
+        # a bare fragment of its own choosing.
+        parts = urlsplit(word)
+        if parts.scheme not in ("http", "https") or parts.path != "/l":
             continue
         try:
             parsed = parse_login_link(word)
