@@ -103,6 +103,20 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Driver]:
         driver.loop.close()
 
 
+class _OnAFreshServer(RuleBasedStateMachine):
+    """What both machines share: a server per example, and a clock that moves."""
+
+    driver: _Driver
+    harness: Harness
+
+    @rule(seconds=_STEPS)
+    def time_passes(self, seconds: int) -> None:
+        self.harness.clock.advance(seconds)
+
+    def teardown(self) -> None:
+        self.driver.close()
+
+
 # The attempt (SPEC.md §6.2, §6.4).
 
 
@@ -116,8 +130,7 @@ class ModelAttempt:
     consumed: bool = False
 
 
-class AttemptMachine(RuleBasedStateMachine):
-    driver: _Driver
+class AttemptMachine(_OnAFreshServer):
     attempts = Bundle("attempts")
 
     def __init__(self) -> None:
@@ -189,13 +202,6 @@ class AttemptMachine(RuleBasedStateMachine):
         assert "attempt_state" not in response.json()
         attempt.failures += 1
 
-    @rule(seconds=_STEPS)
-    def time_passes(self, seconds: int) -> None:
-        self.harness.clock.advance(seconds)
-
-    def teardown(self) -> None:
-        self.driver.close()
-
     @invariant()
     def consumed_attempts_have_one_session_each(self) -> None:
         rows = self.harness.query(
@@ -231,8 +237,7 @@ class ModelSession:
         return not self.ended and self.expires_at > now and self.last_used_at > now - idle_timeout
 
 
-class SessionMachine(RuleBasedStateMachine):
-    driver: _Driver
+class SessionMachine(_OnAFreshServer):
     sessions = Bundle("sessions")
 
     def __init__(self) -> None:
@@ -344,13 +349,6 @@ class SessionMachine(RuleBasedStateMachine):
         )
         assert response.status_code == 200
         session.ended = True
-
-    @rule(seconds=_STEPS)
-    def time_passes(self, seconds: int) -> None:
-        self.harness.clock.advance(seconds)
-
-    def teardown(self) -> None:
-        self.driver.close()
 
     @invariant()
     def no_family_has_two_live_tokens(self) -> None:
