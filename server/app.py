@@ -31,13 +31,15 @@ from server.mail.outbox import OutboxDispatcher
 from server.mail.render import MailComposer, MailTemplates
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
+from server.metrics import DatabaseMetrics, counting, worker_started, worker_stopped
 from server.middleware import SecurityHeadersMiddleware
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
+from server.request_metrics import RequestMetricsMiddleware
 from server.resource import ResourceGuard
 from server.resource_middleware import DPoPAuthMiddleware
-from server.routes import account, discovery, login, token, wellknown
+from server.routes import account, discovery, login, metrics, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
@@ -89,7 +91,7 @@ async def build_services(
     random_bytes: RandomBytes,
     events: EventSink,
 ) -> Services:
-    db = database_for(settings)
+    db = database_for(settings, observer=DatabaseMetrics())
     await db.connect()
     try:
         await require_current_schema(db)
@@ -196,7 +198,7 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     random_bytes = random_bytes or system_random_bytes
-    events = events or log_event
+    events = counting(events or log_event)
     transport = mail_transport or build_mail_transport(settings)
 
     @contextlib.asynccontextmanager
@@ -215,6 +217,7 @@ def create_app(
             max_failed_completions=settings.max_failed_completions,
             concurrency=settings.outbox_concurrency,
         )
+        worker_started()
         tasks = []
         if background_tasks:
             tasks = [
@@ -235,6 +238,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await svc.db.disconnect()
+            worker_stopped()
 
     routes = [
         # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session. First,
@@ -256,6 +260,8 @@ def create_app(
         # App association files: the OS opens /l links in the app (404 when not configured).
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
         Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
+        # Operators only: the networks of metrics_allowed_networks (README "Metrics").
+        Route(metrics.METRICS_PATH, metrics.scrape, methods=["GET"]),
     ]
     # CORS sits outside the /v1/ authentication, which would refuse a preflight (it carries no
     # credentials), and inside the security headers, which its answers get too.
@@ -267,6 +273,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
+            # Outermost, so that it counts every answer with its final status.
+            Middleware(RequestMetricsMiddleware),
             Middleware(SecurityHeadersMiddleware),
             *cors,
             Middleware(

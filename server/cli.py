@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring
 from server.logs import LOG_LEVELS, serve_log_config
+from server.metrics_directory import MULTIPROCESS_DIR_VARIABLE, metrics_directory
 from server.settings import LogLevel, Settings, settings_from_environment
 from server.signing_keys import (
     SecretDoesNotOpenKeys,
@@ -231,14 +232,18 @@ def serve(
     # secret is created once, so that they all share it.
     asyncio.run(_with_database(settings, _nothing))
     sys.stdout.flush()
-    uvicorn.run(
-        "server.app:create_app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=serve_log_config(level),
-        log_level=level,
-        proxy_headers=False,
-        server_header=False,
-    )
+    with metrics_directory(settings.data_dir) as metrics_dir:
+        # Set before any worker imports prometheus-client (this process never does): every
+        # worker then counts into this directory, and a scrape sums them (server/metrics.py).
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
+        uvicorn.run(
+            "server.app:create_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=serve_log_config(level),
+            log_level=level,
+            proxy_headers=False,
+            server_header=False,
+        )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from protocol.split_secret import keyed_hash
 from server.errors import RateLimited
+from server.metrics import RATE_LIMIT_REFUSALS
 from server.storage.database import Connection, Database, Row, Statement, prefixed_parameters
 
 _INTO = "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
@@ -83,7 +84,7 @@ class RateLimiter:
             _COUNT, {**values, "bucket": self.bucket(limit.scope, limit.subject)}
         )
         if rows and int(rows[0]["hits"]) > limit.limit:
-            raise RateLimited(retry_after=retry_after)
+            raise _refused(limit, retry_after)
 
     async def hit_in_turn(
         self, first: Limit, second: Limit, *, now: int, beside: Statement | None = None
@@ -136,9 +137,15 @@ class RateLimiter:
             # more requests through in that window.
             first_hits, second_hits = await self._db.run(count, durable=False)
         if first_hits is not None and int(first_hits) > first.limit:
-            raise RateLimited(retry_after=retry_after)
+            raise _refused(first, retry_after)
         if second_hits is not None and int(second_hits) > second.limit:
-            raise RateLimited(retry_after=retry_after)
+            raise _refused(second, retry_after)
         if beside is not None and self._db.dialect != "postgresql":
             read = await self._db.statement(*beside)
         return read
+
+
+def _refused(limit: Limit, retry_after: int) -> RateLimited:
+    """The refusal of a request that passed `limit`, counted by its scope."""
+    RATE_LIMIT_REFUSALS.labels(limit=limit.scope).inc()
+    return RateLimited(retry_after=retry_after)

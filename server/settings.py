@@ -27,6 +27,12 @@ DAY = 24 * HOUR
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
+# The default of metrics_allowed_networks.
+_LOOPBACK: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+
 # The default database: a SQLite file in data_dir.
 DATABASE_FILE = "splitlink.db"
 
@@ -116,6 +122,9 @@ class Settings(BaseSettings):
     rate_limit_complete_per_ip: int = Field(60, ge=1)
     rate_limit_window: int = Field(15 * MINUTE, ge=10, le=DAY)
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
+    # Clients allowed to read /metrics (README "Metrics"); others get a 404. Loopback alone by
+    # default: a security server's counts are not public. Empty: no one.
+    metrics_allowed_networks: list[IPNetwork] = Field(default_factory=lambda: list(_LOOPBACK))
 
     mail_from: str = "splitlink <no-reply@localhost>"
     dev_mailbox_console: bool = True
