@@ -20,7 +20,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -57,6 +64,10 @@ SESSION_END_REASONS = (
 )
 OUTBOX_OUTCOMES = ("sent", "retry", "abandoned", "expired")
 DATABASE_ERROR_KINDS = ("conflict", "unavailable")
+
+# No `_created` series: the multiprocess mode has none, and a process's values read the same
+# whichever mode counts them.
+disable_created_metrics()
 
 # The values of this process; in multiprocess mode they live in the directory's files instead,
 # and this registry is never exposed.
