@@ -237,8 +237,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await svc.db.disconnect()
             worker_stopped()
+            await svc.db.disconnect()
 
     routes = [
         # Behind DPoPAuthMiddleware: a DPoP-bound access token, a proof, a live session. First,
