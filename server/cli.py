@@ -233,8 +233,9 @@ def serve(
     asyncio.run(_with_database(settings, _nothing))
     sys.stdout.flush()
     with metrics_directory(settings.data_dir) as metrics_dir:
-        # Set before any worker imports prometheus-client (this process never does): every
-        # worker then counts into this directory, and a scrape sums them (server/metrics.py).
+        # Set before prometheus-client is imported, which happens when uvicorn loads the app in
+        # each worker: every worker then counts into this directory, and a scrape sums them
+        # (server/metrics.py).
         os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
         uvicorn.run(
             "server.app:create_app_from_environment",

@@ -9,9 +9,9 @@ path ever becomes a label, and no client can grow the number of series.
 directory in `PROMETHEUS_MULTIPROC_DIR` before they start (server/metrics_directory.py), and
 prometheus-client's multiprocess mode keeps each process's values in files there, summed at
 every scrape whichever worker answers it. The mode is chosen when prometheus-client is first
-imported, so the variable must be set before then: `splitlink serve` itself never imports this
-module. Without the variable (the tests' in-process servers, a single process) values stay in
-memory.
+imported, so the variable must be set before then: the `splitlink` command imports this module
+only when uvicorn loads the application (in the same process, with one worker). Without the
+variable (the tests' in-process servers, `uvicorn --factory`) values stay in memory.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ DATABASE_ERROR_KINDS = ("conflict", "unavailable")
 
 # No `_created` series: the multiprocess mode has none, and a process's values read the same
 # whichever mode counts them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # The values of this process; in multiprocess mode they live in the directory's files instead,
 # and this registry is never exposed.
