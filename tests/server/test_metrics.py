@@ -6,7 +6,10 @@ tests/integration/test_metrics_across_workers.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 from support.harness import Harness, running_server
 from support.metrics import Scrape
 
+from server import metrics
 from server.errors import TemporarilyUnavailable
 from server.events import SecurityEvent
 from server.metrics import OTHER, UNMATCHED_ROUTE, count_event, exposition
@@ -219,3 +223,28 @@ async def test_conflicts_run_again_and_failures_that_may_pass_are_reported(
         assert observer.failures == ["unavailable"]
     finally:
         await db.disconnect()
+
+
+def test_a_killed_workers_requests_in_progress_leave_the_sum_when_a_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker killed mid-request never ran `worker_stopped`; its replacement forgets its live
+    # gauge, and keeps the gauges of live workers and every worker's counters.
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(finished.stdout)
+    live = os.getpid()
+    for name in (f"gauge_livesum_{dead}.db", f"gauge_livesum_{live}.db", f"counter_{dead}.db"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(metrics, "_MULTIPROCESS_DIR", str(tmp_path))
+    metrics.worker_started()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"counter_{dead}.db",
+        f"gauge_livesum_{live}.db",
+    ]
+    metrics.worker_stopped()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{dead}.db"]
