@@ -34,13 +34,15 @@ from server.mail.mail_templates import MailTemplates
 from server.mail.outbox import OutboxDispatcher
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import DevMailbox, MailTransport
+from server.metrics import DatabaseMetrics, counting, worker_started, worker_stopped
 from server.middleware import SecurityHeadersMiddleware
 from server.production import refuse_unsafe_production
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
 from server.replay import DatabaseReplayStore
 from server.request_log import RequestLogMiddleware
-from server.routes import account, discovery, health, login, token, wellknown
+from server.request_metrics import RequestMetricsMiddleware
+from server.routes import account, discovery, health, login, metrics, token, wellknown
 from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
@@ -102,7 +104,7 @@ async def build_services(
     random_bytes: RandomBytes,
     events: EventSink,
 ) -> Services:
-    db = database_for(settings)
+    db = database_for(settings, observer=DatabaseMetrics())
     await db.connect()
     try:
         await require_current_schema(db)
@@ -209,7 +211,7 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     random_bytes = random_bytes or system_random_bytes
-    events = events or log_event
+    events = counting(events or log_event)
     transport = mail_transport or build_mail_transport(settings)
 
     @contextlib.asynccontextmanager
@@ -230,6 +232,7 @@ def create_app(
             max_failed_completions=settings.max_failed_completions,
             concurrency=settings.outbox_concurrency,
         )
+        worker_started()
         tasks = []
         if background_tasks:
             tasks = [
@@ -251,6 +254,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            worker_stopped()
             await svc.db.disconnect()
 
     routes = [
@@ -276,6 +280,8 @@ def create_app(
         # App association files: the OS opens /l links in the app (404 when not configured).
         Route(wellknown.APPLE_PATH, wellknown.apple, methods=["GET"]),
         Route(wellknown.ANDROID_PATH, wellknown.android, methods=["GET"]),
+        # Operators only: the networks of metrics_allowed_networks (README "Metrics").
+        Route(metrics.METRICS_PATH, metrics.scrape, methods=["GET"]),
     ]
     # CORS sits outside the /v1/ authentication, which would refuse a preflight (it carries no
     # credentials), and inside the security headers, which its answers get too.
@@ -287,7 +293,9 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            # Outermost of these: its request line sees the final status.
+            # Outermost, so that it counts every answer with its final status.
+            Middleware(RequestMetricsMiddleware),
+            # Inside the metrics: its request line sees the final status too.
             Middleware(RequestLogMiddleware, trusted_proxies=settings.trusted_proxies),
             Middleware(SecurityHeadersMiddleware),
             *cors,

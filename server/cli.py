@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from server.clock import SystemClock, system_random_bytes
 from server.keyring import Keyring
 from server.logs import LOG_LEVELS, serve_log_config
+from server.metrics_directory import MULTIPROCESS_DIR_VARIABLE, metrics_directory
 from server.production import ProductionRefused, production_warnings, refuse_unsafe_production
 from server.settings import LogLevel, Settings, settings_from_environment
 from server.signing_keys import (
@@ -250,21 +251,26 @@ def serve(
     asyncio.run(_with_database(settings, _nothing))
     _announce(settings, host=host, port=port, workers=workers)
     sys.stdout.flush()
-    uvicorn.run(
-        "server.app:create_app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=log_config,
-        log_level=level,
-        access_log=False,
-        timeout_keep_alive=settings.http_keep_alive_timeout,
-        limit_concurrency=settings.http_concurrency_limit,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        proxy_headers=False,
-        server_header=False,
-    )
+    with metrics_directory(settings.data_dir) as metrics_dir:
+        # Set before prometheus-client is imported, which happens when uvicorn loads the app in
+        # each worker: every worker then counts into this directory, and a scrape sums them
+        # (server/metrics.py).
+        os.environ[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
+        uvicorn.run(
+            "server.app:create_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config,
+            log_level=level,
+            access_log=False,
+            timeout_keep_alive=settings.http_keep_alive_timeout,
+            limit_concurrency=settings.http_concurrency_limit,
+            timeout_graceful_shutdown=settings.shutdown_timeout,
+            proxy_headers=False,
+            server_header=False,
+        )
 
 
 def _refuse_a_taken_port(host: str, port: int) -> None:

@@ -22,6 +22,7 @@ from server.events import EventSink, SecurityEvent
 from server.keyring import Keyring
 from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
+from server.metrics import ATTEMPTS_LOCKED
 from server.ratelimit import Limit, RateLimiter, pair, rate_limit_client
 from server.replay import DatabaseReplayStore
 from server.sessions import LIVE, live_window
@@ -303,11 +304,14 @@ class LoginService:
             # another (threats.md C6). An unknown id is counted too, where the statement finds
             # no row: otherwise its answer would come a round trip sooner and tell which ids
             # exist (SPEC.md §6.4).
-            await self._db.statement(
+            counted = await self._db.statement(
                 "UPDATE login_attempts SET failed_count = failed_count + 1 WHERE id = :id "
                 "RETURNING failed_count",
                 {"id": attempt_id},
             )
+            # Each increment returns its own count, so exactly one failure sees the lock close.
+            if counted and int(counted[0]["failed_count"]) == settings.max_failed_completions:
+                ATTEMPTS_LOCKED.inc()
         if tokens is None:
             self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
             if outcome in ("unknown_attempt", "mismatch", "no_account"):

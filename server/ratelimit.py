@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from protocol.split_secret import keyed_hash
 from server.errors import RateLimited
+from server.metrics import RATE_LIMIT_REFUSALS
 from server.storage.database import Connection, Database, Row, Statement, prefixed_parameters
 
 _INTO = "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
@@ -102,8 +103,15 @@ class Counts:
 
     def require(self, *limits: Limit) -> None:
         """Raise RateLimited unless each of `limits` was counted and is within its limit."""
-        if not all(self.within(limit) for limit in limits):
-            raise RateLimited(retry_after=self.retry_after)
+        for limit in limits:
+            if not self.within(limit):
+                # The bucket that passed its limit: this one, or one counted before it.
+                passed = next(
+                    counted
+                    for counted, hits in zip(self.limits, self.hits, strict=True)
+                    if hits is not None and hits > counted.limit
+                )
+                raise _refused(passed, self.retry_after)
 
 
 class RateLimiter:
@@ -135,7 +143,7 @@ class RateLimiter:
             _COUNT, {**values, "bucket": self.bucket(limit.scope, limit.subject)}
         )
         if rows and int(rows[0]["hits"]) > limit.limit:
-            raise RateLimited(retry_after=retry_after)
+            raise _refused(limit, retry_after)
 
     async def hit_in_turn(
         self, limits: Sequence[Limit], *, now: int, beside: Statement | None = None
@@ -196,3 +204,9 @@ class RateLimiter:
         return Counts(
             limits=tuple(limits), hits=tuple(hits), read=tuple(read), retry_after=retry_after
         )
+
+
+def _refused(limit: Limit, retry_after: int) -> RateLimited:
+    """The refusal of a request that passed `limit`, counted by its scope."""
+    RATE_LIMIT_REFUSALS.labels(limit=limit.scope).inc()
+    return RateLimited(retry_after=retry_after)

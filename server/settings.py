@@ -28,6 +28,12 @@ DAY = 24 * HOUR
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "text"]
 
+# The default of metrics_allowed_networks.
+_LOOPBACK: tuple[IPNetwork, ...] = (
+    ipaddress.IPv4Network("127.0.0.0/8"),
+    ipaddress.IPv6Network("::1/128"),
+)
+
 # The default database: a SQLite file in data_dir.
 DATABASE_FILE = "splitlink.db"
 
@@ -126,6 +132,9 @@ class Settings(BaseSettings):
     # The per-IP limits count an IPv6 client by its network of this many bits: one holder of a
     # /64 can use any address in it.
     rate_limit_ipv6_prefix: int = Field(64, ge=32, le=128)
+    # Clients allowed to read /metrics (README "Metrics"); others get a 404. Loopback alone by
+    # default: a security server's counts are not public. Empty: no one.
+    metrics_allowed_networks: list[IPNetwork] = Field(default_factory=lambda: list(_LOOPBACK))
 
     mail_from: str = "splitlink <no-reply@localhost>"
     dev_mailbox_console: bool = True

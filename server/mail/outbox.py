@@ -38,6 +38,7 @@ from server.mail.transport import (
     PermanentMailError,
     TransientMailError,
 )
+from server.metrics import OUTBOX_TRIES
 from server.storage.database import Database, Statement
 
 logger = logging.getLogger("splitlink.outbox")
@@ -390,6 +391,8 @@ class OutboxDispatcher:
         # §7.2, §8.5, §8.7). On PostgreSQL one statement on the single-statement path, instead
         # of a transaction of BEGIN, the setting, the statements and COMMIT.
         await self._db.run_together(writes, durable=False)
+        for record in records:
+            OUTBOX_TRIES.labels(outcome=record.outcome).inc()
 
 
 @dataclass(frozen=True)

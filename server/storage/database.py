@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, Protocol, TypeVar
 
 import aiosqlite
 import asyncpg
@@ -85,6 +85,22 @@ _TRANSLATED: tuple[type[BaseException], ...] = (
 
 class TransactionConflict(TemporarilyUnavailable):
     """A serialization failure or deadlock: the transaction may simply be run again."""
+
+
+class DatabaseObserver(Protocol):
+    """Told of conflicts run again and of failures that may pass (server/metrics.py)."""
+
+    def conflict_retried(self) -> None: ...
+
+    def failed(self, kind: Literal["conflict", "unavailable"]) -> None: ...
+
+
+class _Unobserved:
+    def conflict_retried(self) -> None:
+        return None
+
+    def failed(self, kind: Literal["conflict", "unavailable"]) -> None:
+        return None
 
 
 class Connection:
@@ -713,8 +729,10 @@ class Database:
         sqlite_busy_timeout: float = 5.0,
         isolation: Isolation = "read_committed",
         pool_size: int = 10,
+        observer: DatabaseObserver | None = None,
     ) -> None:
         self.url = url
+        self._observer: DatabaseObserver = observer or _Unobserved()
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self.isolation = isolation
         self._sqlite: _SqlitePool | None = None
@@ -791,13 +809,15 @@ class Database:
 
     def _raise_translated(self, exc: BaseException) -> NoReturn:
         """Raise the server's error for a driver's exception, or `exc` itself if it has none."""
+        if isinstance(exc, AssertionError) and "already acquired" not in str(exc):
+            raise exc
+        if isinstance(exc, _PG_CONFLICTS):
+            self._observer.failed("conflict")
+            raise TransactionConflict() from exc
+        self._observer.failed("unavailable")
         if isinstance(exc, sqlite3.OperationalError):
             # "database is locked", "disk I/O error", "database or disk is full"
             raise TemporarilyUnavailable() from exc
-        if isinstance(exc, _PG_CONFLICTS):
-            raise TransactionConflict() from exc
-        if isinstance(exc, AssertionError) and "already acquired" not in str(exc):
-            raise exc
         # `databases` keeps one connection object per task and, when a release fails on a
         # connection the server terminated, leaves it marked acquired: every later use in that
         # task asserts ("already acquired"). Forget it, so the next use opens a fresh one.
@@ -837,7 +857,7 @@ class Database:
             async with self.transaction(durable=durable) as conn:
                 return await work(conn)
 
-        return await _again_after_conflicts(in_transaction)
+        return await _again_after_conflicts(in_transaction, self._observer)
 
     async def run_together(
         self,
@@ -868,7 +888,7 @@ class Database:
                 return await conn.run_guarded(guard, writes)
 
         # A statement that failed on a conflict had no effect: it runs again, as `run` does.
-        return await _again_after_conflicts(in_one_statement)
+        return await _again_after_conflicts(in_one_statement, self._observer)
 
     async def statement(self, query: str, values: Mapping[str, Any] | None = None) -> list[Row]:
         """One statement, atomic by itself, on the fastest path the backend has."""
@@ -893,7 +913,9 @@ class Database:
             yield _AsyncpgConnection(raw.raw_connection, self._pg_statements)
 
 
-async def _again_after_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
+async def _again_after_conflicts(
+    attempt: Callable[[], Awaitable[T]], observer: DatabaseObserver
+) -> T:
     """`attempt`, again after a serialization conflict, up to MAX_TRANSACTION_ATTEMPTS times."""
     for tries in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
         try:
@@ -901,16 +923,18 @@ async def _again_after_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
         except TransactionConflict:
             if tries == MAX_TRANSACTION_ATTEMPTS:
                 raise
+            observer.conflict_retried()
             # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
             await asyncio.sleep(random.uniform(0, 0.005 * 2**tries))  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def database_for(settings: Settings) -> Database:
+def database_for(settings: Settings, *, observer: DatabaseObserver | None = None) -> Database:
     """The database the settings name, with their pool, isolation and busy timeout."""
     return Database(
         settings.database_url,
         sqlite_busy_timeout=settings.sqlite_busy_timeout,
         isolation=settings.database_isolation,
         pool_size=settings.database_pool_size,
+        observer=observer,
     )
