@@ -168,7 +168,7 @@ def build_mail_composer(settings: Settings) -> MailComposer:
 
 
 def build_mail_transport(settings: Settings) -> MailTransport:
-    """SMTP when `smtp_url` is set, else the development mailbox (SPEC.md §7.4)."""
+    """SMTP when `smtp_url` is set, else the development mailbox (docs/design.md §13)."""
     target = settings.smtp
     if target is None:
         logger.info("mail: development mailbox in %s", Path(settings.data_dir) / "mail")

@@ -216,7 +216,7 @@ class LoginService:
             },
         )
         # Either order is a few hundred bytes of JSON, sealed: the same work whether or not
-        # the address has an account. The dispatcher renders it (SPEC.md §7.1).
+        # the address has an account. The dispatcher renders it (docs/design.md §12.1).
         order: MailOrder
         if signup_allowed:
             order = LoginLinkOrder(
@@ -383,7 +383,7 @@ class LoginService:
         """Which state stopped a consume that found no row: a concurrent completion won, or
         failures counted since the read reached the limit. The conditions of the consume only
         ever turn false, and `expires_at` was checked with the same `now`, so an attempt that
-        is neither consumed nor locked is no longer there (housekeeping, SPEC.md §8.6)."""
+        is neither consumed nor locked is no longer there (housekeeping, docs/design.md §6)."""
         rows = await self._db.statement(_FINISHED, {"id": attempt_id})
         attempt = rows[0] if rows else None
         if attempt is not None and attempt["consumed_at"] is not None:
@@ -403,7 +403,7 @@ class LoginService:
         now: int,
     ) -> TokenPair | None:
         """The consume, and only if it succeeds, the account at its first login, the session,
-        its notice and its refresh token, all atomically (SPEC.md §8.1). None if the consume
+        its notice and its refresh token, all atomically (docs/design.md §1). None if the consume
         found the attempt consumed, expired or locked meanwhile."""
         settings = self._settings
         writes: list[Statement] = []
@@ -474,7 +474,7 @@ class LoginService:
             now=now,
         )
         writes.append(refresh_row)
-        # Single use rests on this one conditional statement (SPEC.md §8.1).
+        # Single use rests on this one conditional statement (docs/design.md §1).
         consume = (
             "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
             "AND expires_at > :now AND failed_count < :max RETURNING id",

@@ -2,7 +2,7 @@
  * Integration testing against a development server (Node only).
  *
  * Without `SPLITLINK_SMTP_URL`, `splitlink serve` writes every message to
- * `<data dir>/mail/<outbox id>.eml` (renamed into place whole; SPEC.md §7.4). These helpers read
+ * `<data dir>/mail/<outbox id>.eml` (renamed into place whole; docs/design.md §13). These helpers read
  * the login link from there, so a test signs in exactly as a user would: start, open the mail,
  * hand the link to the app.
  */
