@@ -66,7 +66,7 @@ export async function signInWithDevMailbox(
   return started;
 }
 
-// Text parts are quoted-printable (SPEC.md §7.3): soft line breaks and `=3D` for `=`.
+// Text parts are quoted-printable (docs/design.md §13.1): soft line breaks and `=3D` for `=`.
 function decodeQuotedPrintable(text: string): string {
   return text.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
