@@ -159,7 +159,8 @@ async def build_services(
 
 
 def build_mail_composer(settings: Settings) -> MailComposer:
-    """The templates are read and checked here: a broken one stops the server (docs/design.md §13.1)."""
+    """The templates are read and checked here: a broken one stops the server (docs/design.md
+    §13.1)."""
     return MailComposer(
         app_name=settings.app_name,
         sender=settings.mail_from,

@@ -84,7 +84,8 @@ class DatabaseReplayStore:
     ) -> list[Row]:
         """The entry, the work's `writes` and `read` (its rows are returned) as one atomic unit
         of their own, durably: on PostgreSQL one statement, without a transaction around it
-        (SPEC.md §4.4; docs/design.md §7). As with `record_in`, `read` must not depend on the entry."""
+        (SPEC.md §4.4; docs/design.md §7). As with `record_in`, `read` must not depend on the
+        entry."""
         with _refusing_reuse():
             return await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes], read)
 

@@ -352,9 +352,9 @@ class OutboxDispatcher:
             writes += [(update, values), (_TRY, values)]
         # Not durable (no fsync of its own on SQLite, no wait for the WAL flush on PostgreSQL):
         # if a power failure loses these records, the rows are claimed again when their leases
-        # run out and the messages go again, which the at-least-once guarantee allows (docs/design.md
-        # §12.2, §5, §7). On PostgreSQL one statement on the single-statement path, instead
-        # of a transaction of BEGIN, the setting, the statements and COMMIT.
+        # run out and the messages go again, which the at-least-once guarantee allows
+        # (docs/design.md §12.2, §5, §7). On PostgreSQL one statement on the single-statement path,
+        # instead of a transaction of BEGIN, the setting, the statements and COMMIT.
         await self._db.run_together(writes, durable=False)
 
 

@@ -1,4 +1,5 @@
-"""`SPLITLINK_SMTP_URL` and the other mail settings, and `splitlink outbox` (docs/design.md §13, §14)."""
+"""`SPLITLINK_SMTP_URL` and the other mail settings, and `splitlink outbox` (docs/design.md §13,
+§14)."""
 
 from __future__ import annotations
 

@@ -367,8 +367,8 @@ async def test_tries_go_with_their_row_when_housekeeping_removes_it(
 async def test_a_claim_takes_at_most_its_limit_of_rows_oldest_first(
     tmp_path: Path, sink: SmtpSink, backend: str
 ) -> None:
-    # docs/design.md §12.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)` may
-    # run its subquery again for the outer rows and take more than its LIMIT.
+    # docs/design.md §12.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)`
+    # may run its subquery again for the outer rows and take more than its LIMIT.
     async with mail_server(tmp_path, sink, backend=backend) as server:
         for second in range(3):
             await _start_logins(server, 3, first=3 * second)

@@ -1,6 +1,6 @@
-"""The QR code (docs/design.md §13.1): what server/mail/qr.py computes itself (the version, the codewords
-and their Reed-Solomon blocks, the placement, the mask's penalty, the PNG) equals what `qrcode`
-does, so the symbol is exactly the one `qrcode` draws by itself."""
+"""The QR code (docs/design.md §13.1): what server/mail/qr.py computes itself (the version, the
+codewords and their Reed-Solomon blocks, the placement, the mask's penalty, the PNG) equals what
+`qrcode` does, so the symbol is exactly the one `qrcode` draws by itself."""
 
 from __future__ import annotations
 

@@ -120,8 +120,8 @@ async def test_each_purge_reaches_its_rows_without_walking_the_rows_it_keeps(
 async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
     server: Harness,
 ) -> None:
-    # docs/design.md §12.2 and revision 0004: during a burst hundreds of rows are due in one second; a
-    # claim that sorted them all on every call cost more than the rest of a delivery.
+    # docs/design.md §12.2 and revision 0004: during a burst hundreds of rows are due in one
+    # second; a claim that sorted them all on every call cost more than the rest of a delivery.
     from server.mail.outbox import _CLAIM
 
     plan = _plan(
@@ -170,7 +170,8 @@ async def test_housekeeping_purges_only_what_can_no_longer_matter(server: Harnes
 async def test_upgrading_the_replay_table_keeps_every_live_entry(
     tmp_path: Path, backend: str
 ) -> None:
-    # A proof used just before the upgrade must stay used after it (docs/design.md §4, revision 0003).
+    # A proof used just before the upgrade must stay used after it (docs/design.md §4, revision
+    # 0003).
     used = hashlib.sha256(b"jkt\njti").hexdigest()
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0002")
@@ -191,8 +192,8 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
 async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_the_rest(
     tmp_path: Path, backend: str
 ) -> None:
-    # Revision 0005: tries now go with their outbox row (docs/design.md §6); those left behind by the
-    # rows housekeeping deleted before it go once, at the upgrade.
+    # Revision 0005: tries now go with their outbox row (docs/design.md §6); those left behind by
+    # the rows housekeeping deleted before it go once, at the upgrade.
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0004")
         execute(
@@ -214,8 +215,8 @@ async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_
 async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_transactions_do(
     tmp_path: Path,
 ) -> None:
-    # SPEC.md §2.3 and docs/design.md §7: short-lived rows commit asynchronously, transactions durably, and
-    # a non-durable transaction (`durable=False`) asynchronously for itself only.
+    # SPEC.md §2.3 and docs/design.md §7: short-lived rows commit asynchronously, transactions
+    # durably, and a non-durable transaction (`durable=False`) asynchronously for itself only.
     setting = "SELECT current_setting('synchronous_commit') AS value"
     with database_url_for("postgresql", tmp_path) as url:
         db = Database(url, pool_size=1)  # one connection: the same one every time below
