@@ -292,7 +292,7 @@ class LoginService:
             outcome, tokens = await self._db.run(in_transaction)
         else:
             # Two statements, each atomic on its own, instead of a transaction of six round
-            # trips (SPEC.md §6.2 step 7): the entry with the read, then the consume with
+            # trips (docs/design.md §11.3): the entry with the read, then the consume with
             # everything a consume must commit with. The comparisons between them read only
             # what never changes once an attempt exists; the consume checks the rest again.
             attempts = await self._replay.record_with(proof, now=now, writes=(), read=read)
