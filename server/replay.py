@@ -66,8 +66,8 @@ class DatabaseReplayStore:
         read: Statement | None = None,
     ) -> list[Row]:
         """The same entry, written by the transaction of the work the proof admits: it commits
-        with that work, and a replay raises before the work begins (docs/design.md §11.1). `read`, the
-        work's first query, runs in the same round trip and its rows are returned; it must not
+        with that work, and a replay raises before the work begins (docs/design.md §11.1). `read`,
+        the work's first query, runs in the same round trip and its rows are returned; it must not
         depend on the entry (`Connection.run_together`). A plain insert here: a duplicate key
         fails it, and with it the transaction, where a conditional insert would need a round
         trip of its own to report what it did."""
