@@ -174,7 +174,8 @@ async def build_services(
 
 
 def build_mail_composer(settings: Settings) -> MailComposer:
-    """The templates are read and checked here: a broken one stops the server (SPEC.md §7.3)."""
+    """The templates are read and checked here: a broken one stops the server (docs/design.md
+    §13.1)."""
     return MailComposer(
         app_name=settings.app_name,
         sender=settings.mail_from,
@@ -183,7 +184,7 @@ def build_mail_composer(settings: Settings) -> MailComposer:
 
 
 def build_mail_transport(settings: Settings) -> MailTransport:
-    """SMTP when `smtp_url` is set, else the development mailbox (SPEC.md §7.4)."""
+    """SMTP when `smtp_url` is set, else the development mailbox (docs/design.md §13)."""
     target = settings.smtp
     if target is None:
         logger.info("mail: development mailbox in %s", Path(settings.data_dir) / "mail")

@@ -217,7 +217,7 @@ class LoginService:
             },
         )
         # Either order is a few hundred bytes of JSON, sealed: the same work whether or not
-        # the address has an account. The dispatcher renders it (SPEC.md §7.1).
+        # the address has an account. The dispatcher renders it (docs/design.md §12.1).
         order: MailOrder
         if signup_allowed:
             order = LoginLinkOrder(
@@ -293,7 +293,7 @@ class LoginService:
             outcome, tokens = await self._db.run(in_transaction)
         else:
             # Two statements, each atomic on its own, instead of a transaction of six round
-            # trips (SPEC.md §6.2 step 7): the entry with the read, then the consume with
+            # trips (docs/design.md §11.3): the entry with the read, then the consume with
             # everything a consume must commit with. The comparisons between them read only
             # what never changes once an attempt exists; the consume checks the rest again.
             attempts = await self._replay.record_with(proof, now=now, writes=(), read=read)
@@ -387,7 +387,7 @@ class LoginService:
         """Which state stopped a consume that found no row: a concurrent completion won, or
         failures counted since the read reached the limit. The conditions of the consume only
         ever turn false, and `expires_at` was checked with the same `now`, so an attempt that
-        is neither consumed nor locked is no longer there (housekeeping, SPEC.md §8.6)."""
+        is neither consumed nor locked is no longer there (housekeeping, docs/design.md §6)."""
         rows = await self._db.statement(_FINISHED, {"id": attempt_id})
         attempt = rows[0] if rows else None
         if attempt is not None and attempt["consumed_at"] is not None:
@@ -407,7 +407,7 @@ class LoginService:
         now: int,
     ) -> TokenPair | None:
         """The consume, and only if it succeeds, the account at its first login, the session,
-        its notice and its refresh token, all atomically (SPEC.md §8.1). None if the consume
+        its notice and its refresh token, all atomically (docs/design.md §1). None if the consume
         found the attempt consumed, expired or locked meanwhile."""
         settings = self._settings
         writes: list[Statement] = []
@@ -478,7 +478,7 @@ class LoginService:
             now=now,
         )
         writes.append(refresh_row)
-        # Single use rests on this one conditional statement (SPEC.md §8.1).
+        # Single use rests on this one conditional statement (docs/design.md §1).
         consume = (
             "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
             "AND expires_at > :now AND failed_count < :max RETURNING id",

@@ -66,8 +66,8 @@ class DatabaseReplayStore:
         read: Statement | None = None,
     ) -> list[Row]:
         """The same entry, written by the transaction of the work the proof admits: it commits
-        with that work, and a replay raises before the work begins (SPEC.md §4.4). `read`, the
-        work's first query, runs in the same round trip and its rows are returned; it must not
+        with that work, and a replay raises before the work begins (docs/design.md §11.1). `read`,
+        the work's first query, runs in the same round trip and its rows are returned; it must not
         depend on the entry (`Connection.run_together`). A plain insert here: a duplicate key
         fails it, and with it the transaction, where a conditional insert would need a round
         trip of its own to report what it did."""
@@ -84,7 +84,8 @@ class DatabaseReplayStore:
     ) -> list[Row]:
         """The entry, the work's `writes` and `read` (its rows are returned) as one atomic unit
         of their own, durably: on PostgreSQL one statement, without a transaction around it
-        (SPEC.md §4.4, §8.7). As with `record_in`, `read` must not depend on the entry."""
+        (docs/design.md §11.1, §7). As with `record_in`, `read` must not depend on the
+        entry."""
         with _refusing_reuse():
             return await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes], read)
 

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # Server-provided DPoP nonces (RFC 9449 §8, §9): stateless, valid for this step and the last.
     use_dpop_nonce: bool = False
     dpop_nonce_step: int = Field(60, ge=10, le=600)
-    # Per-process caches of the resource path (SPEC.md §8.9): entries, least recently used out.
+    # Per-process caches of the resource path (docs/design.md §9): entries, least recently used out.
     # Full, they take about 0.6 KB per token and 1.5 KB (Ed25519) to 2.2 KB (P-256) per key.
     verified_token_cache_size: int = Field(4096, ge=0, le=1_000_000)
     device_key_cache_size: int = Field(4096, ge=0, le=1_000_000)
@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     mail_from: str = "splitlink <no-reply@localhost>"
     dev_mailbox_console: bool = True
     outbox_poll_interval: float = Field(0.5, gt=0, le=60)
-    # Messages each process hands off at once (SPEC.md §7.2).
+    # Messages each process hands off at once (docs/design.md §12.2).
     outbox_concurrency: int = Field(4, ge=1, le=64)
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
     # /readyz fails its `outbox` check while a message has been due for longer than this.

@@ -1,4 +1,4 @@
-"""Mail orders: what the outbox stores instead of a rendered message (SPEC.md §7.1).
+"""Mail orders: what the outbox stores instead of a rendered message (docs/design.md §12.1).
 
 A request that queues mail stores an order, a small versioned JSON document holding exactly the
 values the composer needs. Everything that could change between two renderings (the Message-ID,

@@ -212,7 +212,7 @@ class OutboxDispatcher:
         run at once (each SMTP hand-off is a connection of its own, and one at a time a process
         would deliver no faster than one round trip to the mail server allows), and one atomic
         unit records all their outcomes. So a busy outbox costs two writes per batch instead of
-        two per message (SPEC.md §7.2). The round ends early when the mail service itself is
+        two per message (docs/design.md §12.2). The round ends early when the mail service itself is
         unavailable: the other due messages would fail the same way, and stay due for the next
         round. The first message of a round goes alone, so that during an outage a round costs
         one try of one message."""
@@ -387,9 +387,9 @@ class OutboxDispatcher:
             writes += [(update, values), (_TRY, values)]
         # Not durable (no fsync of its own on SQLite, no wait for the WAL flush on PostgreSQL):
         # if a power failure loses these records, the rows are claimed again when their leases
-        # run out and the messages go again, which the at-least-once guarantee allows (SPEC.md
-        # §7.2, §8.5, §8.7). On PostgreSQL one statement on the single-statement path, instead
-        # of a transaction of BEGIN, the setting, the statements and COMMIT.
+        # run out and the messages go again, which the at-least-once guarantee allows
+        # (docs/design.md §12.2, §5, §7). On PostgreSQL one statement on the single-statement path,
+        # instead of a transaction of BEGIN, the setting, the statements and COMMIT.
         await self._db.run_together(writes, durable=False)
         for record in records:
             OUTBOX_TRIES.labels(outcome=record.outcome).inc()

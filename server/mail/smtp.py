@@ -1,4 +1,4 @@
-"""SMTP delivery (SPEC.md §7.4): one connection per message, one recipient, TLS unless the
+"""SMTP delivery (docs/design.md §13): one connection per message, one recipient, TLS unless the
 operator asked for a plain local relay in so many words.
 
 `SPLITLINK_SMTP_URL` picks the connection:

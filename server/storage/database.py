@@ -364,7 +364,7 @@ class _WalSync:
     commit). The log is append-only, so a transaction that read another's writes commits after
     it in the log, and the fsync that makes it durable makes the other durable too: what a
     caller is told has committed survives a power failure, as with synchronous=FULL, while the
-    next writer already runs (SPEC.md §8.5). The log's inode stays the same while this
+    next writer already runs (docs/design.md §5). The log's inode stays the same while this
     process keeps its connections open (SQLite deletes the file only when the last connection
     to the database closes), so one descriptor serves the process's lifetime.
 
@@ -431,7 +431,7 @@ class _SqliteTransactions:
     The COMMIT itself never waits for the disk (synchronous=NORMAL). A durable transaction (a login,
     a rotation, a revocation) then waits for `wal_sync`, after releasing the lock, so the fsync does
     not hold up every other writer of every worker. Records whose loss only repeats work (outbox
-    delivery records) do not wait (SPEC.md §8.5). Durable or not, transactions take turns at
+    delivery records) do not wait (docs/design.md §5). Durable or not, transactions take turns at
     `writer`, so one connection serves both."""
 
     def __init__(self, path: str, *, busy_timeout: float, writer: asyncio.Lock) -> None:
@@ -570,7 +570,7 @@ class _PostgresStatements:
                 # counters, last use, failure counts, outbox leases): their commits do not wait
                 # for the WAL flush, as on SQLite they commit with synchronous=NORMAL. A crash of
                 # the database server can lose the last fraction of a second of them, never
-                # leave them half-written (SPEC.md §8.7).
+                # leave them half-written (docs/design.md §7).
                 "synchronous_commit": "off",
             },
             # These connections only ever run one autocommit statement at a time and never
@@ -845,7 +845,7 @@ class Database:
             isolation = "serializable" if self.isolation == "serializable" else None
             async with raw.transaction(isolation=isolation):
                 if not durable:
-                    # For this transaction only: its loss only repeats work (SPEC.md §8.7).
+                    # For this transaction only: its loss only repeats work (docs/design.md §7).
                     await raw.raw_connection.execute("SET LOCAL synchronous_commit = off")
                 yield _AsyncpgConnection(raw.raw_connection, self._pg_statements)
 

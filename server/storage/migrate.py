@@ -1,4 +1,4 @@
-"""Versioned schema migrations with Alembic (SPEC.md §8.4).
+"""Versioned schema migrations with Alembic (docs/design.md §4).
 
 `splitlink migrate` upgrades to the newest revision; the server refuses to start on a database
 whose revision is not the newest this code knows.

@@ -1,5 +1,5 @@
 """SQLite under lock contention and with a full disk: 503 with Retry-After, never 500, nothing
-half-written (SPEC.md §8.5; threats.md I7, I13)."""
+half-written (docs/design.md §5; threats.md I7, I13)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Races through real, separate connections to 2 workers, on SQLite (file, WAL) and on
-PostgreSQL at READ COMMITTED and SERIALIZABLE (SPEC.md §8.1; threats.md C2, C6, D2, G2, G6)."""
+PostgreSQL at READ COMMITTED and SERIALIZABLE (docs/design.md §1; threats.md C2, C6, D2, G2, G6)."""
 
 from __future__ import annotations
 

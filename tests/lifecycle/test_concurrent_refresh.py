@@ -1,5 +1,5 @@
 """Concurrent refreshes of one token and revocation racing refresh, through separate
-connections to 2 real workers on one SQLite file (threats.md G2, G6; SPEC.md §8.10)."""
+connections to 2 real workers on one SQLite file (threats.md G2, G6; docs/design.md §10)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Queued mail is an order, rendered by the dispatcher (SPEC.md §7.1, §7.2, §7.4): rendering is
-deterministic, an order that cannot be read or rendered is abandoned at once and never guessed
-at, and rows queued as rendered messages still go out unchanged."""
+"""Queued mail is an order, rendered by the dispatcher (docs/design.md §12.1, §12.2; SPEC.md §7.4):
+rendering is deterministic, an order that cannot be read or rendered is abandoned at once and never
+guessed at, and rows queued as rendered messages still go out unchanged."""
 
 from __future__ import annotations
 

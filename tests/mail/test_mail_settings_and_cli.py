@@ -1,4 +1,5 @@
-"""`SPLITLINK_SMTP_URL` and the other mail settings, and `splitlink outbox` (SPEC.md §7.4, §10)."""
+"""`SPLITLINK_SMTP_URL` and the other mail settings, and `splitlink outbox` (docs/design.md §13,
+§14)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""How the messages are written (SPEC.md §7.3): the MIME structure of each kind, 7-bit lines of
-bounded length with CRLF endings, RFC 2047 for text that is not ASCII, no header injection
-(threats.md D6), and boundaries that no body can contain."""
+"""How the messages are written (SPEC.md §7.3; docs/design.md §13.1): the MIME structure of each
+kind, 7-bit lines of bounded length with CRLF endings, RFC 2047 for text that is not ASCII, no
+header injection (threats.md D6), and boundaries that no body can contain."""
 
 from __future__ import annotations
 

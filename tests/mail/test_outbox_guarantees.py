@@ -301,7 +301,7 @@ class _SlowHandOff:
 async def test_a_process_hands_off_up_to_outbox_concurrency_messages_at_once_each_once(
     tmp_path: Path, sink: SmtpSink, backend: str
 ) -> None:
-    # SPEC.md §7.2: lanes of one dispatcher claim different rows, as competing processes do.
+    # docs/design.md §12.2: lanes of one dispatcher claim different rows, as competing processes do.
     async with mail_server(tmp_path, sink, backend=backend) as server:
         await _start_logins(server, 12)
         slow = _SlowHandOff(build_mail_transport(server.settings))
@@ -351,7 +351,7 @@ def _set(server: Harness, column: str, value: int, attempt_id: str) -> None:
 async def test_tries_go_with_their_row_when_housekeeping_removes_it(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
-    # SPEC.md §8.6: the tries of the rows being purged, first, so none outlives its row.
+    # docs/design.md §6: the tries of the rows being purged, first, so none outlives its row.
     from server.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
 
     async with mail_server(tmp_path, sink) as server:
@@ -368,8 +368,8 @@ async def test_tries_go_with_their_row_when_housekeeping_removes_it(
 async def test_a_claim_takes_at_most_its_limit_of_rows_oldest_first(
     tmp_path: Path, sink: SmtpSink, backend: str
 ) -> None:
-    # SPEC.md §7.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)` may
-    # run its subquery again for the outer rows and take more than its LIMIT.
+    # docs/design.md §12.2 step 1: one statement claims a batch. On PostgreSQL `id IN (subquery)`
+    # may run its subquery again for the outer rows and take more than its LIMIT.
     async with mail_server(tmp_path, sink, backend=backend) as server:
         for second in range(3):
             await _start_logins(server, 3, first=3 * second)
@@ -397,7 +397,7 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 async def test_on_postgres_a_claim_reads_no_more_rows_than_it_takes_whatever_the_statistics_say(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
-    # SPEC.md §7.2 step 1. A busy outbox leaves statistics taken while the queue was all but
+    # docs/design.md §12.2 step 1. A busy outbox leaves statistics taken while the queue was all but
     # empty. With them, the planner once found the claimed rows through the claim index and
     # walked every queued entry to do so (920 of them under the login measurement).
     limit = 4

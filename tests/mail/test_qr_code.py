@@ -1,4 +1,4 @@
-"""The QR code of a login link (SPEC.md §7.3): read back by an independent decoder, it is exactly
+"""The QR code of a login link (docs/design.md §13.1): read back by an independent decoder, it is exactly
 the link, at error-correction level M, a 1-bit greyscale PNG of 6 pixels per module with a quiet
 zone of 4, and the same link always gives the same bytes."""
 

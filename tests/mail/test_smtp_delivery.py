@@ -1,5 +1,5 @@
 """SMTP on the wire: one recipient, TLS as configured, and each reply mapped to the right outcome
-(SPEC.md §7.2, §7.4; threats.md D1, D4, D6, I2, I3)."""
+(docs/design.md §12.2, §13; threats.md D1, D4, D6, I2, I3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The per-process caches of the resource path stay within their configured size, least recently
-used out, and a size of 0 turns them off (SPEC.md §8.9; memory target of the benchmarks)."""
+used out, and a size of 0 turns them off (docs/design.md §9; memory target of the benchmarks)."""
 
 from __future__ import annotations
 

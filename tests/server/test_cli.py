@@ -1,4 +1,4 @@
-"""The `splitlink` command: migrate, keys list and keys rotate (SPEC.md §6.3, §8.4)."""
+"""The `splitlink` command: migrate, keys list and keys rotate (SPEC.md §6.3; docs/design.md §4)."""
 
 from __future__ import annotations
 

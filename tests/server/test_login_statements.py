@@ -1,6 +1,6 @@
 """How a login reaches the database on PostgreSQL: a start in two round trips and a completion in
-three, each statement atomic on its own, and no transaction around them (SPEC.md §6.1 step 5,
-§6.2 step 7, §8.1; threats.md D2)."""
+three, each statement atomic on its own, and no transaction around them (docs/design.md §11.2,
+§11.3, §1; threats.md D2)."""
 
 from __future__ import annotations
 

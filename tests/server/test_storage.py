@@ -1,5 +1,5 @@
 """Storage guarantees on both backends: schema versions, housekeeping, indexes behind every hot
-query (SPEC.md §8.4, §8.6)."""
+query (docs/design.md §4, §6)."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ async def test_every_hot_query_is_backed_by_an_index(server: Harness, name: str)
 
 
 # Each purge, the table it deletes from, and the index that must lead it to its rows: one that
-# holds only rows the purge may delete, or expire (SPEC.md §8.6, revision 0005).
+# holds only rows the purge may delete, or expire (docs/design.md §6, revision 0005).
 PURGES = {
     "replay entries": (PURGE_REPLAY, "dpop_replay", "dpop_replay_expires_at"),
     "rate-limit windows": (PURGE_RATE_LIMITS, "rate_limits", "rate_limits_expires_at"),
@@ -120,8 +120,8 @@ async def test_each_purge_reaches_its_rows_without_walking_the_rows_it_keeps(
 async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
     server: Harness,
 ) -> None:
-    # SPEC.md §7.2 and revision 0004: during a burst hundreds of rows are due in one second; a
-    # claim that sorted them all on every call cost more than the rest of a delivery.
+    # docs/design.md §12.2 and revision 0004: during a burst hundreds of rows are due in one
+    # second; a claim that sorted them all on every call cost more than the rest of a delivery.
     from server.mail.outbox import _CLAIM
 
     plan = _plan(
@@ -170,7 +170,8 @@ async def test_housekeeping_purges_only_what_can_no_longer_matter(server: Harnes
 async def test_upgrading_the_replay_table_keeps_every_live_entry(
     tmp_path: Path, backend: str
 ) -> None:
-    # A proof used just before the upgrade must stay used after it (SPEC.md §8.4, revision 0003).
+    # A proof used just before the upgrade must stay used after it (docs/design.md §4, revision
+    # 0003).
     used = hashlib.sha256(b"jkt\njti").hexdigest()
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0002")
@@ -191,8 +192,8 @@ async def test_upgrading_the_replay_table_keeps_every_live_entry(
 async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_the_rest(
     tmp_path: Path, backend: str
 ) -> None:
-    # Revision 0005: tries now go with their outbox row (SPEC.md §8.6); those left behind by the
-    # rows housekeeping deleted before it go once, at the upgrade.
+    # Revision 0005: tries now go with their outbox row (docs/design.md §6); those left behind by
+    # the rows housekeeping deleted before it go once, at the upgrade.
     with empty_database_url_for(backend, tmp_path) as url:
         migrate(url, revision="0004")
         execute(
@@ -214,8 +215,8 @@ async def test_upgrading_to_0005_deletes_the_tries_whose_mail_is_gone_and_keeps_
 async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_transactions_do(
     tmp_path: Path,
 ) -> None:
-    # SPEC.md §2.3 and §8.7: short-lived rows commit asynchronously, transactions durably, and
-    # a non-durable transaction (`durable=False`) asynchronously for itself only.
+    # SPEC.md §2.3 and docs/design.md §7: short-lived rows commit asynchronously, transactions
+    # durably, and a non-durable transaction (`durable=False`) asynchronously for itself only.
     setting = "SELECT current_setting('synchronous_commit') AS value"
     with database_url_for("postgresql", tmp_path) as url:
         db = Database(url, pool_size=1)  # one connection: the same one every time below
@@ -237,7 +238,7 @@ async def test_postgres_single_statements_do_not_wait_for_the_wal_flush_but_tran
 async def test_postgres_a_transaction_left_open_is_rolled_back_before_its_connection_is_reused(
     tmp_path: Path,
 ) -> None:
-    # The pool skips asyncpg's reset query (SPEC.md §8.7), but never the rollback of a
+    # The pool skips asyncpg's reset query (docs/design.md §7), but never the rollback of a
     # transaction that a cancelled request left open.
     import asyncio
 
@@ -358,7 +359,7 @@ async def _connected(
 async def test_writes_run_together_commit_together_each_with_its_own_parameters(
     tmp_path: Path, backend: str
 ) -> None:
-    # SPEC.md §8.7: on PostgreSQL the parts are one statement; equal parameter names in two
+    # docs/design.md §7: on PostgreSQL the parts are one statement; equal parameter names in two
     # parts keep their own values on both backends.
     seeded = "INSERT INTO rate_limits VALUES ('before', 0, 7, 0)"
     async with _connected(backend, tmp_path, seeded) as (db, url):
@@ -393,7 +394,7 @@ async def test_when_one_write_run_together_fails_none_has_an_effect(
 async def test_writes_run_together_on_their_own_are_one_atomic_unit(
     tmp_path: Path, backend: str
 ) -> None:
-    # Without a transaction around them (SPEC.md §8.7): on PostgreSQL one statement, durable or
+    # Without a transaction around them (docs/design.md §7): on PostgreSQL one statement, durable or
     # on the single-statement pool; on SQLite a write transaction.
     seeded = "INSERT INTO rate_limits VALUES ('taken', 0, 3, 0)"
     async with _connected(backend, tmp_path, seeded) as (db, url):
@@ -436,7 +437,7 @@ _TAKE_BUCKET = (
 async def test_guarded_writes_take_effect_only_with_the_guard_and_only_together(
     tmp_path: Path, backend: str
 ) -> None:
-    # SPEC.md §8.7: the guard (a conditional update) and the inserts it admits are one atomic
+    # docs/design.md §7: the guard (a conditional update) and the inserts it admits are one atomic
     # unit: on PostgreSQL one statement, on SQLite a write transaction.
     seeded = "INSERT INTO rate_limits VALUES ('guard', 0, 0, 0), ('taken', 0, 1, 0)"
     async with _connected(backend, tmp_path, seeded) as (db, url):
@@ -622,7 +623,7 @@ async def _held_in_its_fsync(
 async def test_on_sqlite_a_durable_transaction_returns_after_a_log_fsync_begun_after_its_commit(
     sqlite_db: tuple[Database, _RecordedFsyncs],
 ) -> None:
-    # SPEC.md §8.5: the COMMIT does not wait for the disk; the caller does, for the log.
+    # docs/design.md §5: the COMMIT does not wait for the disk; the caller does, for the log.
     db, fsyncs = sqlite_db
     async with db.transaction(durable=False) as conn:
         await conn.execute(_INSERT_BUCKET, {"bucket": "record"})
@@ -700,7 +701,7 @@ async def test_on_sqlite_a_cancelled_wait_for_durability_leaves_the_fsync_runnin
 async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_its_end(
     tmp_path: Path,
 ) -> None:
-    # SPEC.md §8.5: within a process, writers queue for SQLite's one write lock instead of
+    # docs/design.md §5: within a process, writers queue for SQLite's one write lock instead of
     # polling for it: a write statement issued while a transaction of the same process holds the
     # lock (here far longer than the busy timeout) runs once that transaction has committed.
     import asyncio
@@ -738,7 +739,7 @@ async def test_on_sqlite_a_write_behind_the_process_own_transaction_waits_for_it
 async def test_a_single_statement_translates_driver_errors_and_passes_others_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SPEC.md §8.5 and §8.7: a locked or full database is `503 temporarily_unavailable`; an
+    # docs/design.md §5 and §7: a locked or full database is `503 temporarily_unavailable`; an
     # exception the server does not know is passed on unchanged, never wrapped in itself.
     from server.errors import TemporarilyUnavailable
 
@@ -829,7 +830,7 @@ async def _write_without_pause(db: Database, seconds: float) -> _LogWatch:
 async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_never_pause(
     restarting_db: Database,
 ) -> None:
-    # SPEC.md §8.5: PASSIVE checkpoints alone never let the log start over while new pages
+    # docs/design.md §5: PASSIVE checkpoints alone never let the log start over while new pages
     # arrive during every copy, and the file then only grows.
     watch = await _write_without_pause(restarting_db, 2)
     assert watch.restarts >= 3
@@ -839,7 +840,7 @@ async def test_the_write_ahead_log_is_started_over_and_cut_back_while_writes_nev
 async def test_a_reader_of_the_old_log_puts_off_its_restart_but_holds_up_no_write_for_long(
     restarting_db: Database,
 ) -> None:
-    # SPEC.md §8.5: a RESTART waits at most SQLITE_WAL_RESTART_WAIT_MS for readers, holding
+    # docs/design.md §5: a RESTART waits at most SQLITE_WAL_RESTART_WAIT_MS for readers, holding
     # the writers off meanwhile, then gives up until the next round.
     path = restarting_db.sqlite_path
     with (
@@ -894,7 +895,7 @@ async def test_a_worker_that_starts_while_another_process_holds_the_database_wai
 async def test_a_transaction_that_keeps_conflicting_runs_eight_times_then_answers_503(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # SPEC.md §8.7 and README: up to 8 attempts in all, then temporarily_unavailable.
+    # docs/design.md §7 and README: up to 8 attempts in all, then temporarily_unavailable.
     pauses: list[float] = []
 
     async def no_pause(seconds: float) -> None:
@@ -916,7 +917,7 @@ async def test_a_transaction_that_keeps_conflicting_runs_eight_times_then_answer
 
 
 async def test_on_postgres_the_pool_size_bounds_each_of_the_two_pools(tmp_path: Path) -> None:
-    # SPEC.md §8.7, §10: database_pool_size connections at most in the transaction pool and as
+    # docs/design.md §7, §14: database_pool_size connections at most in the transaction pool and as
     # many again in the single-statement pool, so twice as many per worker.
     with database_url_for("postgresql", tmp_path) as url:
         migrate(url)

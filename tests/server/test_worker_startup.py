@@ -1,5 +1,5 @@
 """A served worker keeps what exists after its startup out of Python's cyclic garbage collector
-(SPEC.md §8.9): a full collection then walks only what was made since, instead of stalling the
+(docs/design.md §9): a full collection then walks only what was made since, instead of stalling the
 event loop for tens of milliseconds (README, Performance). Processes that build many apps, such
 as these tests, must not."""
 

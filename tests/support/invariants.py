@@ -1,4 +1,4 @@
-"""The invariants every fault test ends with (SPEC.md §8.10)."""
+"""The invariants every fault test ends with (docs/design.md §10)."""
 
 from __future__ import annotations
 

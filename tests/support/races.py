@@ -1,4 +1,4 @@
-"""Races through real, separate connections to a multi-worker server (SPEC.md §8.10)."""
+"""Races through real, separate connections to a multi-worker server (docs/design.md §10)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
  * Integration testing against a development server (Node only).
  *
  * Without `SPLITLINK_SMTP_URL`, `splitlink serve` writes every message to
- * `<data dir>/mail/<outbox id>.eml` (renamed into place whole; SPEC.md §7.4). These helpers read
+ * `<data dir>/mail/<outbox id>.eml` (renamed into place whole; docs/design.md §13). These helpers read
  * the login link from there, so a test signs in exactly as a user would: start, open the mail,
  * hand the link to the app.
  */
@@ -66,7 +66,7 @@ export async function signInWithDevMailbox(
   return started;
 }
 
-// Text parts are quoted-printable (SPEC.md §7.3): soft line breaks and `=3D` for `=`.
+// Text parts are quoted-printable (docs/design.md §13.1): soft line breaks and `=3D` for `=`.
 function decodeQuotedPrintable(text: string): string {
   return text.replace(/=\r?\n/g, "").replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }

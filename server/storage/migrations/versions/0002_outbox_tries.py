@@ -1,4 +1,4 @@
-"""Every delivery try of an outbox row: when, what came of it, and the error (SPEC.md §7.2).
+"""Every delivery try of an outbox row: when, what came of it, and the error (docs/design.md §12.2).
 
 `try_number` is the row's `tries` value after the claim that made the try, so a lease that runs
 out and a second claim give two distinct tries. There is no foreign key: housekeeping deletes

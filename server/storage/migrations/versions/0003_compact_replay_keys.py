@@ -1,6 +1,6 @@
 """DPoP replay entries keyed by 16 bytes instead of 64 hexadecimal characters, and on SQLite
 stored in the primary-key B-tree itself (WITHOUT ROWID): one insert per protected request
-touches two B-trees instead of three, with keys a quarter the size (SPEC.md §8.7). The first
+touches two B-trees instead of three, with keys a quarter the size (docs/design.md §7). The first
 128 bits of SHA-256 keep collisions out of reach: at a billion live entries the chance of any
 is below 10^-20.
 

@@ -10,7 +10,7 @@ on the same file. Building it there took 2.2 s.
 
 Likewise the finished outbox rows are found by their creation time in an index of finished
 rows, where the purge read the whole table, and their tries are deleted by the rows being purged
-instead of by a search of the whole tries table (SPEC.md §8.6).
+instead of by a search of the whole tries table (docs/design.md §6).
 The tries of rows deleted before this revision are deleted here, once.
 
 Revision ID: 0005
