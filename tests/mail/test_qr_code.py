@@ -1,6 +1,6 @@
-"""The QR code of a login link (docs/design.md §13.1): read back by an independent decoder, it is exactly
-the link, at error-correction level M, a 1-bit greyscale PNG of 6 pixels per module with a quiet
-zone of 4, and the same link always gives the same bytes."""
+"""The QR code of a login link (docs/design.md §13.1): read back by an independent decoder, it is
+exactly the link, at error-correction level M, a 1-bit greyscale PNG of 6 pixels per module with
+a quiet zone of 4, and the same link always gives the same bytes."""
 
 from __future__ import annotations
 
