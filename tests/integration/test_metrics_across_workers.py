@@ -72,6 +72,8 @@ def test_one_scrape_adds_up_the_counts_of_every_worker_exactly(tmp_path: Path) -
         workers=2,
         extra_env={
             "SPLITLINK_RATE_LIMIT_START_PER_EMAIL": "2",
+            # Above the address's cap, so that the cap is the one limit both refusals pass.
+            "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_CLIENT": "100",
             "SPLITLINK_METRICS_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
         },
     ) as server:
