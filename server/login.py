@@ -133,29 +133,36 @@ class LoginService:
         settings = self._settings
         now = self._clock.now()
         client = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+        network = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_network_prefix)
         per_ip = Limit("start-ip", client, settings.rate_limit_start_per_ip)
+        # One subscriber holds many clients (/64s) but one network, so the network bounds the
+        # starts of all of them, and is what counts towards an address's cap.
+        per_network = Limit("start-net", network, settings.rate_limit_start_per_network)
         try:
             address = parse_email_address(email)
             name = parse_device_name(device_name)
         except (InvalidEmail, MalformedInput):
-            # Refused input still counts against its client, and the limit comes first.
-            await self._limits.hit(per_ip, now=now)
+            # Refused input still counts against its client and network, and the limits come
+            # first.
+            (await self._limits.hit_in_turn((per_ip, per_network), now=now)).require(
+                per_ip, per_network
+            )
             raise
         canonical = address.canonical
         # In this order, each counted only while the one before it is within its limit: a
-        # client or key refused by its own bucket cannot go on using up the address's.
+        # client, network or key refused by its own bucket cannot go on using up the address's.
         per_key = Limit(
             "start-email-key", pair(canonical, proof.jkt), settings.rate_limit_start_per_email_key
         )
         per_client = Limit(
             "start-email-client",
-            pair(canonical, client),
+            pair(canonical, network),
             settings.rate_limit_start_per_email_client,
         )
         per_address = Limit("start-email", canonical, settings.rate_limit_start_per_email)
         # The account's stored address is read with the counts (one round trip on PostgreSQL).
         counts = await self._limits.hit_in_turn(
-            (per_ip, per_key, per_client, per_address),
+            (per_ip, per_network, per_key, per_client, per_address),
             now=now,
             beside=(
                 _ACCOUNT_AND_KEY,
@@ -168,13 +175,13 @@ class LoginService:
         )
         user = counts.read[0] if counts.read else None
         if user is not None and user["key_holds_session"]:
-            # The owner's own key: strangers on other clients, or on many, may have used up the
-            # address's starts, and must not keep the owner out. The mail it adds is bounded
+            # The owner's own key: strangers on other networks, or on many, may have used up
+            # the address's starts, and must not keep the owner out. The mail it adds is bounded
             # by its own bucket, and only the account's keys get this far (SPEC.md §6.11).
-            counts.require(per_ip, per_key)
+            counts.require(per_ip, per_network, per_key)
         else:
             # Any other key gets the same answer, whether or not the address has an account.
-            counts.require(per_ip, per_key, per_client, per_address)
+            counts.require(per_ip, per_network, per_key, per_client, per_address)
         secrets = new_login_secrets(self._random)
         mail = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
         phrase = check_phrase(proof.jkt)

@@ -56,20 +56,43 @@ def _is_count_column(name: str) -> bool:
     return name == "beside_rows" or (name.startswith("hits_") and name[5:].isdigit())
 
 
+# NAT64's well-known prefix (RFC 6052): a translated IPv4 client appears as this prefix and its
+# IPv4 address in the last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that an IPv6 address stands for: IPv4-mapped, 6to4 (one IPv4 address
+    holds all of 2002:a.b.c.d::/48), NAT64, and Teredo's client. Whoever holds that IPv4
+    address holds these, so they count as it does, not as the many networks they span."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
 def rate_limit_client(address: str, *, ipv6_prefix: int) -> str:
-    """The client that the per-IP limits count: an IPv4 address (an IPv4-mapped IPv6 address
-    as its IPv4 address), or an IPv6 address's network of `ipv6_prefix` bits. One holder of a
-    /64, the least a site is given, can use any of its addresses, so counting each would let
-    it start without limit. Anything that is not an IP address is its own client."""
+    """What the per-IP limits count at `ipv6_prefix`: an IPv4 address, or an IPv6 address that
+    embeds one, as that IPv4 address; any other IPv6 address as its network of `ipv6_prefix`
+    bits. At `rate_limit_ipv6_prefix` this is the client (one holder of a /64, the least a site
+    is given, can use any of its addresses, so counting each would let it start without
+    limit); at `rate_limit_ipv6_network_prefix` it is the client's network, the allocation one
+    subscriber may hold. Anything that is not an IP address is its own client and network."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv4Address):
-        return str(ip)
-    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is None:
+            return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+        ip = embedded
+    return str(ip)
 
 
 def pair(first: str, second: str) -> str:

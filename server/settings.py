@@ -126,12 +126,18 @@ class Settings(BaseSettings):
     rate_limit_start_per_email_key: int = Field(3, ge=1)
     rate_limit_start_per_email: int = Field(10, ge=1)
     rate_limit_start_per_ip: int = Field(30, ge=1)
+    # Starts per window from one network (`rate_limit_ipv6_network_prefix`): the most starts,
+    # and so the most mail, one subscriber's allocation causes, however many clients it spans.
+    rate_limit_start_per_network: int = Field(120, ge=1)
     rate_limit_complete_per_ip: int = Field(60, ge=1)
     rate_limit_window: int = Field(15 * MINUTE, ge=10, le=DAY)
     trusted_proxies: list[IPNetwork] = Field(default_factory=list)
     # The per-IP limits count an IPv6 client by its network of this many bits: one holder of a
     # /64 can use any address in it.
     rate_limit_ipv6_prefix: int = Field(64, ge=32, le=128)
+    # The network of an IPv6 client: a subscriber is commonly given a /56 or a /48, many /64s,
+    # so `start-net` and `start-email-client` count this wider prefix. It holds the client.
+    rate_limit_ipv6_network_prefix: int = Field(48, ge=16, le=64)
     # Clients allowed to read /metrics (README "Metrics"); others get a 404. Loopback alone by
     # default: a security server's counts are not public. Empty: no one.
     metrics_allowed_networks: list[IPNetwork] = Field(default_factory=lambda: list(_LOOPBACK))
@@ -246,6 +252,15 @@ class Settings(BaseSettings):
             return values
         data_dir = Path(values.get("data_dir", cls.model_fields["data_dir"].default))
         return {**values, "database_url": f"sqlite:///{data_dir / DATABASE_FILE}"}
+
+    @model_validator(mode="after")
+    def _ipv6_network_holds_the_client(self) -> Settings:
+        if self.rate_limit_ipv6_network_prefix > self.rate_limit_ipv6_prefix:
+            raise ValueError(
+                "rate_limit_ipv6_network_prefix cannot be longer than rate_limit_ipv6_prefix: "
+                "a network holds whole clients"
+            )
+        return self
 
     @field_validator("cors_origins")
     @classmethod

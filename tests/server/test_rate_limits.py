@@ -481,3 +481,133 @@ def test_the_client_of_a_rate_limit_is_the_ipv4_address_or_the_ipv6_prefix(
 def test_an_ipv6_prefix_outside_32_to_128_is_refused(prefix: int) -> None:
     with pytest.raises(ValidationError, match="rate_limit_ipv6_prefix"):
         Settings(rate_limit_ipv6_prefix=prefix)
+
+
+# --- The network of a client: one subscriber's allocation (SPEC.md §2.2 (g), (h); §6.11) --------
+
+
+async def test_a_stranger_on_four_64s_of_one_48_cannot_lock_out_the_owners_new_device(
+    tmp_path: Path, backend: str
+) -> None:
+    # One subscriber is given a /48 (or a /56): its /64s are one network, so together they
+    # count as one client towards the address's cap.
+    async with running_server(tmp_path, backend=backend, trusted_proxies=[_PROXY]) as server:
+        stranger = [
+            await _start_from(server, f"2001:db8:aa:{n}::1", "victim@example.com")
+            for n in range(4)
+            for _ in range(3)
+        ]
+        assert stranger == [202] * _PER_CLIENT + [429] * (12 - _PER_CLIENT)
+        # The owner's new device, with no session yet, from its own address.
+        owner = server.device()
+        assert await _start_from(server, _OWNER_IP, "victim@example.com", owner) == 202
+        assert _login_links_to(server, "victim@example.com") == _PER_CLIENT + 1
+
+
+async def test_one_48_is_bounded_by_its_network_across_many_64s_and_addresses(
+    tmp_path: Path, backend: str
+) -> None:
+    per_network = 6
+    async with running_server(
+        tmp_path,
+        backend=backend,
+        trusted_proxies=[_PROXY],
+        rate_limit_start_per_network=per_network,
+    ) as server:
+        statuses = [
+            await _start_from(server, f"2001:db8:bb:{n:x}::{m}", f"u{n}-{m}@example.com")
+            for n in range(1, 9)
+            for m in range(1, 3)
+        ]
+        assert statuses == [202] * per_network + [429] * (16 - per_network)
+        mailed = server.query("SELECT count(*) FROM outbox WHERE kind = 'login_link'")
+        assert int(mailed[0][0]) == per_network
+        # A start refused for its input counts against the network as well.
+        assert await _start_from(server, "2001:db8:bb:ff::1", "not an address") == 429
+        assert _hits(server, "start-net") == [17]
+        # Another /48 is another network; the next window is a new one.
+        assert await _start_from(server, "2001:db8:cc::1", "other@example.com") == 202
+        server.clock.advance(900)
+        assert await _start_from(server, "2001:db8:bb:1::1", "later@example.com") == 202
+
+
+@pytest.mark.parametrize(
+    "embedding",
+    [
+        pytest.param("::ffff:192.0.2.1", id="ipv4-mapped"),
+        pytest.param("2002:c000:201::1", id="6to4"),
+        pytest.param("2002:c000:201:ffff::9", id="6to4-another-64"),
+        pytest.param("64:ff9b::c000:201", id="nat64"),
+        pytest.param("2001:0:4136:e378:8000:63bf:3fff:fdfe", id="teredo"),
+    ],
+)
+async def test_an_address_that_embeds_an_ipv4_address_shares_its_buckets(
+    tmp_path: Path, backend: str, embedding: str
+) -> None:
+    async with running_server(
+        tmp_path, backend=backend, trusted_proxies=[_PROXY], rate_limit_start_per_ip=2
+    ) as server:
+        statuses = [
+            await _start_from(server, "192.0.2.1", "a@example.com"),
+            await _start_from(server, embedding, "a@example.com"),
+            await _start_from(server, embedding, "b@example.com"),
+        ]
+        assert statuses == [202, 202, 429]
+        assert _hits(server, "start-email-client") == [2]
+        assert await _start_from(server, "192.0.2.2", "c@example.com") == 202
+
+
+@pytest.mark.parametrize(
+    ("address", "prefix", "counted_as"),
+    [
+        ("2002:c000:201::1", 64, "192.0.2.1"),
+        ("2002:C000:0201:abcd:1:2:3:4", 48, "192.0.2.1"),
+        ("64:ff9b::192.0.2.1", 64, "192.0.2.1"),
+        ("64:ff9b::c000:201", 48, "192.0.2.1"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdfe", 64, "192.0.2.1"),
+        ("2001:db8:aa:1:2:3:4:5", 48, "2001:db8:aa::/48"),
+        ("2001:db8:aa:1:2:3:4:5", 56, "2001:db8:aa::/56"),
+        ("2001:db8:aa:ff01::1", 56, "2001:db8:aa:ff00::/56"),
+        ("64:ff9b:1::c000:201", 48, "64:ff9b:1::/48"),
+    ],
+)
+def test_an_ipv6_address_that_embeds_an_ipv4_address_is_counted_as_it(
+    address: str, prefix: int, counted_as: str
+) -> None:
+    assert rate_limit_client(address, ipv6_prefix=prefix) == counted_as
+
+
+@pytest.mark.parametrize(
+    ("network_prefix", "client_prefix"), [(16, 32), (48, 48), (56, 64), (64, 64), (48, 128)]
+)
+def test_a_network_prefix_from_16_to_the_client_prefix_is_accepted(
+    network_prefix: int, client_prefix: int
+) -> None:
+    settings = Settings(
+        rate_limit_ipv6_network_prefix=network_prefix, rate_limit_ipv6_prefix=client_prefix
+    )
+    assert settings.rate_limit_ipv6_network_prefix == network_prefix
+
+
+@pytest.mark.parametrize(
+    ("network_prefix", "client_prefix", "reason"),
+    [
+        (15, 64, "greater than or equal to 16"),
+        (65, 128, "less than or equal to 64"),
+        (56, 48, "cannot be longer than rate_limit_ipv6_prefix"),
+        (48, 32, "cannot be longer than rate_limit_ipv6_prefix"),
+    ],
+)
+def test_a_network_prefix_outside_16_to_64_or_longer_than_the_client_prefix_is_refused(
+    network_prefix: int, client_prefix: int, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Settings(
+            rate_limit_ipv6_network_prefix=network_prefix, rate_limit_ipv6_prefix=client_prefix
+        )
+
+
+def test_starts_per_network_default_to_120_and_at_least_one() -> None:
+    assert Settings().rate_limit_start_per_network == 120
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        Settings(rate_limit_start_per_network=0)
