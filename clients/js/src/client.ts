@@ -603,7 +603,9 @@ export class SplitlinkClient {
   async #send(url: string, init: RequestInit): Promise<Response> {
     let response: Response;
     try {
-      response = await this.#fetch(url, init);
+      // A 307 or 308 would send the body (refresh token, halves) and the proof on to any
+      // `Location`; a splitlink server never redirects these requests, so none is followed.
+      response = await this.#fetch(url, { ...init, redirect: "error" });
     } catch (error) {
       throw new NetworkError("the server could not be reached", error);
     }

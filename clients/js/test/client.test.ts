@@ -2,6 +2,8 @@
 // answers of a refused completion, nonce and clock retries, and one refresh in flight.
 
 import assert from "node:assert/strict";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { test } from "node:test";
 
 import {
@@ -10,6 +12,8 @@ import {
   LinkForAnotherLoginError,
   LoginAttemptEndedError,
   LoginLinkRefusedError,
+  MemoryStorage,
+  NetworkError,
   PureSigner,
   RateLimitedError,
   SessionEndedError,
@@ -382,4 +386,70 @@ test("htu names the path as fetch sends it, percent-encoded", async () => {
   const response = await client.fetch("/v1/café menu?x=1");
   assert.equal(response.status, 200);
   assert.equal(server.calls.at(-1)!.claims["htu"], `${ISSUER}/v1/caf%C3%A9%20menu`);
+});
+
+/** A local HTTP server; `handle` answers every request. */
+async function httpServer(handle: (request: IncomingMessage, body: string, response: ServerResponse) => void) {
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => handle(request, Buffer.concat(chunks).toString(), response));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address() as AddressInfo;
+  return { origin: `http://127.0.0.1:${address.port}`, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+test("a redirect is never followed, so no proof, token or half is sent on to its Location", async () => {
+  const received: string[] = [];
+  const elsewhere = await httpServer((request, body, response) => {
+    received.push(`${request.method} ${request.url} ${request.headers["dpop"] ?? ""} ${body}`);
+    response.writeHead(200, { "Content-Type": "application/json" }).end("{}");
+  });
+  let issuer = "";
+  const api = await httpServer((request, _body, response) => {
+    const path = new URL(request.url ?? "/", issuer).pathname;
+    if (path === "/.well-known/oauth-authorization-server") {
+      response.writeHead(200, { "Content-Type": "application/json" }).end(
+        JSON.stringify({
+          issuer,
+          token_endpoint: `${issuer}/oauth2/token`,
+          login_start_endpoint: `${issuer}/v1/login/start`,
+          revocation_endpoint: `${issuer}/oauth2/revoke`,
+          jwks_uri: `${issuer}/.well-known/jwks.json`,
+          dpop_signing_alg_values_supported: ["EdDSA"],
+        }),
+      );
+      return;
+    }
+    response.writeHead(307, { Location: `${elsewhere.origin}${path}` }).end();
+  });
+  const movedMetadata = await httpServer((request, _body, response) => {
+    response.writeHead(308, { Location: `${elsewhere.origin}${request.url ?? "/"}` }).end();
+  });
+  try {
+    issuer = api.origin;
+    const signer = PureSigner.generate("EdDSA");
+    const storage = new MemoryStorage();
+    const jkt = jwkThumbprint(signer.publicJwk);
+    const far = Date.now() + 600_000;
+    await storage.setItem(
+      "splitlink.tokens",
+      JSON.stringify({ issuer, jkt, accessToken: "at", refreshToken: "rt-secret", expiresAtMs: far, refreshAtMs: far }),
+    );
+    await storage.setItem(
+      "splitlink.pending_login",
+      JSON.stringify({ issuer, jkt, attemptId: ATTEMPT, deviceHalf: HALF, expiresAtMs: far }),
+    );
+    const client = await SplitlinkClient.create({ issuer, signer, storage });
+    await assert.rejects(client.refresh(), NetworkError);
+    await assert.rejects(client.fetch("/v1/me"), NetworkError);
+    await assert.rejects(client.completeFromLink(link(ATTEMPT, issuer)), NetworkError);
+    await assert.rejects(client.startLogin("alice@example.com"), NetworkError);
+    const moved = await SplitlinkClient.create({ issuer: movedMetadata.origin, signer });
+    await assert.rejects(moved.discover(), NetworkError);
+    assert.deepEqual(received, []);
+  } finally {
+    await Promise.all([elsewhere.close(), api.close(), movedMetadata.close()]);
+  }
 });
