@@ -2,7 +2,7 @@
  * `SplitlinkClient`: the device side of a splitlink sign-in (SPEC.md §1.2).
  *
  * Every request it signs carries a fresh DPoP proof by the device key, dated on the server's
- * clock as learnt from `Date` headers. A `use_dpop_nonce` answer is retried once with the nonce
+ * clock as learnt from the issuer's `Date` headers. A `use_dpop_nonce` answer is retried once with the nonce
  * the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens are refreshed
  * shortly before they expire and after a `401 invalid_token`, with one refresh in flight however
  * many requests wait for it. When the session ends, listeners of `onSessionEnded` are told once.
@@ -462,6 +462,7 @@ export class SplitlinkClient {
   }
 
   async #authorized(method: string, url: string, init: RequestInit): Promise<Outcome> {
+    const toIssuer = normalizedOrigin(url) === this.issuer;
     let tokens = await this.#currentTokens();
     const send = (accessToken: string): Promise<Outcome> =>
       this.#signed({
@@ -477,6 +478,11 @@ export class SplitlinkClient {
       tokens = await this.#refreshAfter(tokens);
       outcome = await send(tokens.accessToken);
       if (isExpiredToken(outcome.failure)) {
+        if (!toIssuer) {
+          // Only the issuer ends sessions: another origin refusing a fresh token is that
+          // origin's concern, and must not be able to sign the user out.
+          throw errorFor(outcome.failure);
+        }
         await this.#endHere("ended_by_server");
         throw new SessionEndedError("the session has ended; sign in again", { status: 401 });
       }
@@ -555,6 +561,12 @@ export class SplitlinkClient {
    * for a proof refused while the device's clock was off (learnt from that answer's `Date`).
    */
   async #signed(request: SignedRequest): Promise<Outcome> {
+    const toIssuer = normalizedOrigin(request.url) === this.issuer;
+    if (!toIssuer && !this.#clock.known) {
+      // The clock is learnt from the issuer only: ask it first. Should it be unreachable, the
+      // request still goes out, dated on the device's clock.
+      await this.discover().catch(() => undefined);
+    }
     let nonceRetried = false;
     let clockRetried = false;
     for (;;) {
@@ -576,14 +588,19 @@ export class SplitlinkClient {
         headers.set("Content-Type", request.contentType);
       }
       const response = await this.#send(request.url, { method: request.method, headers, body: request.body ?? null });
+      const receivedAtMs = this.#clock.deviceNowMs();
       const newNonce = response.headers.get("DPoP-Nonce");
       if (newNonce !== null) {
         this.#nonces.set(request.nonceKey, newNonce);
       }
-      if (response.ok) {
-        return { response, failure: undefined };
+      const failure = response.ok ? undefined : await readFailure(response);
+      if (toIssuer) {
+        const proofRefused = failure?.code === "invalid_dpop_proof";
+        this.#clock.observe(response.headers.get("Date"), { receivedAtMs, proofRefused });
       }
-      const failure = await readFailure(response);
+      if (failure === undefined) {
+        return { response, failure };
+      }
       if (failure.code === "use_dpop_nonce" && newNonce !== null && !nonceRetried) {
         nonceRetried = true;
         continue;
@@ -609,13 +626,13 @@ export class SplitlinkClient {
     } catch (error) {
       throw new NetworkError("the server could not be reached", error);
     }
-    this.#clock.observe(response.headers.get("Date"));
     return response;
   }
 
   async #fetchMetadata(): Promise<ServerMetadata> {
     // No HTTP cache: a stored answer would carry an old `Date`, and the clock is learnt from it.
     const response = await this.#send(`${this.issuer}${METADATA_PATH}`, { method: "GET", cache: "no-store" });
+    this.#clock.observe(response.headers.get("Date"));
     if (!response.ok) {
       throw errorFor(await readFailure(response));
     }
@@ -764,7 +781,7 @@ function wireForm(url: string): string {
   }
 }
 
-function isExpiredToken(failure: Failure | undefined): boolean {
+function isExpiredToken(failure: Failure | undefined): failure is Failure {
   return failure !== undefined && failure.status === 401 && failure.code === "invalid_token";
 }
 

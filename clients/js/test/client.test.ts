@@ -18,12 +18,14 @@ import {
   RateLimitedError,
   SessionEndedError,
   SplitlinkClient,
+  SplitlinkError,
   TemporarilyUnavailableError,
   InvalidLinkError,
   base64urlDecode,
   base64urlEncode,
   checkPhrase,
   jwkThumbprint,
+  type FetchFunction,
   type SessionEndedEvent,
 } from "../src/index.js";
 
@@ -75,7 +77,10 @@ function fakeServer(routes: Record<string, Handler>, serverTimeMs: () => number 
   return { fetch, calls };
 }
 
-async function clientWith(server: ReturnType<typeof fakeServer>, options: { now?: () => number } = {}) {
+async function clientWith(
+  server: ReturnType<typeof fakeServer>,
+  options: { now?: () => number; resourceOrigins?: readonly string[]; fetch?: FetchFunction } = {},
+) {
   const signer = PureSigner.generate("EdDSA");
   const client = await SplitlinkClient.create({ issuer: ISSUER, signer, fetch: server.fetch, ...options });
   return { client, signer };
@@ -452,4 +457,82 @@ test("a redirect is never followed, so no proof, token or half is sent on to its
   } finally {
     await Promise.all([elsewhere.close(), api.close(), movedMetadata.close()]);
   }
+});
+
+const API = "https://api.example.com";
+
+/** Signed in on the fake issuer, with `API` listed and answered by `resource`. */
+async function signedInWithResource(
+  resource: (request: Request) => Response | Promise<Response>,
+  serverTimeMs: () => number = Date.now,
+) {
+  let signer: PureSigner | undefined;
+  const server = fakeServer(
+    {
+      "POST /v1/login/start": startRoute(() => signer!),
+      "POST /oauth2/token": () => tokens(),
+      "GET /v1/data": () => json(200, {}),
+      "GET /v1/me": () =>
+        json(200, { user: { id: "u", email: "a@example.com" }, session: { id: "s", device_name: null, key_alg: "EdDSA", created_at: 1, last_used_at: 1, expires_at: 2, auth_time: 1 } }),
+    },
+    serverTimeMs,
+  );
+  const fetch: FetchFunction = async (input, init) =>
+    new URL(input).origin === API ? resource(new Request(input, init)) : server.fetch(input, init);
+  const made = await clientWith(server, { resourceOrigins: [API], fetch });
+  signer = made.signer;
+  await made.client.startLogin("a@example.com");
+  await made.client.completeFromLink(link());
+  return { ...made, server };
+}
+
+test("another origin's Date never moves the clock proofs are dated on", async () => {
+  const farAhead = new Date(Date.now() + 5 * 3600_000).toUTCString();
+  const { client } = await signedInWithResource(() => json(200, {}, { Date: farAhead }));
+  assert.ok(Math.abs(client.clockOffsetSeconds) < 3);
+  await client.fetch(`${API}/orders`);
+  assert.ok(Math.abs(client.clockOffsetSeconds) < 3);
+});
+
+test("an issuer's Date more than a day off is ignored", async () => {
+  const server = fakeServer({}, () => Date.now() + 3 * 86_400_000);
+  const { client } = await clientWith(server);
+  await client.discover();
+  assert.equal(client.clockOffsetSeconds, 0);
+});
+
+test("a sudden jump in the issuer's Date is ignored until a proof is refused", async () => {
+  let skew = 0;
+  const { client } = await signedInWithResource(() => json(200, {}), () => Date.now() + skew);
+  const before = client.clockOffsetSeconds;
+  skew = 2 * 3600_000;
+  const response = await client.fetch("/v1/data");
+  assert.equal(response.status, 200);
+  assert.equal(client.clockOffsetSeconds, before);
+});
+
+test("a resource origin refusing a fresh token is the caller's error, and the session stays", async () => {
+  const events: SessionEndedEvent[] = [];
+  const { client, server } = await signedInWithResource(() =>
+    json(401, { error: "invalid_token", error_description: "not for us" }, { "WWW-Authenticate": 'DPoP error="invalid_token"' }),
+  );
+  client.onSessionEnded((event) => events.push(event));
+  await assert.rejects(client.fetch(`${API}/orders`), (error: unknown) => {
+    assert.ok(error instanceof SplitlinkError);
+    assert.equal(error.code, "invalid_token");
+    assert.equal(error.status, 401);
+    return true;
+  });
+  assert.equal(client.isSignedIn, true);
+  assert.deepEqual(events, []);
+  assert.equal(server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length, 1);
+  assert.equal((await client.me()).session.id, "s");
+});
+
+test("the issuer refusing a fresh token still ends the session", async () => {
+  const events: SessionEndedEvent[] = [];
+  const { client } = await signedIn({ "GET /v1/data": () => json(401, { error: "invalid_token" }) });
+  client.onSessionEnded((event) => events.push(event));
+  await assert.rejects(client.fetch("/v1/data"), SessionEndedError);
+  assert.deepEqual(events, [{ reason: "ended_by_server" }]);
 });
