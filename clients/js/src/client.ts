@@ -477,11 +477,12 @@ export class SplitlinkClient {
     if (isExpiredToken(outcome.failure)) {
       tokens = await this.#refreshAfter(tokens);
       outcome = await send(tokens.accessToken);
-      if (isExpiredToken(outcome.failure)) {
+      const refusedAgain = outcome.failure;
+      if (refusedAgain !== undefined && isExpiredToken(refusedAgain)) {
         if (!toIssuer) {
           // Only the issuer ends sessions: another origin refusing a fresh token is that
           // origin's concern, and must not be able to sign the user out.
-          throw errorFor(outcome.failure);
+          throw errorFor(refusedAgain);
         }
         await this.#endHere("ended_by_server");
         throw new SessionEndedError("the session has ended; sign in again", { status: 401 });
@@ -781,7 +782,7 @@ function wireForm(url: string): string {
   }
 }
 
-function isExpiredToken(failure: Failure | undefined): failure is Failure {
+function isExpiredToken(failure: Failure | undefined): boolean {
   return failure !== undefined && failure.status === 401 && failure.code === "invalid_token";
 }
 
