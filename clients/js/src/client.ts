@@ -5,7 +5,9 @@
  * clock as learnt from the issuer's `Date` headers. A `use_dpop_nonce` answer is retried once with the nonce
  * the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens are refreshed
  * shortly before they expire and after a `401 invalid_token`, with one refresh in flight however
- * many requests wait for it. When the session ends, listeners of `onSessionEnded` are told once.
+ * many requests wait for it, and one at a time among the clients sharing a storage: each takes
+ * the tokens another rotated meanwhile instead of refreshing a rotated token, which the server
+ * would take for theft. When the session ends, listeners of `onSessionEnded` are told once.
  */
 
 import { isCanonicalBase64url } from "./base64url.js";
@@ -32,6 +34,7 @@ import { jwkThumbprint } from "./jwk.js";
 import { ATTEMPT_ID_BYTES, HALF_BYTES, LOGIN_LINK_PATH, parseLoginLink } from "./link.js";
 import { createDpopProof } from "./proof.js";
 import { requireSecureRandom } from "./random.js";
+import { withRefreshLock } from "./refresh-lock.js";
 import type { DeviceSigner } from "./signers/signer.js";
 import { MemoryStorage, type SecureStorage } from "./storage.js";
 
@@ -143,6 +146,11 @@ interface Tokens {
   readonly expiresAtMs: number;
   /** When to refresh before use: ahead of expiry, but never in the token's first half. */
   readonly refreshAtMs: number;
+  /**
+   * One more each time tokens are stored, by whichever client sharing the storage: the higher
+   * are the newer. Absent (0) in tokens stored by earlier versions.
+   */
+  readonly serial: number;
 }
 
 interface Failure {
@@ -204,15 +212,7 @@ export class SplitlinkClient {
   static async create(options: ClientOptions): Promise<SplitlinkClient> {
     requireSecureRandom();
     const client = new SplitlinkClient(options);
-    const tokens = await client.#read<Tokens>(client.#tokensKey);
-    if (
-      tokens !== null &&
-      tokens.issuer === client.issuer &&
-      tokens.jkt === client.jkt &&
-      typeof tokens.refreshAtMs === "number"
-    ) {
-      client.#tokens = tokens;
-    }
+    client.#tokens = await client.#storedTokens();
     return client;
   }
 
@@ -345,7 +345,8 @@ export class SplitlinkClient {
       }
       throw errorFor(failure);
     }
-    const tokens = await this.#tokenAnswer(response);
+    const stored = await this.#storedTokens();
+    const tokens = await this.#tokenAnswer(response, (stored?.serial ?? 0) + 1);
     await this.#storage.removeItem(this.#pendingKey);
     await this.#setTokens(tokens);
     return { expiresIn: Math.round((tokens.expiresAtMs - this.#clock.deviceNowMs()) / 1000) };
@@ -510,7 +511,10 @@ export class SplitlinkClient {
     return tokens;
   }
 
-  /** One refresh in flight: callers holding `stale` share it, or get what replaced `stale`. */
+  /**
+   * One refresh in flight: callers holding `stale` share it, or get what replaced `stale`. It
+   * runs under the lock of the shared storage (`refresh-lock.ts`).
+   */
   #refreshAfter(stale: Tokens): Promise<Tokens> {
     if (this.#refreshing !== null) {
       return this.#refreshing;
@@ -522,15 +526,38 @@ export class SplitlinkClient {
     if (current !== stale) {
       return Promise.resolve(current);
     }
-    const refreshing = this.#runRefresh(current).finally(() => {
+    const refreshing = withRefreshLock(this.#storage, `${this.#tokensKey} ${this.issuer}`, () =>
+      this.#refreshUnlessRotated(current),
+    ).finally(() => {
       this.#refreshing = null;
     });
     this.#refreshing = refreshing;
     return refreshing;
   }
 
-  async #runRefresh(tokens: Tokens): Promise<Tokens> {
+  /**
+   * Another client sharing the storage may have refreshed since `held` was read: its tokens are
+   * taken, and refreshed only if they are due too. Refreshing `held` instead would send a rotated
+   * refresh token, and the server would end the session for it.
+   */
+  async #refreshUnlessRotated(held: Tokens): Promise<Tokens> {
     const generation = this.#generation;
+    const stored = await this.#storedTokens();
+    if (generation !== this.#generation) {
+      throw new SessionEndedError("the session was ended on this device");
+    }
+    let tokens = held;
+    if (stored !== null && stored.serial > held.serial) {
+      this.#tokens = stored;
+      if (this.#clock.deviceNowMs() < stored.refreshAtMs) {
+        return stored;
+      }
+      tokens = stored;
+    }
+    return this.#runRefresh(tokens, generation);
+  }
+
+  async #runRefresh(tokens: Tokens, generation: number): Promise<Tokens> {
     const metadata = await this.discover();
     const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: tokens.refreshToken });
     const { response, failure } = await this.#signed({
@@ -549,7 +576,7 @@ export class SplitlinkClient {
       }
       throw errorFor(failure);
     }
-    const next = await this.#tokenAnswer(response);
+    const next = await this.#tokenAnswer(response, tokens.serial + 1);
     if (generation !== this.#generation) {
       throw new SessionEndedError("the session was ended on this device");
     }
@@ -691,7 +718,7 @@ export class SplitlinkClient {
     return url;
   }
 
-  async #tokenAnswer(response: Response): Promise<Tokens> {
+  async #tokenAnswer(response: Response, serial: number): Promise<Tokens> {
     const body = await jsonObject(response);
     const accessToken = body["access_token"];
     const refreshToken = body["refresh_token"];
@@ -719,6 +746,7 @@ export class SplitlinkClient {
       refreshToken,
       expiresAtMs: receivedAtMs + lifetimeMs,
       refreshAtMs: receivedAtMs + Math.max(lifetimeMs - this.#refreshMarginMs, lifetimeMs / 2),
+      serial,
     };
   }
 
@@ -743,6 +771,31 @@ export class SplitlinkClient {
         // A listener's failure must not stop the others or the sign-out itself.
       }
     }
+  }
+
+  /** The tokens the storage holds for this issuer and key, if any. */
+  async #storedTokens(): Promise<Tokens | null> {
+    const tokens = await this.#read<Partial<Tokens>>(this.#tokensKey);
+    if (
+      tokens === null ||
+      tokens.issuer !== this.issuer ||
+      tokens.jkt !== this.jkt ||
+      typeof tokens.accessToken !== "string" ||
+      typeof tokens.refreshToken !== "string" ||
+      typeof tokens.expiresAtMs !== "number" ||
+      typeof tokens.refreshAtMs !== "number"
+    ) {
+      return null;
+    }
+    return {
+      issuer: tokens.issuer,
+      jkt: tokens.jkt,
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresAtMs: tokens.expiresAtMs,
+      refreshAtMs: tokens.refreshAtMs,
+      serial: typeof tokens.serial === "number" ? tokens.serial : 0,
+    };
   }
 
   async #pending(): Promise<PendingLogin | null> {

@@ -536,3 +536,54 @@ test("the issuer refusing a fresh token still ends the session", async () => {
   await assert.rejects(client.fetch("/v1/data"), SessionEndedError);
   assert.deepEqual(events, [{ reason: "ended_by_server" }]);
 });
+
+/** A token endpoint that, like splitlink's with no grace period, ends the session on reuse. */
+function rotatingServer(signer: () => PureSigner) {
+  let current = "";
+  let revoked = false;
+  const server = fakeServer({
+    "POST /v1/login/start": startRoute(signer),
+    "POST /oauth2/token": async (request) => {
+      const form = new URLSearchParams(await request.text());
+      if (form.get("grant_type") === "refresh_token" && (revoked || form.get("refresh_token") !== current)) {
+        revoked = true;
+        return json(400, { error: "invalid_grant" });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const answer = tokens(60);
+      current = `rt-${tokenSerial}`;
+      return answer;
+    },
+    "GET /v1/data": () => (revoked ? json(401, { error: "invalid_token" }) : json(200, {})),
+  });
+  return { ...server, revoked: () => revoked };
+}
+
+test("two instances sharing one storage refresh once per rotation and keep the session", async () => {
+  let now = 1_000_000;
+  let signer: PureSigner | undefined;
+  const server = rotatingServer(() => signer!);
+  const storage = new MemoryStorage();
+  signer = PureSigner.generate("EdDSA");
+  const options = { issuer: ISSUER, signer, storage, fetch: server.fetch, now: () => now };
+  const first = await SplitlinkClient.create(options);
+  await first.startLogin("a@example.com");
+  await first.completeFromLink(link());
+  const second = await SplitlinkClient.create(options);
+  const refreshes = (): number => server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length;
+
+  await first.refresh();
+  now += 5_000;
+  await second.refresh();
+  assert.equal(refreshes(), 1);
+
+  await Promise.all([first.refresh(), second.refresh()]);
+  assert.equal(refreshes(), 2);
+
+  now += 31_000;
+  const answers = await Promise.all([first, second, first, second].map((client) => client.fetch("/v1/data")));
+  assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200]);
+  assert.equal(refreshes(), 3);
+  assert.equal(server.revoked(), false);
+  assert.equal(first.isSignedIn && second.isSignedIn, true);
+});
