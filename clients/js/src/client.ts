@@ -2,12 +2,13 @@
  * `SplitlinkClient`: the device side of a splitlink sign-in (SPEC.md §1.2).
  *
  * Every request it signs carries a fresh DPoP proof by the device key, dated on the server's
- * clock as learnt from the issuer's `Date` headers. A `use_dpop_nonce` answer is retried once with the nonce
- * the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens are refreshed
- * shortly before they expire and after a `401 invalid_token`, with one refresh in flight however
- * many requests wait for it, and one at a time among the clients sharing a storage: each takes
- * the tokens another rotated meanwhile instead of refreshing a rotated token, which the server
- * would take for theft. When the session ends, listeners of `onSessionEnded` are told once.
+ * clock as learnt from the issuer's `Date` headers. A `use_dpop_nonce` answer is retried once
+ * with the nonce the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens
+ * are refreshed shortly before they expire and after a `401 invalid_token`, with one refresh in
+ * flight however many requests wait for it, and one at a time among the clients sharing a
+ * storage: each takes the tokens another rotated meanwhile instead of refreshing a rotated token,
+ * which the server would take for theft. When the session ends, listeners of `onSessionEnded`
+ * are told once.
  */
 
 import { isCanonicalBase64url } from "./base64url.js";

@@ -587,3 +587,35 @@ test("two instances sharing one storage refresh once per rotation and keep the s
   assert.equal(server.revoked(), false);
   assert.equal(first.isSignedIn && second.isSignedIn, true);
 });
+
+test("after a restart, a first request to a resource origin is dated on the issuer's clock", async () => {
+  const skew = 10 * 60 * 1000;
+  const server = fakeServer({});
+  const signer = PureSigner.generate("EdDSA");
+  const storage = new MemoryStorage();
+  const later = Date.now() + 600_000;
+  await storage.setItem(
+    "splitlink.tokens",
+    JSON.stringify({
+      issuer: ISSUER,
+      jkt: jwkThumbprint(signer.publicJwk),
+      accessToken: "at",
+      refreshToken: "rt",
+      expiresAtMs: later - skew,
+      refreshAtMs: later - skew,
+      serial: 1,
+    }),
+  );
+  const resourceCalls: number[] = [];
+  const fetch: FetchFunction = async (input, init) => {
+    if (new URL(input).origin !== API) return server.fetch(input, init);
+    const iat = claimsOf(new Request(input, init))["iat"] as number;
+    resourceCalls.push(iat);
+    return Math.abs(iat - Date.now() / 1000) > 60 ? json(401, { error: "invalid_dpop_proof" }) : json(200, {});
+  };
+  const now = (): number => Date.now() - skew;
+  const client = await SplitlinkClient.create({ issuer: ISSUER, signer, storage, fetch, resourceOrigins: [API], now });
+  const response = await client.fetch(`${API}/orders`);
+  assert.equal(response.status, 200);
+  assert.equal(resourceCalls.length, 1);
+});
