@@ -619,3 +619,47 @@ test("after a restart, a first request to a resource origin is dated on the issu
   assert.equal(response.status, 200);
   assert.equal(resourceCalls.length, 1);
 });
+
+test("refreshes run under the storage's own lock, else under navigator.locks", async () => {
+  const webLocks: string[] = [];
+  const storageLocks: string[] = [];
+  const descriptor = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+  Object.defineProperty(globalThis, "navigator", {
+    value: {
+      locks: {
+        request: async (name: string, critical: () => Promise<unknown>) => {
+          webLocks.push(name);
+          return critical();
+        },
+      },
+    },
+    configurable: true,
+    writable: true,
+  });
+  try {
+    let signer: PureSigner | undefined;
+    const server = rotatingServer(() => signer!);
+    signer = PureSigner.generate("EdDSA");
+    const plain = new MemoryStorage();
+    const locking = Object.assign(new MemoryStorage(), {
+      withLock: async <T>(name: string, critical: () => Promise<T>): Promise<T> => {
+        storageLocks.push(name);
+        return critical();
+      },
+    });
+    for (const storage of [plain, locking]) {
+      const client = await SplitlinkClient.create({ issuer: ISSUER, signer, storage, fetch: server.fetch, storageKey: "app" });
+      await client.startLogin("a@example.com");
+      await client.completeFromLink(link());
+      await client.refresh();
+    }
+    assert.deepEqual(webLocks, [`app.tokens ${ISSUER}`]);
+    assert.deepEqual(storageLocks, [`app.tokens ${ISSUER}`]);
+  } finally {
+    if (descriptor === undefined) {
+      delete (globalThis as { navigator?: unknown }).navigator;
+    } else {
+      Object.defineProperty(globalThis, "navigator", descriptor);
+    }
+  }
+});
