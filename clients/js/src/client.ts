@@ -2,10 +2,13 @@
  * `SplitlinkClient`: the device side of a splitlink sign-in (SPEC.md §1.2).
  *
  * Every request it signs carries a fresh DPoP proof by the device key, dated on the server's
- * clock as learnt from `Date` headers. A `use_dpop_nonce` answer is retried once with the nonce
- * the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens are refreshed
- * shortly before they expire and after a `401 invalid_token`, with one refresh in flight however
- * many requests wait for it. When the session ends, listeners of `onSessionEnded` are told once.
+ * clock as learnt from the issuer's `Date` headers. A `use_dpop_nonce` answer is retried once
+ * with the nonce the server sent, and nonces are kept per audience (SPEC.md §4.5). Access tokens
+ * are refreshed shortly before they expire and after a `401 invalid_token`, with one refresh in
+ * flight however many requests wait for it, and one at a time among the clients sharing a
+ * storage: each takes the tokens another rotated meanwhile instead of refreshing a rotated token,
+ * which the server would take for theft. When the session ends, listeners of `onSessionEnded`
+ * are told once.
  */
 
 import { isCanonicalBase64url } from "./base64url.js";
@@ -32,6 +35,7 @@ import { jwkThumbprint } from "./jwk.js";
 import { ATTEMPT_ID_BYTES, HALF_BYTES, LOGIN_LINK_PATH, parseLoginLink } from "./link.js";
 import { createDpopProof } from "./proof.js";
 import { requireSecureRandom } from "./random.js";
+import { withRefreshLock } from "./refresh-lock.js";
 import type { DeviceSigner } from "./signers/signer.js";
 import { MemoryStorage, type SecureStorage } from "./storage.js";
 
@@ -143,6 +147,11 @@ interface Tokens {
   readonly expiresAtMs: number;
   /** When to refresh before use: ahead of expiry, but never in the token's first half. */
   readonly refreshAtMs: number;
+  /**
+   * One more each time tokens are stored, by whichever client sharing the storage: the higher
+   * are the newer. Absent (0) in tokens stored by earlier versions.
+   */
+  readonly serial: number;
 }
 
 interface Failure {
@@ -204,15 +213,7 @@ export class SplitlinkClient {
   static async create(options: ClientOptions): Promise<SplitlinkClient> {
     requireSecureRandom();
     const client = new SplitlinkClient(options);
-    const tokens = await client.#read<Tokens>(client.#tokensKey);
-    if (
-      tokens !== null &&
-      tokens.issuer === client.issuer &&
-      tokens.jkt === client.jkt &&
-      typeof tokens.refreshAtMs === "number"
-    ) {
-      client.#tokens = tokens;
-    }
+    client.#tokens = await client.#storedTokens();
     return client;
   }
 
@@ -345,7 +346,8 @@ export class SplitlinkClient {
       }
       throw errorFor(failure);
     }
-    const tokens = await this.#tokenAnswer(response);
+    const stored = await this.#storedTokens();
+    const tokens = await this.#tokenAnswer(response, (stored?.serial ?? 0) + 1);
     await this.#storage.removeItem(this.#pendingKey);
     await this.#setTokens(tokens);
     return { expiresIn: Math.round((tokens.expiresAtMs - this.#clock.deviceNowMs()) / 1000) };
@@ -462,6 +464,7 @@ export class SplitlinkClient {
   }
 
   async #authorized(method: string, url: string, init: RequestInit): Promise<Outcome> {
+    const toIssuer = normalizedOrigin(url) === this.issuer;
     let tokens = await this.#currentTokens();
     const send = (accessToken: string): Promise<Outcome> =>
       this.#signed({
@@ -476,7 +479,13 @@ export class SplitlinkClient {
     if (isExpiredToken(outcome.failure)) {
       tokens = await this.#refreshAfter(tokens);
       outcome = await send(tokens.accessToken);
-      if (isExpiredToken(outcome.failure)) {
+      const refusedAgain = outcome.failure;
+      if (refusedAgain !== undefined && isExpiredToken(refusedAgain)) {
+        if (!toIssuer) {
+          // Only the issuer ends sessions: another origin refusing a fresh token is that
+          // origin's concern, and must not be able to sign the user out.
+          throw errorFor(refusedAgain);
+        }
         await this.#endHere("ended_by_server");
         throw new SessionEndedError("the session has ended; sign in again", { status: 401 });
       }
@@ -503,7 +512,10 @@ export class SplitlinkClient {
     return tokens;
   }
 
-  /** One refresh in flight: callers holding `stale` share it, or get what replaced `stale`. */
+  /**
+   * One refresh in flight: callers holding `stale` share it, or get what replaced `stale`. It
+   * runs under the lock of the shared storage (`refresh-lock.ts`).
+   */
   #refreshAfter(stale: Tokens): Promise<Tokens> {
     if (this.#refreshing !== null) {
       return this.#refreshing;
@@ -515,15 +527,38 @@ export class SplitlinkClient {
     if (current !== stale) {
       return Promise.resolve(current);
     }
-    const refreshing = this.#runRefresh(current).finally(() => {
+    const refreshing = withRefreshLock(this.#storage, `${this.#tokensKey} ${this.issuer}`, () =>
+      this.#refreshUnlessRotated(current),
+    ).finally(() => {
       this.#refreshing = null;
     });
     this.#refreshing = refreshing;
     return refreshing;
   }
 
-  async #runRefresh(tokens: Tokens): Promise<Tokens> {
+  /**
+   * Another client sharing the storage may have refreshed since `held` was read: its tokens are
+   * taken, and refreshed only if they are due too. Refreshing `held` instead would send a rotated
+   * refresh token, and the server would end the session for it.
+   */
+  async #refreshUnlessRotated(held: Tokens): Promise<Tokens> {
     const generation = this.#generation;
+    const stored = await this.#storedTokens();
+    if (generation !== this.#generation) {
+      throw new SessionEndedError("the session was ended on this device");
+    }
+    let tokens = held;
+    if (stored !== null && stored.serial > held.serial) {
+      this.#tokens = stored;
+      if (this.#clock.deviceNowMs() < stored.refreshAtMs) {
+        return stored;
+      }
+      tokens = stored;
+    }
+    return this.#runRefresh(tokens, generation);
+  }
+
+  async #runRefresh(tokens: Tokens, generation: number): Promise<Tokens> {
     const metadata = await this.discover();
     const form = new URLSearchParams({ grant_type: "refresh_token", refresh_token: tokens.refreshToken });
     const { response, failure } = await this.#signed({
@@ -542,7 +577,7 @@ export class SplitlinkClient {
       }
       throw errorFor(failure);
     }
-    const next = await this.#tokenAnswer(response);
+    const next = await this.#tokenAnswer(response, tokens.serial + 1);
     if (generation !== this.#generation) {
       throw new SessionEndedError("the session was ended on this device");
     }
@@ -555,6 +590,12 @@ export class SplitlinkClient {
    * for a proof refused while the device's clock was off (learnt from that answer's `Date`).
    */
   async #signed(request: SignedRequest): Promise<Outcome> {
+    const toIssuer = normalizedOrigin(request.url) === this.issuer;
+    if (!toIssuer && !this.#clock.known) {
+      // The clock is learnt from the issuer only: ask it first. Should it be unreachable, the
+      // request still goes out, dated on the device's clock.
+      await this.discover().catch(() => undefined);
+    }
     let nonceRetried = false;
     let clockRetried = false;
     for (;;) {
@@ -576,14 +617,19 @@ export class SplitlinkClient {
         headers.set("Content-Type", request.contentType);
       }
       const response = await this.#send(request.url, { method: request.method, headers, body: request.body ?? null });
+      const receivedAtMs = this.#clock.deviceNowMs();
       const newNonce = response.headers.get("DPoP-Nonce");
       if (newNonce !== null) {
         this.#nonces.set(request.nonceKey, newNonce);
       }
-      if (response.ok) {
-        return { response, failure: undefined };
+      const failure = response.ok ? undefined : await readFailure(response);
+      if (toIssuer) {
+        const proofRefused = failure?.code === "invalid_dpop_proof";
+        this.#clock.observe(response.headers.get("Date"), { receivedAtMs, proofRefused });
       }
-      const failure = await readFailure(response);
+      if (failure === undefined) {
+        return { response, failure };
+      }
       if (failure.code === "use_dpop_nonce" && newNonce !== null && !nonceRetried) {
         nonceRetried = true;
         continue;
@@ -603,17 +649,19 @@ export class SplitlinkClient {
   async #send(url: string, init: RequestInit): Promise<Response> {
     let response: Response;
     try {
-      response = await this.#fetch(url, init);
+      // A 307 or 308 would send the body (refresh token, halves) and the proof on to any
+      // `Location`; a splitlink server never redirects these requests, so none is followed.
+      response = await this.#fetch(url, { ...init, redirect: "error" });
     } catch (error) {
       throw new NetworkError("the server could not be reached", error);
     }
-    this.#clock.observe(response.headers.get("Date"));
     return response;
   }
 
   async #fetchMetadata(): Promise<ServerMetadata> {
     // No HTTP cache: a stored answer would carry an old `Date`, and the clock is learnt from it.
     const response = await this.#send(`${this.issuer}${METADATA_PATH}`, { method: "GET", cache: "no-store" });
+    this.#clock.observe(response.headers.get("Date"));
     if (!response.ok) {
       throw errorFor(await readFailure(response));
     }
@@ -671,7 +719,7 @@ export class SplitlinkClient {
     return url;
   }
 
-  async #tokenAnswer(response: Response): Promise<Tokens> {
+  async #tokenAnswer(response: Response, serial: number): Promise<Tokens> {
     const body = await jsonObject(response);
     const accessToken = body["access_token"];
     const refreshToken = body["refresh_token"];
@@ -699,6 +747,7 @@ export class SplitlinkClient {
       refreshToken,
       expiresAtMs: receivedAtMs + lifetimeMs,
       refreshAtMs: receivedAtMs + Math.max(lifetimeMs - this.#refreshMarginMs, lifetimeMs / 2),
+      serial,
     };
   }
 
@@ -723,6 +772,31 @@ export class SplitlinkClient {
         // A listener's failure must not stop the others or the sign-out itself.
       }
     }
+  }
+
+  /** The tokens the storage holds for this issuer and key, if any. */
+  async #storedTokens(): Promise<Tokens | null> {
+    const tokens = await this.#read<Partial<Tokens>>(this.#tokensKey);
+    if (
+      tokens === null ||
+      tokens.issuer !== this.issuer ||
+      tokens.jkt !== this.jkt ||
+      typeof tokens.accessToken !== "string" ||
+      typeof tokens.refreshToken !== "string" ||
+      typeof tokens.expiresAtMs !== "number" ||
+      typeof tokens.refreshAtMs !== "number"
+    ) {
+      return null;
+    }
+    return {
+      issuer: tokens.issuer,
+      jkt: tokens.jkt,
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      expiresAtMs: tokens.expiresAtMs,
+      refreshAtMs: tokens.refreshAtMs,
+      serial: typeof tokens.serial === "number" ? tokens.serial : 0,
+    };
   }
 
   async #pending(): Promise<PendingLogin | null> {

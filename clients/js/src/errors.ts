@@ -36,7 +36,8 @@ export type LocalErrorCode =
   | "network_error"
   | "invalid_response"
   | "no_secure_random"
-  | "unsupported_runtime";
+  | "unsupported_runtime"
+  | "unsafe_device_key";
 
 export type ErrorCode = ServerErrorCode | LocalErrorCode;
 
@@ -186,5 +187,16 @@ export class InvalidResponseError extends SplitlinkError {
 export class UnsupportedRuntimeError extends SplitlinkError {
   constructor(code: "no_secure_random" | "unsupported_runtime", message: string) {
     super(code, message);
+  }
+}
+
+/**
+ * A key pair offered as the device key that could leak or be misused: its private key can be
+ * exported, or it is not an ECDSA signing key. A script that once ran on the page's origin could
+ * have put such a key where the app keeps its own.
+ */
+export class UnsafeDeviceKeyError extends SplitlinkError {
+  constructor(message: string) {
+    super("unsafe_device_key", message);
   }
 }

@@ -5,13 +5,19 @@ import { SplitlinkError } from "./errors.js";
 const DEFAULT_PORTS: Readonly<Record<string, string>> = { http: "80", https: "443" };
 const URL_PARTS = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?$/s;
 const AUTHORITY = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d*))?$/;
+// A URI has neither (RFC 3986 §2); a parser that drops TAB, CR and LF or strips spaces would
+// otherwise find one URL inside another (SPEC.md §4.1 step 6).
+const CONTROL_OR_SPACE = /[\u0000-\u001f\u007f-\u009f\s]/u;
 
 /**
  * Lower-cased scheme and host, no default port, `/` for an empty path, no query or fragment;
  * the path is kept exactly as written. Refuses what is not an absolute http(s) URL with a host
- * and without user information.
+ * and without user information, and any control character or whitespace.
  */
 export function normalizeHtu(url: string): string {
+  if (CONTROL_OR_SPACE.test(url)) {
+    throw malformed("control characters and whitespace are refused");
+  }
   const parts = URL_PARTS.exec(url);
   if (parts === null) {
     throw malformed("not an absolute URL");

@@ -11,6 +11,14 @@ export interface SecureStorage {
   getItem(key: string): Promise<string | null>;
   setItem(key: string, value: string): Promise<void>;
   removeItem(key: string): Promise<void>;
+  /**
+   * Optional: run `critical` while no other holder of the lock `name` runs, in any process that
+   * shares this storage (an app extension, a second process on one file). The client refreshes
+   * its tokens inside it, so that two instances never refresh one token: the server takes that
+   * for a stolen token and ends the session. Without it, browsers use `navigator.locks`, and
+   * elsewhere only instances within one JavaScript runtime are kept apart.
+   */
+  withLock?<T>(name: string, critical: () => Promise<T>): Promise<T>;
 }
 
 /** Kept only for the life of the process: a reload signs the user out. */

@@ -165,6 +165,40 @@ describe("in headless Chromium, from another origin allowed by CORS", { skip: mi
     assert.deepEqual(loggedOut, ["logout"]);
   });
 
+  test("an exportable key put in the key's place in IndexedDB is replaced, and the app told", async () => {
+    const page = await open(site.origin);
+    const outcome = await page.evaluate(async () => {
+      const sl = (window as any).splitlink;
+      const keyName = "planted-key";
+      const planted = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign", "verify"]);
+      await new Promise<void>((resolve, reject) => {
+        const open = indexedDB.open("splitlink", 1);
+        open.onupgradeneeded = () => open.result.createObjectStore("keys");
+        open.onerror = () => reject(open.error);
+        open.onsuccess = () => {
+          const put = open.result.transaction("keys", "readwrite").objectStore("keys").put(planted, keyName);
+          put.onsuccess = () => {
+            open.result.close();
+            resolve();
+          };
+          put.onerror = () => reject(put.error);
+        };
+      });
+      const replaced: string[] = [];
+      const onKeyReplaced = (error: { code: string }) => replaced.push(error.code);
+      const signer = await sl.loadOrCreateBrowserSigner({ keyName, onKeyReplaced });
+      const again = await sl.loadOrCreateBrowserSigner({ keyName, onKeyReplaced });
+      const plantedJwk = await crypto.subtle.exportKey("jwk", planted.publicKey);
+      return {
+        replaced,
+        extractable: signer.keyPair.privateKey.extractable,
+        kept: JSON.stringify(again.publicJwk) === JSON.stringify(signer.publicJwk),
+        planted: signer.publicJwk.x === plantedJwk.x,
+      };
+    });
+    assert.deepEqual(outcome, { replaced: ["unsafe_device_key"], extractable: false, kept: true, planted: false });
+  });
+
   test("a page on an origin not on the list cannot reach the server", async () => {
     const page = await open(stranger.origin);
     const code = await page.evaluate(async (issuer) => {

@@ -2,6 +2,8 @@
 // answers of a refused completion, nonce and clock retries, and one refresh in flight.
 
 import assert from "node:assert/strict";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { test } from "node:test";
 
 import {
@@ -10,16 +12,20 @@ import {
   LinkForAnotherLoginError,
   LoginAttemptEndedError,
   LoginLinkRefusedError,
+  MemoryStorage,
+  NetworkError,
   PureSigner,
   RateLimitedError,
   SessionEndedError,
   SplitlinkClient,
+  SplitlinkError,
   TemporarilyUnavailableError,
   InvalidLinkError,
   base64urlDecode,
   base64urlEncode,
   checkPhrase,
   jwkThumbprint,
+  type FetchFunction,
   type SessionEndedEvent,
 } from "../src/index.js";
 
@@ -71,7 +77,10 @@ function fakeServer(routes: Record<string, Handler>, serverTimeMs: () => number 
   return { fetch, calls };
 }
 
-async function clientWith(server: ReturnType<typeof fakeServer>, options: { now?: () => number } = {}) {
+async function clientWith(
+  server: ReturnType<typeof fakeServer>,
+  options: { now?: () => number; resourceOrigins?: readonly string[]; fetch?: FetchFunction } = {},
+) {
   const signer = PureSigner.generate("EdDSA");
   const client = await SplitlinkClient.create({ issuer: ISSUER, signer, fetch: server.fetch, ...options });
   return { client, signer };
@@ -382,4 +391,275 @@ test("htu names the path as fetch sends it, percent-encoded", async () => {
   const response = await client.fetch("/v1/café menu?x=1");
   assert.equal(response.status, 200);
   assert.equal(server.calls.at(-1)!.claims["htu"], `${ISSUER}/v1/caf%C3%A9%20menu`);
+});
+
+/** A local HTTP server; `handle` answers every request. */
+async function httpServer(handle: (request: IncomingMessage, body: string, response: ServerResponse) => void) {
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("end", () => handle(request, Buffer.concat(chunks).toString(), response));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address() as AddressInfo;
+  return { origin: `http://127.0.0.1:${address.port}`, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+test("a redirect is never followed, so no proof, token or half is sent on to its Location", async () => {
+  const received: string[] = [];
+  const elsewhere = await httpServer((request, body, response) => {
+    received.push(`${request.method} ${request.url} ${request.headers["dpop"] ?? ""} ${body}`);
+    response.writeHead(200, { "Content-Type": "application/json" }).end("{}");
+  });
+  let issuer = "";
+  const api = await httpServer((request, _body, response) => {
+    const path = new URL(request.url ?? "/", issuer).pathname;
+    if (path === "/.well-known/oauth-authorization-server") {
+      response.writeHead(200, { "Content-Type": "application/json" }).end(
+        JSON.stringify({
+          issuer,
+          token_endpoint: `${issuer}/oauth2/token`,
+          login_start_endpoint: `${issuer}/v1/login/start`,
+          revocation_endpoint: `${issuer}/oauth2/revoke`,
+          jwks_uri: `${issuer}/.well-known/jwks.json`,
+          dpop_signing_alg_values_supported: ["EdDSA"],
+        }),
+      );
+      return;
+    }
+    response.writeHead(307, { Location: `${elsewhere.origin}${path}` }).end();
+  });
+  const movedMetadata = await httpServer((request, _body, response) => {
+    response.writeHead(308, { Location: `${elsewhere.origin}${request.url ?? "/"}` }).end();
+  });
+  try {
+    issuer = api.origin;
+    const signer = PureSigner.generate("EdDSA");
+    const storage = new MemoryStorage();
+    const jkt = jwkThumbprint(signer.publicJwk);
+    const far = Date.now() + 600_000;
+    await storage.setItem(
+      "splitlink.tokens",
+      JSON.stringify({ issuer, jkt, accessToken: "at", refreshToken: "rt-secret", expiresAtMs: far, refreshAtMs: far }),
+    );
+    await storage.setItem(
+      "splitlink.pending_login",
+      JSON.stringify({ issuer, jkt, attemptId: ATTEMPT, deviceHalf: HALF, expiresAtMs: far }),
+    );
+    const client = await SplitlinkClient.create({ issuer, signer, storage });
+    await assert.rejects(client.refresh(), NetworkError);
+    await assert.rejects(client.fetch("/v1/me"), NetworkError);
+    await assert.rejects(client.completeFromLink(link(ATTEMPT, issuer)), NetworkError);
+    await assert.rejects(client.startLogin("alice@example.com"), NetworkError);
+    const moved = await SplitlinkClient.create({ issuer: movedMetadata.origin, signer });
+    await assert.rejects(moved.discover(), NetworkError);
+    assert.deepEqual(received, []);
+  } finally {
+    await Promise.all([elsewhere.close(), api.close(), movedMetadata.close()]);
+  }
+});
+
+const API = "https://api.example.com";
+
+/** Signed in on the fake issuer, with `API` listed and answered by `resource`. */
+async function signedInWithResource(
+  resource: (request: Request) => Response | Promise<Response>,
+  serverTimeMs: () => number = Date.now,
+) {
+  let signer: PureSigner | undefined;
+  const server = fakeServer(
+    {
+      "POST /v1/login/start": startRoute(() => signer!),
+      "POST /oauth2/token": () => tokens(),
+      "GET /v1/data": () => json(200, {}),
+      "GET /v1/me": () =>
+        json(200, { user: { id: "u", email: "a@example.com" }, session: { id: "s", device_name: null, key_alg: "EdDSA", created_at: 1, last_used_at: 1, expires_at: 2, auth_time: 1 } }),
+    },
+    serverTimeMs,
+  );
+  const fetch: FetchFunction = async (input, init) =>
+    new URL(input).origin === API ? resource(new Request(input, init)) : server.fetch(input, init);
+  const made = await clientWith(server, { resourceOrigins: [API], fetch });
+  signer = made.signer;
+  await made.client.startLogin("a@example.com");
+  await made.client.completeFromLink(link());
+  return { ...made, server };
+}
+
+test("another origin's Date never moves the clock proofs are dated on", async () => {
+  const farAhead = new Date(Date.now() + 5 * 3600_000).toUTCString();
+  const { client } = await signedInWithResource(() => json(200, {}, { Date: farAhead }));
+  assert.ok(Math.abs(client.clockOffsetSeconds) < 3);
+  await client.fetch(`${API}/orders`);
+  assert.ok(Math.abs(client.clockOffsetSeconds) < 3);
+});
+
+test("an issuer's Date more than a day off is ignored", async () => {
+  const server = fakeServer({}, () => Date.now() + 3 * 86_400_000);
+  const { client } = await clientWith(server);
+  await client.discover();
+  assert.equal(client.clockOffsetSeconds, 0);
+});
+
+test("a sudden jump in the issuer's Date is ignored until a proof is refused", async () => {
+  let skew = 0;
+  const { client } = await signedInWithResource(() => json(200, {}), () => Date.now() + skew);
+  const before = client.clockOffsetSeconds;
+  skew = 2 * 3600_000;
+  const response = await client.fetch("/v1/data");
+  assert.equal(response.status, 200);
+  assert.equal(client.clockOffsetSeconds, before);
+});
+
+test("a resource origin refusing a fresh token is the caller's error, and the session stays", async () => {
+  const events: SessionEndedEvent[] = [];
+  const { client, server } = await signedInWithResource(() =>
+    json(401, { error: "invalid_token", error_description: "not for us" }, { "WWW-Authenticate": 'DPoP error="invalid_token"' }),
+  );
+  client.onSessionEnded((event) => events.push(event));
+  await assert.rejects(client.fetch(`${API}/orders`), (error: unknown) => {
+    assert.ok(error instanceof SplitlinkError);
+    assert.equal(error.code, "invalid_token");
+    assert.equal(error.status, 401);
+    return true;
+  });
+  assert.equal(client.isSignedIn, true);
+  assert.deepEqual(events, []);
+  assert.equal(server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length, 1);
+  assert.equal((await client.me()).session.id, "s");
+});
+
+test("the issuer refusing a fresh token still ends the session", async () => {
+  const events: SessionEndedEvent[] = [];
+  const { client } = await signedIn({ "GET /v1/data": () => json(401, { error: "invalid_token" }) });
+  client.onSessionEnded((event) => events.push(event));
+  await assert.rejects(client.fetch("/v1/data"), SessionEndedError);
+  assert.deepEqual(events, [{ reason: "ended_by_server" }]);
+});
+
+/** A token endpoint that, like splitlink's with no grace period, ends the session on reuse. */
+function rotatingServer(signer: () => PureSigner) {
+  let current = "";
+  let revoked = false;
+  const server = fakeServer({
+    "POST /v1/login/start": startRoute(signer),
+    "POST /oauth2/token": async (request) => {
+      const form = new URLSearchParams(await request.text());
+      if (form.get("grant_type") === "refresh_token" && (revoked || form.get("refresh_token") !== current)) {
+        revoked = true;
+        return json(400, { error: "invalid_grant" });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const answer = tokens(60);
+      current = `rt-${tokenSerial}`;
+      return answer;
+    },
+    "GET /v1/data": () => (revoked ? json(401, { error: "invalid_token" }) : json(200, {})),
+  });
+  return { ...server, revoked: () => revoked };
+}
+
+test("two instances sharing one storage refresh once per rotation and keep the session", async () => {
+  let now = 1_000_000;
+  let signer: PureSigner | undefined;
+  const server = rotatingServer(() => signer!);
+  const storage = new MemoryStorage();
+  signer = PureSigner.generate("EdDSA");
+  const options = { issuer: ISSUER, signer, storage, fetch: server.fetch, now: () => now };
+  const first = await SplitlinkClient.create(options);
+  await first.startLogin("a@example.com");
+  await first.completeFromLink(link());
+  const second = await SplitlinkClient.create(options);
+  const refreshes = (): number => server.calls.filter((c) => c.body.includes("grant_type=refresh_token")).length;
+
+  await first.refresh();
+  now += 5_000;
+  await second.refresh();
+  assert.equal(refreshes(), 1);
+
+  await Promise.all([first.refresh(), second.refresh()]);
+  assert.equal(refreshes(), 2);
+
+  now += 31_000;
+  const answers = await Promise.all([first, second, first, second].map((client) => client.fetch("/v1/data")));
+  assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200]);
+  assert.equal(refreshes(), 3);
+  assert.equal(server.revoked(), false);
+  assert.equal(first.isSignedIn && second.isSignedIn, true);
+});
+
+test("after a restart, a first request to a resource origin is dated on the issuer's clock", async () => {
+  const skew = 10 * 60 * 1000;
+  const server = fakeServer({});
+  const signer = PureSigner.generate("EdDSA");
+  const storage = new MemoryStorage();
+  const later = Date.now() + 600_000;
+  await storage.setItem(
+    "splitlink.tokens",
+    JSON.stringify({
+      issuer: ISSUER,
+      jkt: jwkThumbprint(signer.publicJwk),
+      accessToken: "at",
+      refreshToken: "rt",
+      expiresAtMs: later - skew,
+      refreshAtMs: later - skew,
+      serial: 1,
+    }),
+  );
+  const resourceCalls: number[] = [];
+  const fetch: FetchFunction = async (input, init) => {
+    if (new URL(input).origin !== API) return server.fetch(input, init);
+    const iat = claimsOf(new Request(input, init))["iat"] as number;
+    resourceCalls.push(iat);
+    return Math.abs(iat - Date.now() / 1000) > 60 ? json(401, { error: "invalid_dpop_proof" }) : json(200, {});
+  };
+  const now = (): number => Date.now() - skew;
+  const client = await SplitlinkClient.create({ issuer: ISSUER, signer, storage, fetch, resourceOrigins: [API], now });
+  const response = await client.fetch(`${API}/orders`);
+  assert.equal(response.status, 200);
+  assert.equal(resourceCalls.length, 1);
+});
+
+test("refreshes run under the storage's own lock, else under navigator.locks", async () => {
+  const webLocks: string[] = [];
+  const storageLocks: string[] = [];
+  const descriptor = Object.getOwnPropertyDescriptor(globalThis, "navigator");
+  Object.defineProperty(globalThis, "navigator", {
+    value: {
+      locks: {
+        request: async (name: string, critical: () => Promise<unknown>) => {
+          webLocks.push(name);
+          return critical();
+        },
+      },
+    },
+    configurable: true,
+    writable: true,
+  });
+  try {
+    let signer: PureSigner | undefined;
+    const server = rotatingServer(() => signer!);
+    signer = PureSigner.generate("EdDSA");
+    const plain = new MemoryStorage();
+    const locking = Object.assign(new MemoryStorage(), {
+      withLock: async <T>(name: string, critical: () => Promise<T>): Promise<T> => {
+        storageLocks.push(name);
+        return critical();
+      },
+    });
+    for (const storage of [plain, locking]) {
+      const client = await SplitlinkClient.create({ issuer: ISSUER, signer, storage, fetch: server.fetch, storageKey: "app" });
+      await client.startLogin("a@example.com");
+      await client.completeFromLink(link());
+      await client.refresh();
+    }
+    assert.deepEqual(webLocks, [`app.tokens ${ISSUER}`]);
+    assert.deepEqual(storageLocks, [`app.tokens ${ISSUER}`]);
+  } finally {
+    if (descriptor === undefined) {
+      delete (globalThis as { navigator?: unknown }).navigator;
+    } else {
+      Object.defineProperty(globalThis, "navigator", descriptor);
+    }
+  }
 });

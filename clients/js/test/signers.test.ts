@@ -48,6 +48,28 @@ test("a WebCrypto key is created non-extractable and signs ES256 as R||S", async
   assert.deepEqual(Object.keys(signer.publicJwk), ["crv", "kty", "x", "y"]);
 });
 
+const P256 = { name: "ECDSA", namedCurve: "P-256" } as const;
+const isUnsafeKey = (error: unknown): boolean =>
+  error instanceof SplitlinkError && error.code === "unsafe_device_key";
+
+test("a WebCrypto key pair whose private key can be exported is refused", async () => {
+  const readable = await crypto.subtle.generateKey(P256, true, ["sign", "verify"]);
+  await assert.rejects(WebCryptoSigner.fromKeyPair(readable), isUnsafeKey);
+});
+
+test("a WebCrypto key pair made for another use than ECDSA signing is refused", async () => {
+  const ecdh = await crypto.subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]);
+  await assert.rejects(WebCryptoSigner.fromKeyPair(ecdh), isUnsafeKey);
+  const pair = await crypto.subtle.generateKey(P256, false, ["sign", "verify"]);
+  await assert.rejects(
+    WebCryptoSigner.fromKeyPair({ privateKey: pair.publicKey, publicKey: pair.publicKey }),
+    isUnsafeKey,
+  );
+  const other = await crypto.subtle.generateKey(P256, false, ["sign", "verify"]);
+  const accepted = await WebCryptoSigner.fromKeyPair({ privateKey: other.privateKey, publicKey: other.publicKey });
+  assert.equal(accepted.keyPair.privateKey.extractable, false);
+});
+
 for (const alg of ["ES256", "EdDSA"] as const) {
   test(`the pure-JavaScript ${alg} signer signs what the key verifies, and survives storage`, async () => {
     const storage = new MemoryStorage();

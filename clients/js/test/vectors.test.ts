@@ -85,7 +85,7 @@ async function run(vector: Case): Promise<Json> {
     case "normalize_htu":
       return { htu: normalizeHtu(str(input["url"])) };
     case "check_phrase_words":
-      return { words: [...CHECK_PHRASE_WORDS] };
+      return { count: CHECK_PHRASE_WORDS.length, words: [...CHECK_PHRASE_WORDS] };
     case "check_phrase":
       return { phrase: checkPhrase(input["jkt"]) };
     case "build_login_link":

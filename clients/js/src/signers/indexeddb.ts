@@ -5,7 +5,7 @@
  * exportable key, and any script of the origin reads it.
  */
 
-import { UnsupportedRuntimeError } from "../errors.js";
+import { UnsafeDeviceKeyError, UnsupportedRuntimeError } from "../errors.js";
 import { WebCryptoSigner } from "./webcrypto.js";
 
 export interface BrowserKeyOptions {
@@ -13,6 +13,12 @@ export interface BrowserKeyOptions {
   readonly databaseName?: string;
   /** Entry name of the key pair within the database. */
   readonly keyName?: string;
+  /**
+   * Called when the stored entry was refused (`UnsafeDeviceKeyError`: an exportable key, or not
+   * an ECDSA signing key; a script that once ran on the origin could have put it there) and a new
+   * key took its place. Sessions bound to the old key are gone here: the user signs in again.
+   */
+  readonly onKeyReplaced?: (reason: UnsafeDeviceKeyError) => void;
 }
 
 const STORE = "keys";
@@ -24,11 +30,22 @@ export async function loadOrCreateBrowserSigner(options: BrowserKeyOptions = {})
     const stored = await request<CryptoKeyPair | undefined>(
       db.transaction(STORE, "readonly").objectStore(STORE).get(name),
     );
+    let refused: UnsafeDeviceKeyError | undefined;
     if (stored !== undefined) {
-      return await WebCryptoSigner.fromKeyPair(stored);
+      try {
+        return await WebCryptoSigner.fromKeyPair(stored);
+      } catch (error) {
+        if (!(error instanceof UnsafeDeviceKeyError)) {
+          throw error;
+        }
+        refused = error;
+      }
     }
     const signer = await WebCryptoSigner.generate();
     await request(db.transaction(STORE, "readwrite").objectStore(STORE).put(signer.keyPair, name));
+    if (refused !== undefined) {
+      options.onKeyReplaced?.(refused);
+    }
     return signer;
   } finally {
     db.close();

@@ -5,7 +5,7 @@
  */
 
 import { base64urlDecode } from "../base64url.js";
-import { UnsupportedRuntimeError } from "../errors.js";
+import { UnsafeDeviceKeyError, UnsupportedRuntimeError } from "../errors.js";
 import type { EcPublicJwk } from "../jwk.js";
 import type { DeviceSigner } from "./signer.js";
 
@@ -42,7 +42,12 @@ export class WebCryptoSigner implements DeviceSigner {
     return WebCryptoSigner.fromKeyPair(pair);
   }
 
+  /**
+   * A signer for an existing pair, refused with `UnsafeDeviceKeyError` unless its private key is
+   * a non-extractable ECDSA key usable only to sign.
+   */
   static async fromKeyPair(keyPair: CryptoKeyPair): Promise<WebCryptoSigner> {
+    requireSigningPair(keyPair);
     const jwk = await subtleCrypto().exportKey("jwk", keyPair.publicKey);
     if (jwk.kty !== "EC" || jwk.crv !== "P-256" || jwk.x === undefined || jwk.y === undefined) {
       throw new UnsupportedRuntimeError("unsupported_runtime", "the key pair is not P-256");
@@ -57,4 +62,27 @@ export class WebCryptoSigner implements DeviceSigner {
     const signature = await subtleCrypto().sign(ECDSA_SHA256, this.keyPair.privateKey, signingInput as BufferSource);
     return new Uint8Array(signature);
   }
+}
+
+function requireSigningPair(keyPair: CryptoKeyPair): void {
+  const { privateKey, publicKey } = (keyPair ?? {}) as Partial<CryptoKeyPair>;
+  if (!isEcdsaKey(privateKey, "private") || !isEcdsaKey(publicKey, "public")) {
+    throw new UnsafeDeviceKeyError("the device key is not an ECDSA key pair");
+  }
+  if (privateKey.extractable !== false) {
+    throw new UnsafeDeviceKeyError("the device key's private half can be exported");
+  }
+  if (privateKey.usages.length !== 1 || privateKey.usages[0] !== "sign") {
+    throw new UnsafeDeviceKeyError("the device key may be used for more than signing");
+  }
+}
+
+function isEcdsaKey(key: CryptoKey | undefined, type: KeyType): key is CryptoKey {
+  return (
+    typeof key === "object" &&
+    key !== null &&
+    key.type === type &&
+    key.algorithm?.name === "ECDSA" &&
+    Array.isArray(key.usages)
+  );
 }

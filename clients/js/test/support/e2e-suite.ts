@@ -2,6 +2,9 @@
 // (e2e.test.ts) and once in a runtime without `crypto.subtle` (e2e-pure.test.ts).
 
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import {
@@ -20,6 +23,7 @@ import {
   type DeviceSigner,
   type SessionEndedEvent,
 } from "../../src/index.js";
+import { FileStorage } from "../../src/node.js";
 import { readLoginLink, signInWithDevMailbox } from "../../src/testing.js";
 import { startServer, serverReportsAttemptState, type RunningServer } from "./server.js";
 
@@ -206,6 +210,49 @@ export function defineEndToEndSuite(mode: SignerMode): void {
       await assert.rejects(replay.refresh(), SessionEndedError);
       await assert.rejects(client.me(), SessionEndedError);
       assert.deepEqual(events, [{ reason: "ended_by_server" }]);
+    });
+
+    test("two instances on one storage file refresh once per rotation, and the session lives", async () => {
+      const directory = mkdtempSync(join(tmpdir(), "splitlink-shared-"));
+      try {
+        const path = join(directory, "session.json");
+        const counted = countingFetch();
+        const signer = await signerFor("ES256");
+        // Two FileStorage objects on one file, as two processes would have.
+        const instance = (): Promise<SplitlinkClient> =>
+          SplitlinkClient.create({ issuer: server.url, signer, storage: new FileStorage(path), fetch: counted.fetch });
+        const first = await instance();
+        await signInWithDevMailbox(first, email("shared"), { mailDir: server.mailDir });
+        const second = await instance();
+        const events: SessionEndedEvent[] = [];
+        for (const client of [first, second]) {
+          client.onSessionEnded((event) => events.push(event));
+        }
+        const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+        // The first rotates; the second refreshes after the grace period, from what it read before.
+        await first.refresh();
+        await pause(1100);
+        await second.refresh();
+        assert.equal(counted.refreshes(), 1);
+        await second.me();
+
+        // Both at once, then both again once their access tokens are due.
+        await pause(1100);
+        await Promise.all([first.refresh(), second.refresh()]);
+        assert.equal(counted.refreshes(), 2);
+        await pause((ACCESS_TOKEN_LIFETIME / 2 + 2) * 1000);
+        const answers = await Promise.all([first, second, first, second].map((client) => client.fetch("/v1/me")));
+        assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200]);
+        assert.equal(counted.refreshes(), 3);
+
+        const sessions = await first.sessions();
+        assert.equal(sessions.length, 1);
+        assert.equal((await second.me()).session.id, sessions[0]!.id);
+        assert.deepEqual(events, []);
+      } finally {
+        rmSync(directory, { recursive: true, force: true });
+      }
     });
 
     test("a link opened on another device is refused there without a request", async () => {
