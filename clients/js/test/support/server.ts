@@ -2,7 +2,7 @@
 // database, the development mailbox, and settings from `env` (README, Settings).
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -92,13 +92,4 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
-}
-
-/** Whether the server under test tells a proven completion which state blocks it. */
-export function serverReportsAttemptState(): boolean {
-  const dir = join(REPO_ROOT, "server");
-  return readdirSync(dir, { recursive: true })
-    .map(String)
-    .filter((name) => name.endsWith(".py"))
-    .some((name) => readFileSync(join(dir, name), "utf8").includes("attempt_state"));
 }
