@@ -20,11 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from protocol.errors import ErrorCode, SplitlinkError
+from server.audit import AuditTrail
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
 from server.cors import ListedOriginsCORS
 from server.dpop_guard import DPoPGuard
 from server.errors import error_response_parts
-from server.events import EventSink, log_event
+from server.events import EventSink, fan_out, log_event
 from server.housekeeping import run_housekeeping
 from server.login import LoginService
 from server.mail.outbox import OutboxDispatcher
@@ -42,7 +43,7 @@ from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
-from server.storage.database import database_for
+from server.storage.database import Database, database_for
 from server.storage.migrate import require_current_schema
 
 logger = logging.getLogger("splitlink")
@@ -196,7 +197,9 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     random_bytes = random_bytes or system_random_bytes
-    events = events or log_event
+    # Every event is logged (or handed to the given sink) and kept in the audit trail.
+    audit = AuditTrail()
+    events = fan_out(events or log_event, audit.record)
     transport = mail_transport or build_mail_transport(settings)
 
     @contextlib.asynccontextmanager
@@ -205,6 +208,7 @@ def create_app(
         composer = build_mail_composer(settings)
         svc = await build_services(settings, clock=clock, random_bytes=random_bytes, events=events)
         app.state.services = svc
+        app.state.audit = audit
         app.state.outbox = OutboxDispatcher(
             svc.db,
             svc.keyring,
@@ -220,8 +224,14 @@ def create_app(
             tasks = [
                 asyncio.create_task(app.state.outbox.run_forever()),
                 asyncio.create_task(
-                    run_housekeeping(svc.db, clock=clock, interval=settings.housekeeping_interval)
+                    run_housekeeping(
+                        svc.db,
+                        clock=clock,
+                        interval=settings.housekeeping_interval,
+                        audit_retention_days=settings.audit_retention_days,
+                    )
                 ),
+                asyncio.create_task(audit.run_forever(svc.db)),
                 asyncio.create_task(_reload_keys(svc.keys, settings.key_refresh_interval)),
             ]
         if freeze_after_startup:
@@ -234,6 +244,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await _flush_audit(audit, svc.db)
             await svc.db.disconnect()
 
     routes = [
@@ -300,6 +311,14 @@ def _refuse_slash_redirects(router: Router) -> None:
 
 def _is_account_path(path: str) -> bool:
     return path.startswith("/v1/") and path != discovery.LOGIN_START_PATH
+
+
+async def _flush_audit(audit: AuditTrail, db: Database) -> None:
+    """The rows still queued at shutdown; a failure here is logged, never raised."""
+    try:
+        await audit.flush(db)
+    except Exception:
+        logger.exception("audit: %d rows could not be written at shutdown", audit.pending)
 
 
 async def _reload_keys(keys: ServerKeys, interval: float) -> None:

@@ -19,6 +19,9 @@ class SecurityEvent:
     name: str
     at: int
     fields: Mapping[str, Any] = field(default_factory=dict)
+    # Whom and where from, when known: kept in the audit trail beside the fields (SPEC.md §6.12).
+    subject: str | None = None
+    client_address: str | None = None
 
 
 EventSink = Callable[[SecurityEvent], None]
@@ -27,3 +30,13 @@ EventSink = Callable[[SecurityEvent], None]
 def log_event(event: SecurityEvent) -> None:
     details = " ".join(f"{k}={v}" for k, v in sorted(event.fields.items()))
     logger.info("%s %s", event.name, details)
+
+
+def fan_out(*sinks: EventSink) -> EventSink:
+    """One sink that hands each event to every one of `sinks`, in order."""
+
+    def each(event: SecurityEvent) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return each
