@@ -20,6 +20,7 @@ from server import admin
 from server import audit as audit_trail
 from server.audit import audit_record, write_records
 from server.clock import SystemClock, system_random_bytes
+from server.doctor import examine
 from server.events import SecurityEvent, log_event
 from server.keyring import Keyring
 from server.logs import LOG_LEVELS, serve_log_config
@@ -479,6 +480,23 @@ def audit_export(since: int | None, until: int | None, database_url: str | None)
                 return
 
     asyncio.run(_with_schema(settings, run))
+
+
+@main.command()
+@_DATABASE_URL
+def doctor(database_url: str | None) -> None:
+    """Check the configuration, the database, its schema, the signing keys, the SMTP server (no
+    mail is sent) and the clock; say what to fix. Exits non-zero if any check fails."""
+    try:
+        settings = _settings(database_url)
+    except click.ClickException as exc:
+        click.echo(f"FAIL  {'configuration':<14}{' '.join(exc.message.split())}")
+        raise SystemExit(1) from exc
+    findings = asyncio.run(examine(settings))
+    for finding in findings:
+        click.echo(f"{finding.status.upper():<6}{finding.check:<14}{finding.detail}")
+    if any(finding.status == "fail" for finding in findings):
+        raise SystemExit(1)
 
 
 OUTBOX_STATUSES = ("queued", "sent", "expired", "abandoned")
