@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from support.fakes import FakeClock
 from support.harness import Harness, running_server
+from support.invariants import violations
 from support.processes import BIN, ROOT
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +118,9 @@ async def test_a_disabled_user_loses_every_session_at_once_and_cannot_sign_in(
     )
     assert [json.loads(details)["reason"] for (details,) in rows] == ["user_disabled"] * 2
     assert server.query("SELECT COUNT(*) FROM audit_events WHERE event = 'user.disabled'") == [(1,)]
+
+    secrets = [on_phone["refresh_token"], on_laptop["refresh_token"], email_half]
+    assert violations(server.database_url, secrets=[*secrets, pending["device_half"]]) == []
 
     # Enabled again, the user signs in with a new login; the ended sessions stay ended.
     assert "enabled" in succeeded(splitlink(server, "users", "enable", "carol@example.com"))
