@@ -244,7 +244,9 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await _flush_audit(audit, svc.db)
+            if background_tasks:
+                # The writer's last round: what the task above had not written yet.
+                await _flush_audit(audit, svc.db)
             await svc.db.disconnect()
 
     routes = [

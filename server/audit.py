@@ -84,8 +84,12 @@ def insert_statement(records: list[AuditRecord]) -> tuple[str, dict[str, Any]]:
 
 
 async def write_records(db: Database, records: list[AuditRecord]) -> None:
-    for start in range(0, len(records), ROWS_PER_STATEMENT):
-        await db.statement(*insert_statement(records[start : start + ROWS_PER_STATEMENT]))
+    """The rows in one statement each `ROWS_PER_STATEMENT`, on a pooled connection: on SQLite
+    off the event loop, in its thread; on PostgreSQL beside the requests' single-statement pool,
+    not in its queue."""
+    async with db.autocommit() as conn:
+        for start in range(0, len(records), ROWS_PER_STATEMENT):
+            await conn.execute(*insert_statement(records[start : start + ROWS_PER_STATEMENT]))
 
 
 class AuditTrail:
@@ -112,22 +116,24 @@ class AuditTrail:
         return len(self._pending)
 
     async def flush(self, db: Database) -> int:
-        """Write every queued row; on failure they stay queued for the next flush."""
-        records = list(self._pending)
-        if not records:
-            return 0
-        self._pending.clear()
-        try:
-            await write_records(db, records)
-        except BaseException:
-            # Older rows go back in front of any queued meanwhile, within the bound.
-            for record in reversed(records):
-                if len(self._pending) == self._pending.maxlen:
-                    self.dropped += 1
-                    break
-                self._pending.appendleft(record)
-            raise
-        return len(records)
+        """Write every queued row, a statement at a time; a batch whose write fails goes back
+        to the front of the queue for the next flush, and the failure is raised."""
+        written = 0
+        while self._pending:
+            count = min(len(self._pending), ROWS_PER_STATEMENT)
+            batch = [self._pending.popleft() for _ in range(count)]
+            try:
+                await write_records(db, batch)
+            except BaseException:
+                # In front of any queued meanwhile, within the bound.
+                for record in reversed(batch):
+                    if len(self._pending) == self._pending.maxlen:
+                        self.dropped += 1
+                        break
+                    self._pending.appendleft(record)
+                raise
+            written += count
+        return written
 
     async def run_forever(self, db: Database, *, interval: float = FLUSH_INTERVAL) -> None:
         while True:

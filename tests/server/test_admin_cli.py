@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from splitlink_client.client import SplitlinkClient
 from support.fakes import FakeClock
 from support.harness import Harness, running_server
 from support.invariants import violations
-from support.processes import BIN, ROOT
+from support.processes import BIN, ROOT, mail_link, running_server_process
 
 pytestmark = pytest.mark.anyio
 
@@ -333,3 +334,41 @@ def test_a_command_on_an_unreachable_database_fails_in_one_line(tmp_path: Path) 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_splitlink_serve_keeps_its_events_in_the_audit_trail(tmp_path: Path) -> None:
+    with running_server_process(
+        tmp_path, workers=2, extra_env={"SPLITLINK_DEV_MAILBOX_CONSOLE": "false"}
+    ) as process:
+        with SplitlinkClient(process.url, tmp_path / "device.json") as client:
+            started = client.start_login("kim@example.com")
+            link = mail_link(process.wait_for_mail(1)[0])
+            assert link is not None
+            client.complete_login(link)
+            tokens = client.state.tokens
+            session_id = client.me()["session"]["id"]
+            client.logout()
+        env = {**process.env, "SPLITLINK_DEV_MAILBOX_CONSOLE": "false"}
+        deadline = time.monotonic() + 10
+        while True:
+            tail = subprocess.run(
+                [str(BIN / "splitlink"), "audit", "tail", "-n", "10"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            rows = [json.loads(line) for line in tail.stdout.splitlines()]
+            if len(rows) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert [row["event"] for row in rows] == ["login.started", "login.completed", "session.revoked"]
+    assert rows[0]["details"] == {"attempt_id": started.attempt_id}
+    assert rows[2]["details"] == {"session_id": session_id, "reason": "logout"}
+    assert {row["client_address"] for row in rows} == {"127.0.0.1"}
+    assert rows[1]["user_id"] == rows[2]["user_id"] is not None
+    assert tokens is not None
+    for secret in (tokens.access_token, tokens.refresh_token, link.rsplit("=", 1)[1]):
+        assert secret not in tail.stdout

@@ -145,7 +145,7 @@ async def test_on_postgres_a_start_counts_both_its_limits_and_reads_the_account_
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
     assert len(sent) == 1, sent
     assert sent[0].startswith("WITH counted_first AS (INSERT INTO rate_limits"), sent
-    assert "beside AS (SELECT id, email_address FROM users" in sent[0], sent
+    assert "beside AS (SELECT id, email_address, disabled_at FROM users" in sent[0], sent
 
 
 _READ_BESIDE = "SELECT bucket, hits FROM rate_limits WHERE bucket LIKE :bucket ORDER BY bucket"
