@@ -85,12 +85,18 @@ async def list_users(db: Database, *, window: Window, limit: int) -> list[User]:
     return [_user(row) for row in rows]
 
 
+@dataclass(frozen=True)
+class EndedSession:
+    id: str
+    user_id: str
+
+
 async def _revoke_live(
     conn: Connection, *, user_id: str | None, session_id: str | None, reason: str, window: Window
-) -> list[str]:
-    """End the live sessions of a user, or one live session: their ids."""
+) -> list[EndedSession]:
+    """End the live sessions of a user, or one live session."""
     rows = await conn.fetch_all(
-        "SELECT s.id FROM sessions s WHERE s.user_id = COALESCE(:user_id, s.user_id) "
+        "SELECT s.id, s.user_id FROM sessions s WHERE s.user_id = COALESCE(:user_id, s.user_id) "
         "AND s.id = COALESCE(:session_id, s.id) AND s.revoked_at IS NULL "
         "AND s.expires_at > :now AND s.last_used_at > :idle_cutoff",
         {"user_id": user_id, "session_id": session_id, **window.values()},
@@ -98,15 +104,15 @@ async def _revoke_live(
     ended = []
     for row in rows:
         if await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=window.now):
-            ended.append(row["id"])
+            ended.append(EndedSession(id=row["id"], user_id=row["user_id"]))
     return ended
 
 
-async def disable_user(db: Database, user_id: str, *, window: Window) -> list[str] | None:
-    """Disable the user and end every live session it has, at once: the ids of the sessions
-    ended, or None if the user was already disabled."""
+async def disable_user(db: Database, user_id: str, *, window: Window) -> list[EndedSession] | None:
+    """Disable the user and end every live session it has, at once: the sessions ended, or
+    None if the user was already disabled."""
 
-    async def disable(conn: Connection) -> list[str] | None:
+    async def disable(conn: Connection) -> list[EndedSession] | None:
         changed = await conn.fetch_one(
             "UPDATE users SET disabled_at = :now WHERE id = :id AND disabled_at IS NULL "
             "RETURNING id",
@@ -149,12 +155,12 @@ async def list_sessions(
 
 async def revoke_sessions(
     db: Database, *, session_id: str | None = None, user_id: str | None = None, window: Window
-) -> list[str]:
-    """End one live session, or every live session of a user: the ids of those ended."""
+) -> list[EndedSession]:
+    """End one live session, or every live session of a user: those ended."""
     if (session_id is None) == (user_id is None):
         raise ValueError("name one session or one user")
 
-    async def revoke(conn: Connection) -> list[str]:
+    async def revoke(conn: Connection) -> list[EndedSession]:
         return await _revoke_live(
             conn, user_id=user_id, session_id=session_id, reason=REVOKED_BY_ADMIN, window=window
         )

@@ -190,6 +190,11 @@ async def _report(db: Database, events: list[SecurityEvent]) -> None:
         click.echo(f"warning: the audit trail was not written: {type(exc).__name__}", err=True)
 
 
+def _event(name: str, at: int, user_id: str, **fields: Any) -> SecurityEvent:
+    """An operator's event: whose it is, and no client address (it came from this host)."""
+    return SecurityEvent(name=name, at=at, fields=fields, subject=user_id)
+
+
 def _window(settings: Settings) -> admin.Window:
     return admin.Window(now=SystemClock().now(), idle_timeout=settings.session_idle_timeout)
 
@@ -252,7 +257,7 @@ def users_disable(user: str, database_url: str | None) -> None:
     """Refuse the user's logins and end every session it has, at once."""
     settings = _settings(database_url)
 
-    async def run(db: Database) -> tuple[admin.User, list[str] | None]:
+    async def run(db: Database) -> tuple[admin.User, list[admin.EndedSession] | None]:
         window = _window(settings)
         found = await admin.find_user(db, user, window=window)
         ended = await admin.disable_user(db, found.id, window=window)
@@ -260,15 +265,16 @@ def users_disable(user: str, database_url: str | None) -> None:
             await _report(
                 db,
                 [
-                    SecurityEvent("user.disabled", window.now, {"count": len(ended)}, found.id),
+                    _event("user.disabled", window.now, found.id, count=len(ended)),
                     *(
-                        SecurityEvent(
+                        _event(
                             "session.revoked",
                             window.now,
-                            {"session_id": session_id, "reason": admin.USER_DISABLED},
                             found.id,
+                            session_id=session.id,
+                            reason=admin.USER_DISABLED,
                         )
-                        for session_id in ended
+                        for session in ended
                     ),
                 ],
             )
@@ -293,7 +299,7 @@ def users_enable(user: str, database_url: str | None) -> None:
         found = await admin.find_user(db, user, window=window)
         changed = await admin.enable_user(db, found.id)
         if changed:
-            await _report(db, [SecurityEvent("user.enabled", window.now, {}, found.id)])
+            await _report(db, [_event("user.enabled", window.now, found.id)])
         return found, changed
 
     found, changed = asyncio.run(_with_schema(settings, run))
@@ -321,7 +327,7 @@ def users_delete(user: str, yes: bool, database_url: str | None) -> None:
     async def erase(db: Database) -> dict[str, int]:
         counts = await admin.delete_user(db, found)
         # The erased id: pseudonymous now that no row ties it to an address.
-        event = SecurityEvent("user.deleted", SystemClock().now(), {}, found.id)
+        event = _event("user.deleted", SystemClock().now(), found.id)
         await _report(db, [event])
         return counts
 
@@ -378,7 +384,7 @@ def sessions_revoke(
         raise click.UsageError("name one session ID, or --user with --all")
     settings = _settings(database_url)
 
-    async def run(db: Database) -> list[str]:
+    async def run(db: Database) -> list[admin.EndedSession]:
         window = _window(settings)
         user_id = None if user is None else (await admin.find_user(db, user, window=window)).id
         ended = await admin.revoke_sessions(
@@ -387,13 +393,14 @@ def sessions_revoke(
         await _report(
             db,
             [
-                SecurityEvent(
+                _event(
                     "session.revoked",
                     window.now,
-                    {"session_id": ended_id, "reason": admin.REVOKED_BY_ADMIN},
-                    user_id,
+                    session.user_id,
+                    session_id=session.id,
+                    reason=admin.REVOKED_BY_ADMIN,
                 )
-                for ended_id in ended
+                for session in ended
             ],
         )
         return ended

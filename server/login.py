@@ -172,8 +172,8 @@ class LoginService:
         user = accounts[0] if accounts else None
         # Mail goes to the address stored for the account, never to the submitted spelling.
         recipient = user["email_address"] if user is not None else address.address
-        # A disabled account's attempt is recorded like any other, but it can never complete
-        # and no mail is queued for it (SPEC.md §6.1): the answer is the same all the same.
+        # A disabled account's attempt is recorded like any other, so the answer does not
+        # change, but it can never complete and no mail is queued for it (SPEC.md §6.1).
         disabled = user is not None and user["disabled_at"] is not None
         signup_allowed = not disabled and (user is not None or settings.signup_policy == "open")
         attempt_row = (
