@@ -211,7 +211,13 @@ def users() -> None:
 
 @users.command("list")
 @_DATABASE_URL
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows at most.",
+)
 def users_list(database_url: str | None, limit: int) -> None:
     """Users, the oldest first, with their status and live sessions."""
     settings = _settings(database_url)
@@ -346,7 +352,13 @@ def sessions() -> None:
 
 @sessions.command("list")
 @click.option("--user", "user", default=None, help="Only this user's (id or email address).")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows at most.",
+)
 @_DATABASE_URL
 def sessions_list(user: str | None, limit: int, database_url: str | None) -> None:
     """Live sessions, the newest first (never any token)."""
@@ -437,7 +449,14 @@ def audit() -> None:
 
 
 @audit.command("tail")
-@click.option("-n", "count", default=20, show_default=True, type=click.IntRange(0, 100_000))
+@click.option(
+    "-n",
+    "count",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="How many of the newest rows.",
+)
 @click.option("--follow", is_flag=True, help="Then print new rows as they come, until stopped.")
 @click.option(
     "--interval", default=1.0, show_default=True, type=click.FloatRange(0.05, 60), hidden=True
