@@ -298,14 +298,16 @@ async def test_audit_tail_follow_prints_rows_as_they_come(server: Harness) -> No
         "SPLITLINK_DATA_DIR": str(server.settings.data_dir),
     }
     with subprocess.Popen(
-        [str(BIN / "splitlink"), "audit", "tail", "-n", "0", "--follow", "--interval", "0.1"],
+        [str(BIN / "splitlink"), "audit", "tail", "-n", "5", "--follow", "--interval", "0.1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     ) as follower:
         try:
-            time.sleep(2)  # the follower has started and read the empty trail
+            # The trail is empty: whenever the follower starts, it prints every row from the
+            # first one on.
+            time.sleep(1)
             await server.login(server.device(), "jack@example.com")
             await flush_audit(server)
             assert follower.stdout is not None
@@ -350,7 +352,8 @@ def test_splitlink_serve_keeps_its_events_in_the_audit_trail(tmp_path: Path) -> 
             session_id = client.me()["session"]["id"]
             client.logout()
         env = {**process.env, "SPLITLINK_DEV_MAILBOX_CONSOLE": "false"}
-        deadline = time.monotonic() + 10
+        # Each worker writes its rows about once a second; the margin is for a loaded machine.
+        deadline = time.monotonic() + 30
         while True:
             tail = subprocess.run(
                 [str(BIN / "splitlink"), "audit", "tail", "-n", "10"],
