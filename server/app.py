@@ -20,13 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from protocol.errors import ErrorCode, SplitlinkError
+from server.audit import AuditTrail
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
 from server.cors import ListedOriginsCORS
 from server.dpop.guard import ResourceGuard
 from server.dpop.middleware import DPoPAuthMiddleware
 from server.dpop.proof import DPoPGuard
 from server.errors import error_response_parts
-from server.events import EventSink, log_event
+from server.events import EventSink, fan_out, log_event
 from server.housekeeping import run_housekeeping
 from server.login import LoginService
 from server.mail.compose import MailComposer
@@ -47,7 +48,7 @@ from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
-from server.storage.database import database_for
+from server.storage.database import Database, database_for
 from server.storage.migrate import require_current_schema
 
 logger = logging.getLogger("splitlink")
@@ -212,7 +213,9 @@ def create_app(
     settings = settings or Settings()
     clock = clock or SystemClock()
     random_bytes = random_bytes or system_random_bytes
-    events = counting(events or log_event)
+    # Every event is logged (or handed to the given sink), counted, and kept in the audit trail.
+    audit = AuditTrail()
+    events = counting(fan_out(events or log_event, audit.record))
     transport = mail_transport or build_mail_transport(settings)
 
     @contextlib.asynccontextmanager
@@ -222,6 +225,7 @@ def create_app(
         svc = await build_services(settings, clock=clock, random_bytes=random_bytes, events=events)
         app.state.services = svc
         app.state.background_tasks = background_tasks
+        app.state.audit = audit
         app.state.outbox = OutboxDispatcher(
             svc.db,
             svc.keyring,
@@ -239,8 +243,14 @@ def create_app(
             tasks = [
                 asyncio.create_task(app.state.outbox.run_forever()),
                 asyncio.create_task(
-                    run_housekeeping(svc.db, clock=clock, interval=settings.housekeeping_interval)
+                    run_housekeeping(
+                        svc.db,
+                        clock=clock,
+                        interval=settings.housekeeping_interval,
+                        audit_retention_days=settings.audit_retention_days,
+                    )
                 ),
+                asyncio.create_task(audit.run_forever(svc.db)),
                 asyncio.create_task(_reload_keys(svc.keys, settings.key_refresh_interval)),
             ]
         if freeze_after_startup:
@@ -255,6 +265,9 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if background_tasks:
+                # The writer's last round: what the task above had not written yet.
+                await _flush_audit(audit, svc.db)
             worker_stopped()
             await svc.db.disconnect()
 
@@ -347,6 +360,12 @@ async def _stop_dispatcher(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+async def _flush_audit(audit: AuditTrail, db: Database) -> None:
+    """The rows still queued at shutdown; a failure here is logged, never raised."""
+    try:
+        await audit.flush(db)
+    except Exception:
+        logger.exception("audit: %d rows could not be written at shutdown", audit.pending)
 
 
 async def _reload_keys(keys: ServerKeys, interval: float) -> None:

@@ -24,6 +24,9 @@ class SecurityEvent:
     fields: Mapping[str, Any] = field(default_factory=dict)
     # Read where the event is made, inside the request's context.
     request_id: str | None = field(default_factory=current_request_id)
+    # Whom and where from, when known: kept in the audit trail beside the fields (SPEC.md §6.12).
+    subject: str | None = None
+    client_address: str | None = None
 
 
 EventSink = Callable[[SecurityEvent], None]
@@ -38,3 +41,13 @@ def log_event(event: SecurityEvent) -> None:
         details,
         extra={"event": event.name, "fields": dict(event.fields), "request_id": event.request_id},
     )
+
+
+def fan_out(*sinks: EventSink) -> EventSink:
+    """One sink that hands each event to every one of `sinks`, in order."""
+
+    def each(event: SecurityEvent) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return each

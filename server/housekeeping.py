@@ -8,6 +8,7 @@ import logging
 
 from server.clock import Clock
 from server.errors import TemporarilyUnavailable
+from server.settings import AUDIT_RETENTION_DAYS, DAY
 from server.storage.database import Database
 
 logger = logging.getLogger("splitlink.housekeeping")
@@ -33,9 +34,13 @@ PURGE_ATTEMPTS = (
     "DELETE FROM login_attempts WHERE consumed_at IS NULL AND expires_at < :cutoff "
     "AND id NOT IN (SELECT attempt_id FROM outbox WHERE attempt_id IS NOT NULL)"
 )
+# The audit trail is kept `audit_retention_days`, found through its index on `at`.
+PURGE_AUDIT = "DELETE FROM audit_events WHERE at < :cutoff"
 
 
-async def purge_expired(db: Database, *, now: int) -> None:
+async def purge_expired(
+    db: Database, *, now: int, audit_retention_days: int = AUDIT_RETENTION_DAYS
+) -> None:
     cutoff = {"cutoff": now - KEEP_FINISHED_SECONDS}
     async with db.autocommit() as conn:
         await conn.execute(PURGE_REPLAY, {"now": now})
@@ -43,12 +48,15 @@ async def purge_expired(db: Database, *, now: int) -> None:
         await conn.execute(PURGE_TRIES, cutoff)
         await conn.execute(PURGE_MAIL, cutoff)
         await conn.execute(PURGE_ATTEMPTS, cutoff)
+        await conn.execute(PURGE_AUDIT, {"cutoff": now - audit_retention_days * DAY})
 
 
-async def run_housekeeping(db: Database, *, clock: Clock, interval: float) -> None:
+async def run_housekeeping(
+    db: Database, *, clock: Clock, interval: float, audit_retention_days: int
+) -> None:
     while True:
         try:
-            await purge_expired(db, now=clock.now())
+            await purge_expired(db, now=clock.now(), audit_retention_days=audit_retention_days)
         except TemporarilyUnavailable:
             logger.warning("housekeeping: database unavailable; will retry")
         except Exception:

@@ -45,17 +45,23 @@ _NOT_COMPLETABLE = "the login attempt cannot be completed; start a new login"
 _ATTEMPT = (
     "SELECT a.dpop_jkt, a.device_half_hash, a.email_half_hash, a.expires_at, a.consumed_at, "
     "a.failed_count, a.signup_allowed, a.email_canonical, a.email_address, a.device_name, "
-    "a.key_alg, u.id AS account_id, u.email_address AS account_address FROM login_attempts a "
+    "a.key_alg, u.id AS account_id, u.email_address AS account_address, "
+    "u.disabled_at AS account_disabled_at FROM login_attempts a "
     "LEFT JOIN users u ON u.email_canonical = a.email_canonical WHERE a.id = :id"
 )
 # What stopped a consume that found no row (SPEC.md §6.2 step 7.6).
-_FINISHED = "SELECT consumed_at, failed_count FROM login_attempts WHERE id = :id"
+_FINISHED = (
+    "SELECT a.consumed_at, a.failed_count, u.disabled_at AS account_disabled_at "
+    "FROM login_attempts a LEFT JOIN users u ON u.email_canonical = a.email_canonical "
+    "WHERE a.id = :id"
+)
 # The account of a canonical address, if there is one.
-_ACCOUNT = "SELECT id, email_address FROM users WHERE email_canonical = :canonical"
+_ACCOUNT = "SELECT id, email_address, disabled_at FROM users WHERE email_canonical = :canonical"
 # The same, and whether a key holds a live session of that account.
 _ACCOUNT_AND_KEY = (
-    "SELECT u.id, u.email_address, EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = u.id "  # noqa: S608 - constants
-    f"AND s.dpop_jkt = :jkt AND {LIVE}) AS key_holds_session FROM users u "
+    "SELECT u.id, u.email_address, u.disabled_at, EXISTS (SELECT 1 FROM sessions s "
+    f"WHERE s.user_id = u.id AND s.dpop_jkt = :jkt AND {LIVE}) AS key_holds_session "  # noqa: S608 - constants
+    "FROM users u "
     "WHERE u.email_canonical = :canonical"
 )
 # A session's reference to its user: what a concurrent first login leaves unmet.
@@ -119,8 +125,24 @@ class LoginService:
         self._events = events
         self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
 
-    def emit(self, name: str, **fields: Any) -> None:
-        self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
+    def emit(
+        self,
+        name: str,
+        *,
+        subject: str | None = None,
+        client_address: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """`subject` (a user id) and `client_address` go to the audit trail, not to the log."""
+        self._events(
+            SecurityEvent(
+                name=name,
+                at=self._clock.now(),
+                fields=fields,
+                subject=subject,
+                client_address=client_address,
+            )
+        )
 
     async def start(
         self, *, email: Any, device_name: Any, proof: VerifiedDPoPProof, client_ip: str
@@ -193,7 +215,10 @@ class LoginService:
 
         # Mail goes to the address stored for the account, never to the submitted spelling.
         recipient = user["email_address"] if user is not None else address.address
-        signup_allowed = user is not None or settings.signup_policy == "open"
+        # A disabled account's attempt is recorded like any other, so the answer does not
+        # change, but it can never complete and no mail is queued for it (SPEC.md §6.1).
+        disabled = user is not None and user["disabled_at"] is not None
+        signup_allowed = not disabled and (user is not None or settings.signup_policy == "open")
         attempt_row = (
             "INSERT INTO login_attempts (id, email_canonical, email_address, device_name, "
             "dpop_jkt, key_alg, device_half_hash, email_half_hash, signup_allowed, "
@@ -250,8 +275,15 @@ class LoginService:
         )
         # Recorded once the request is known to be well-formed (threats.md B6), with the
         # attempt it starts, in one atomic unit (SPEC.md §4.4).
-        await self._replay.record_with(proof, now=now, writes=[attempt_row, queued])
-        self.emit("login.started", attempt_id=secrets.attempt_id, jkt=proof.jkt)
+        writes = [attempt_row] if disabled else [attempt_row, queued]
+        await self._replay.record_with(proof, now=now, writes=writes)
+        self.emit(
+            "login.started",
+            attempt_id=secrets.attempt_id,
+            jkt=proof.jkt,
+            subject=user["id"] if user is not None else None,
+            client_address=client_ip,
+        )
         return StartedLogin(
             attempt_id=secrets.attempt_id,
             device_half=secrets.device_half,
@@ -320,8 +352,14 @@ class LoginService:
             if counted and int(counted[0]["failed_count"]) == settings.max_failed_completions:
                 ATTEMPTS_LOCKED.inc()
         if tokens is None:
-            self.emit("login.failed", attempt_id=attempt_id, reason=outcome, jkt=proof.jkt)
-            if outcome in ("unknown_attempt", "mismatch", "no_account"):
+            self.emit(
+                "login.failed",
+                attempt_id=attempt_id,
+                reason=outcome,
+                jkt=proof.jkt,
+                client_address=client_ip,
+            )
+            if outcome in ("unknown_attempt", "mismatch", "no_account", "user_disabled"):
                 raise InvalidGrant(_NOT_COMPLETABLE)
             # Only the holder of the right key and both halves learns why, so that an app
             # whose completion answer was lost can tell a consumed attempt from the others.
@@ -329,7 +367,14 @@ class LoginService:
             raise InvalidGrant(
                 f"the login attempt is {state}; start a new login", attempt_state=state
             )
-        self.emit("login.completed", attempt_id=attempt_id, jkt=proof.jkt)
+        self.emit(
+            "login.completed",
+            attempt_id=attempt_id,
+            jkt=proof.jkt,
+            subject=tokens.user_id,
+            session_id=tokens.session_id,
+            client_address=client_ip,
+        )
         return tokens
 
     async def _redeem(
@@ -361,9 +406,12 @@ class LoginService:
         if int(attempt["expires_at"]) <= now:
             return "expired", None
         if not attempt["signup_allowed"] and attempt["account_id"] is None:
-            # Closed sign-up: only an existing account may complete. Users are never
-            # deleted, so this answer cannot change before the consume.
+            # Closed sign-up: only an existing account may complete. An account deleted before
+            # the consume takes its attempts with it, so the consume then finds no row.
             return "no_account", None
+        if attempt["account_disabled_at"] is not None:
+            # Nothing is written; the consume checks this again (SPEC.md §6.2 step 7.5).
+            return "user_disabled", None
         account: Row | None = None
         if attempt["account_id"] is not None:
             account = {"id": attempt["account_id"], "email_address": attempt["account_address"]}
@@ -397,6 +445,8 @@ class LoginService:
         is neither consumed nor locked is no longer there (housekeeping, docs/design.md §6)."""
         rows = await self._db.statement(_FINISHED, {"id": attempt_id})
         attempt = rows[0] if rows else None
+        if attempt is not None and attempt["account_disabled_at"] is not None:
+            return "user_disabled"
         if attempt is not None and attempt["consumed_at"] is not None:
             return "consumed"
         if attempt is not None and attempt["failed_count"] >= self._settings.max_failed_completions:
@@ -486,10 +536,17 @@ class LoginService:
         )
         writes.append(refresh_row)
         # Single use rests on this one conditional statement (docs/design.md §1).
+        # An account disabled since the read is refused here too (SPEC.md §6.2 step 7.6).
         consume = (
             "UPDATE login_attempts SET consumed_at = :now WHERE id = :id AND consumed_at IS NULL "
-            "AND expires_at > :now AND failed_count < :max RETURNING id",
-            {"id": attempt_id, "now": now, "max": settings.max_failed_completions},
+            "AND expires_at > :now AND failed_count < :max AND NOT EXISTS (SELECT 1 FROM users "
+            "WHERE email_canonical = :canonical AND disabled_at IS NOT NULL) RETURNING id",
+            {
+                "id": attempt_id,
+                "now": now,
+                "max": settings.max_failed_completions,
+                "canonical": attempt["email_canonical"],
+            },
         )
         if not await run_guarded(consume, writes):
             return None
@@ -505,7 +562,11 @@ class LoginService:
             session_expires_at=now + settings.session_absolute_lifetime,
         )
         return TokenPair(
-            access_token=access_token, refresh_token=refresh_token, expires_in=lifetime
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_in=lifetime,
+            user_id=account["id"],
+            session_id=session_id,
         )
 
     async def _existing_account(self, canonical: str) -> Row:

@@ -32,7 +32,8 @@ _REFUSED = "the refresh token is not valid; sign in again"
 _TOKEN_ROW = (
     "SELECT rt.session_id, rt.rotated_at, rt.child_hash, rt.revoked_at, s.user_id, "
     "s.dpop_jkt, s.revoked_at AS session_revoked_at, s.expires_at, s.last_used_at, "
-    "s.auth_time FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
+    "s.auth_time, u.disabled_at AS user_disabled_at FROM refresh_tokens rt "
+    "JOIN sessions s ON s.id = rt.session_id JOIN users u ON u.id = s.user_id "
     "WHERE rt.token_hash = :hash"
 )
 
@@ -61,10 +62,28 @@ class RefreshService:
         self._events = events
         self._idle_timeout = idle_timeout
 
-    def _emit(self, name: str, **fields: Any) -> None:
-        self._events(SecurityEvent(name=name, at=self._clock.now(), fields=fields))
+    def _emit(
+        self,
+        name: str,
+        *,
+        subject: str | None = None,
+        client_address: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """`subject` (a user id) and `client_address` go to the audit trail, not to the log."""
+        self._events(
+            SecurityEvent(
+                name=name,
+                at=self._clock.now(),
+                fields=fields,
+                subject=subject,
+                client_address=client_address,
+            )
+        )
 
-    async def refresh(self, *, form: dict[str, str], proof: VerifiedDPoPProof) -> TokenPair:
+    async def refresh(
+        self, *, form: dict[str, str], proof: VerifiedDPoPProof, client_ip: str | None = None
+    ) -> TokenPair:
         presented = form.get("refresh_token")
         if presented is None:
             raise MalformedInput("refresh_token is required")
@@ -96,13 +115,17 @@ class RefreshService:
                 "refresh.refused",
                 reason=outcome,
                 session_id=session["id"] if session else None,
+                subject=session["user_id"] if session else None,
                 jkt=proof.jkt,
+                client_address=client_ip,
             )
             if outcome == "reused":
                 self._emit(
                     "session.revoked",
                     session_id=session["id"] if session else None,
+                    subject=session["user_id"] if session else None,
                     reason="refresh_token_reused",
+                    client_address=client_ip,
                 )
             raise InvalidGrant(_REFUSED)
         if session is None:  # pragma: no cover - both outcomes above carry the session
@@ -118,7 +141,13 @@ class RefreshService:
             now=now,
             session_expires_at=int(session["expires_at"]),
         )
-        self._emit("refresh." + outcome, session_id=session["id"], jkt=proof.jkt)
+        self._emit(
+            "refresh." + outcome,
+            session_id=session["id"],
+            subject=session["user_id"],
+            jkt=proof.jkt,
+            client_address=client_ip,
+        )
         return TokenPair(access_token=access_token, refresh_token=child, expires_in=lifetime)
 
     async def _rotate(
@@ -146,6 +175,9 @@ class RefreshService:
             return "wrong_key", session
         if (
             row["session_revoked_at"] is not None
+            # A disabled user's sessions were ended with it; this also covers one opened by a
+            # completion that raced the disable (SPEC.md §6.6).
+            or row["user_disabled_at"] is not None
             or int(row["expires_at"]) <= now
             or int(row["last_used_at"]) <= now - self._idle_timeout
             or row["revoked_at"] is not None

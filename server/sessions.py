@@ -40,12 +40,13 @@ async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str,
     return row is not None
 
 
-# The token's session with its user's address, if the session is live (see `_window`).
+# The token's session with its user's address, if the session is live (see `_window`) and its
+# user is not disabled.
 _LIVE_SESSION = (
     "SELECT s.id, s.user_id, s.device_name, s.key_alg, s.dpop_jkt, s.created_at, "  # noqa: S608 - constants
     "s.last_used_at, s.expires_at, s.auth_time, u.email_address "
     "FROM sessions s JOIN users u ON u.id = s.user_id "
-    f"WHERE s.id = :id AND {LIVE}"
+    f"WHERE s.id = :id AND {LIVE} AND u.disabled_at IS NULL"
 )
 
 

@@ -24,6 +24,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MINUTE = 60
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+AUDIT_RETENTION_DAYS = 90
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "text"]
@@ -150,6 +151,8 @@ class Settings(BaseSettings):
     housekeeping_interval: float = Field(60.0, gt=0, le=3600)
     # /readyz fails its `outbox` check while a message has been due for longer than this.
     outbox_stuck_after: int = Field(10 * MINUTE, ge=MINUTE, le=DAY)
+    # Rows of the audit trail older than this are deleted by housekeeping (docs/design.md §6).
+    audit_retention_days: int = Field(AUDIT_RETENTION_DAYS, ge=1, le=3650)
 
     # --- Mail delivery, the landing page and app links (SPEC.md §6.10, §7; README "Mail") -----
     # Where mail goes. Unset: the development mailbox (data_dir/mail and the console).

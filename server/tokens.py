@@ -18,6 +18,9 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
+    # Whose tokens they are, for the security events; never part of the answer.
+    user_id: str | None = None
+    session_id: str | None = None
 
     def __repr__(self) -> str:
         return f"TokenPair(expires_in={self.expires_in})"

@@ -117,6 +117,12 @@ _FINISH = (
     "last_error = COALESCE(:detail, last_error) "
     "WHERE id = :id AND (status = 'queued' OR :status = 'sent')"
 )
+# A message given up after its last try keeps its sealed order: the mail service was failing,
+# and once it is repaired an operator may make the message due again (`splitlink outbox retry`).
+_GIVE_UP = (
+    "UPDATE outbox SET status = 'abandoned', lease_until = NULL, last_error = :detail "
+    "WHERE id = :id AND status = 'queued'"
+)
 _TRY = (
     "INSERT INTO outbox_tries (outbox_id, try_number, tried_at, outcome, detail) "
     "VALUES (:id, :tries, :now, :outcome, :detail)"
@@ -341,6 +347,7 @@ class OutboxDispatcher:
                     now,
                     f"{error} (after {claim.tries} tries)",
                     service_unavailable=unavailable,
+                    keeps_order=True,
                 )
             delay = min(MAX_BACKOFF_SECONDS, 2**claim.tries)
             delay = int(delay * random.uniform(0.5, 1.0)) + 1  # noqa: S311 (jitter only)
@@ -384,6 +391,8 @@ class OutboxDispatcher:
                 "detail": None if record.detail is None else record.detail[:200],
             }
             update = _RETRY if record.outcome == "retry" else _FINISH
+            if record.keeps_order:
+                update = _GIVE_UP
             writes += [(update, values), (_TRY, values)]
         # Not durable (no fsync of its own on SQLite, no wait for the WAL flush on PostgreSQL):
         # if a power failure loses these records, the rows are claimed again when their leases
@@ -417,6 +426,8 @@ class _Record:
     next_try: int | None = None
     # A transient failure of the mail service as a whole: the round ends.
     service_unavailable: bool = False
+    # Given up after the last try: the sealed order stays, for `splitlink outbox retry`.
+    keeps_order: bool = False
 
 
 def _deliverable_address(recipient: Any) -> bool:

@@ -192,6 +192,51 @@ class SmtpTransport:
         finally:
             await _close(client, polite=delivered)
 
+    async def probe(self) -> str:
+        """Connect, upgrade to TLS as configured, `EHLO`, log in if there are credentials, and
+        `QUIT`, sending no mail: what succeeded, or MailServiceUnavailable saying what failed."""
+        target = self.target
+        client = aiosmtplib.SMTP(
+            hostname=target.host,
+            port=target.port,
+            timeout=self._timeout,
+            use_tls=target.security == "tls",
+            start_tls=False,
+            tls_context=self._tls,
+            local_hostname=self._local_hostname,
+        )
+        stage = "connect"
+        done = ["connected", "TLS" if target.security == "tls" else ""]
+        try:
+            await client.connect()
+            stage = "EHLO"
+            await client.ehlo()
+            if target.security == "starttls":
+                if not client.supports_extension("starttls"):
+                    raise MailServiceUnavailable("the SMTP server does not offer STARTTLS")
+                stage = "STARTTLS"
+                await client.starttls(tls_context=self._tls)
+                done.append("STARTTLS")
+            done.append("EHLO")
+            if target.username is not None and target.password is not None:
+                stage = "AUTH"
+                await client.login(target.username, target.password.get_secret_value())
+                done.append("AUTH")
+            stage = "QUIT"
+            await client.quit()
+        except MailServiceUnavailable:
+            raise
+        except aiosmtplib.SMTPResponseException as exc:
+            raise MailServiceUnavailable(_detail(stage, f"{exc.code} {exc.message}")) from None
+        except ssl.SSLError as exc:
+            raise MailServiceUnavailable(_detail(stage, f"TLS failed: {exc}")) from None
+        except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
+            raise MailServiceUnavailable(_detail(stage, str(exc) or type(exc).__name__)) from None
+        finally:
+            if client.is_connected:
+                client.close()
+        return f"{target.describe()}: " + ", ".join(step for step in done if step)
+
     @staticmethod
     def _raise_for_reply(stage: str, code: int, text: str, *, message_level: bool) -> None:
         error = _detail(stage, f"{code} {text}")

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, Response
 from protocol.errors import ErrorCode, SplitlinkError
 from server.dpop.guard import Principal
 from server.dpop.middleware import principal_of
+from server.http import client_ip
 from server.services import services
 from server.sessions import LiveSession
 
@@ -69,7 +70,13 @@ async def end_session(request: Request) -> Response:
     if not ended:
         # Another user's session answers exactly as an unknown one.
         raise SessionNotFound("no such session")
-    svc.login.emit("session.revoked", session_id=session_id, reason="ended_by_user")
+    svc.login.emit(
+        "session.revoked",
+        session_id=session_id,
+        subject=principal.user_id,
+        reason="ended_by_user",
+        client_address=client_ip(request, svc.settings.trusted_proxies),
+    )
     return Response(status_code=204)
 
 
@@ -79,7 +86,13 @@ async def logout(request: Request) -> Response:
     await svc.sessions.end(
         principal.session_id, user_id=principal.user_id, reason="logout", now=svc.clock.now()
     )
-    svc.login.emit("session.revoked", session_id=principal.session_id, reason="logout")
+    svc.login.emit(
+        "session.revoked",
+        session_id=principal.session_id,
+        subject=principal.user_id,
+        reason="logout",
+        client_address=client_ip(request, svc.settings.trusted_proxies),
+    )
     return Response(status_code=204)
 
 
@@ -87,5 +100,10 @@ async def logout_all(request: Request) -> Response:
     principal = principal_of(request.scope)
     svc = services(request)
     count = await svc.sessions.end_all(principal.user_id, reason="logout_all", now=svc.clock.now())
-    svc.login.emit("sessions.revoked_all", user_id=principal.user_id, count=count)
+    svc.login.emit(
+        "sessions.revoked_all",
+        user_id=principal.user_id,
+        count=count,
+        client_address=client_ip(request, svc.settings.trusted_proxies),
+    )
     return Response(status_code=204)

@@ -48,7 +48,9 @@ async def token(request: Request) -> Response:
             form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
         )
     else:
-        tokens = await svc.refresh.refresh(form=form, proof=proof)
+        tokens = await svc.refresh.refresh(
+            form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
+        )
     return JSONResponse(
         tokens.response_body(),
         headers={**TOKEN_RESPONSE_HEADERS, **svc.dpop.nonce_headers(AS_NONCES)},
@@ -107,7 +109,12 @@ async def revoke(request: Request) -> Response:
 
         ended = await svc.db.run(end)
         if ended:
-            svc.login.emit("session.revoked", session_id=session_id, reason="revocation")
+            svc.login.emit(
+                "session.revoked",
+                session_id=session_id,
+                reason="revocation",
+                client_address=client_ip(request, svc.settings.trusted_proxies),
+            )
     return Response(status_code=200, headers=TOKEN_RESPONSE_HEADERS)
 
 
@@ -187,8 +194,10 @@ async def _introspect_refresh_token(svc: Services, token: str, now: int) -> dict
         row = await conn.fetch_one(
             "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "
             "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
+            "JOIN users u ON u.id = s.user_id "
             "WHERE rt.token_hash = :hash AND rt.rotated_at IS NULL AND rt.revoked_at IS NULL "
-            "AND s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle",
+            "AND s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle "
+            "AND u.disabled_at IS NULL",
             {
                 "hash": refresh_token_hash(svc.keyring.hmac_key, token),
                 "now": now,

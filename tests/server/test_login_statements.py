@@ -216,3 +216,17 @@ async def test_on_postgres_a_completion_that_loses_its_consume_to_a_lockout_name
         assert response.status_code == 400, response.text
         assert response.json()["attempt_state"] == "locked"
         assert server.query("SELECT COUNT(*) FROM sessions") == [(0,)]
+
+
+async def test_on_postgres_a_start_for_a_disabled_account_costs_the_same_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SPEC.md §6.1: no mail is queued for a disabled account, within the same one statement.
+    async with running_server(tmp_path, backend="postgresql") as server:
+        await server.login(server.device(), "off@example.com")
+        backends.execute(server.database_url, "UPDATE users SET disabled_at = ?", 1)
+        sent = _watch_round_trips(server, monkeypatch)
+        response = await server.start(server.device(), "off@example.com")
+        assert response.status_code == 202, response.text
+        monkeypatch.undo()
+        assert sent.seen() == (0, 1, ["WITH counted_first AS"]), sent

@@ -152,7 +152,7 @@ async def test_on_postgres_a_start_counts_its_limits_and_reads_the_account_in_on
         assert (await server.start(server.device(), "a@example.com")).status_code == 202
     assert len(sent) == 1, sent
     assert sent[0].startswith("WITH counted_1 AS (INSERT INTO rate_limits"), sent
-    assert "beside AS (SELECT u.id, u.email_address, EXISTS" in sent[0], sent
+    assert "beside AS (SELECT u.id, u.email_address, u.disabled_at, EXISTS" in sent[0], sent
 
 
 _READ_BESIDE = "SELECT bucket, hits FROM rate_limits WHERE bucket LIKE :bucket ORDER BY bucket"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
 from support.backends import dump, query
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+# What an audit row's details may name (SPEC.md §6.12): identifiers and outcomes, no secret.
+_AUDIT_DETAILS = {"session_id", "attempt_id", "reason", "count", "outbox_id"}
 
 
 def violations(database_url: str, *, secrets: Iterable[str] = ()) -> list[str]:
@@ -45,6 +48,16 @@ def violations(database_url: str, *, secrets: Iterable[str] = ()) -> list[str]:
         for (value,) in query(database_url, f"SELECT {column} FROM {table}"):  # noqa: S608
             if not _HEX_DIGEST.fullmatch(value):
                 found.append(f"{table}.{column} holds something other than a digest")
+    for (session_id,) in query(
+        database_url,
+        "SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id "
+        "WHERE u.disabled_at IS NOT NULL AND s.revoked_at IS NULL",
+    ):
+        found.append(f"session {session_id} of a disabled user was not ended")
+    for row_id, details in query(database_url, "SELECT id, details FROM audit_events"):
+        members = json.loads(details)
+        if not isinstance(members, dict) or not set(members) <= _AUDIT_DETAILS:
+            found.append(f"audit row {row_id} holds details beyond identifiers and outcomes")
     text = dump(database_url)
     found.extend(f"a secret rests in the database: {s[:6]}…" for s in secrets if s in text)
     return found
