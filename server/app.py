@@ -360,6 +360,8 @@ async def _stop_dispatcher(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
 async def _flush_audit(audit: AuditTrail, db: Database) -> None:
     """The rows still queued at shutdown; a failure here is logged, never raised."""
     try:

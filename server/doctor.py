@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import databases
 
 from server.keyring import Keyring, read_root_secret
-from server.mail.render import MailTemplates
+from server.mail.mail_templates import MailTemplates
 from server.mail.smtp import SmtpTransport
 from server.mail.transport import MailServiceUnavailable
 from server.settings import Settings

@@ -59,10 +59,9 @@ _FINISHED = (
 _ACCOUNT = "SELECT id, email_address, disabled_at FROM users WHERE email_canonical = :canonical"
 # The same, and whether a key holds a live session of that account.
 _ACCOUNT_AND_KEY = (
-    "SELECT u.id, u.email_address, u.disabled_at, EXISTS (SELECT 1 FROM sessions s "
-    f"WHERE s.user_id = u.id AND s.dpop_jkt = :jkt AND {LIVE}) AS key_holds_session "  # noqa: S608 - constants
-    "FROM users u "
-    "WHERE u.email_canonical = :canonical"
+    "SELECT u.id, u.email_address, u.disabled_at, EXISTS (SELECT 1 FROM sessions s "  # noqa: S608 - constants
+    f"WHERE s.user_id = u.id AND s.dpop_jkt = :jkt AND {LIVE}) AS key_holds_session "
+    "FROM users u WHERE u.email_canonical = :canonical"
 )
 # A session's reference to its user: what a concurrent first login leaves unmet.
 _SESSION_USER = "sessions_user_id_fkey"
