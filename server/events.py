@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.clock import Clock
 from server.request_id import current_request_id
 
 logger = logging.getLogger("splitlink.events")
@@ -51,3 +52,30 @@ def fan_out(*sinks: EventSink) -> EventSink:
             sink(event)
 
     return each
+
+
+class Emitter:
+    """Makes security events at the clock's time and hands them to a sink. `subject` (a user
+    id) and `client_address` go to the audit trail, not to the log."""
+
+    def __init__(self, sink: EventSink, clock: Clock) -> None:
+        self._sink = sink
+        self._clock = clock
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        subject: str | None = None,
+        client_address: str | None = None,
+        **fields: Any,
+    ) -> None:
+        self._sink(
+            SecurityEvent(
+                name=name,
+                at=self._clock.now(),
+                fields=fields,
+                subject=subject,
+                client_address=client_address,
+            )
+        )

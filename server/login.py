@@ -18,7 +18,7 @@ from protocol.errors import AttemptState, InvalidEmail, InvalidGrant, MalformedI
 from protocol.link import build_login_link
 from protocol.split_secret import keyed_hash, new_login_secrets, parse_attempt_id, parse_half
 from server.clock import Clock, RandomBytes
-from server.events import EventSink, SecurityEvent
+from server.events import Emitter, EventSink
 from server.keyring import Keyring
 from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
@@ -121,27 +121,8 @@ class LoginService:
         self._replay = replay
         self._clock = clock
         self._random = random_bytes
-        self._events = events
+        self.emit = Emitter(events, clock)
         self._mail_domain = urlsplit(settings.public_url).hostname or "localhost"
-
-    def emit(
-        self,
-        name: str,
-        *,
-        subject: str | None = None,
-        client_address: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """`subject` (a user id) and `client_address` go to the audit trail, not to the log."""
-        self._events(
-            SecurityEvent(
-                name=name,
-                at=self._clock.now(),
-                fields=fields,
-                subject=subject,
-                client_address=client_address,
-            )
-        )
 
     async def start(
         self, *, email: Any, device_name: Any, proof: VerifiedDPoPProof, client_ip: str

@@ -15,7 +15,7 @@ from typing import Any
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidGrant, MalformedInput
 from server.clock import Clock, RandomBytes
-from server.events import EventSink, SecurityEvent
+from server.events import Emitter, EventSink
 from server.keyring import Keyring
 from server.replay import DatabaseReplayStore
 from server.sessions import revoke_session_rows
@@ -59,27 +59,8 @@ class RefreshService:
         self._replay = replay
         self._clock = clock
         self._random = random_bytes
-        self._events = events
+        self._emit = Emitter(events, clock)
         self._idle_timeout = idle_timeout
-
-    def _emit(
-        self,
-        name: str,
-        *,
-        subject: str | None = None,
-        client_address: str | None = None,
-        **fields: Any,
-    ) -> None:
-        """`subject` (a user id) and `client_address` go to the audit trail, not to the log."""
-        self._events(
-            SecurityEvent(
-                name=name,
-                at=self._clock.now(),
-                fields=fields,
-                subject=subject,
-                client_address=client_address,
-            )
-        )
 
     async def refresh(
         self, *, form: dict[str, str], proof: VerifiedDPoPProof, client_ip: str | None = None
