@@ -229,4 +229,4 @@ async def test_on_postgres_a_start_for_a_disabled_account_costs_the_same_round_t
         response = await server.start(server.device(), "off@example.com")
         assert response.status_code == 202, response.text
         monkeypatch.undo()
-        assert sent.seen() == (0, 1, ["WITH counted_first AS"]), sent
+        assert sent.seen() == (0, 1, ["WITH counted_1 AS"]), sent
