@@ -30,8 +30,10 @@ function holder(path: string, then: string) {
     child.stdout.on("data", (chunk: Buffer) => chunk.toString().includes("held") && resolve());
     child.once("exit", () => reject(new Error("the holder exited before taking the lock")));
   });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { held, exited };
+  return { held, exited, output: () => output };
 }
 
 test("two FileStorage objects on one file write concurrently without losing the file", async () => {
@@ -48,15 +50,21 @@ test("two FileStorage objects on one file write concurrently without losing the 
 
 test("the lock lets one holder in at a time, across processes", async () => {
   const path = freshPath();
-  const other = holder(path, "await new Promise((resolve) => setTimeout(resolve, 400));");
+  // The other process says when it leaves its critical section, while it still holds the lock.
+  const other = holder(
+    path,
+    "await new Promise((resolve) => setTimeout(resolve, 400)); process.stdout.write(`leaving ${Date.now()}\\n`);",
+  );
   await other.held;
-  const order: string[] = [];
-  const exited = other.exited.then(() => order.push("other released"));
+  let enteredAt = 0;
   await new FileStorage(path).withLock("refresh", async () => {
-    order.push("this one holds");
+    enteredAt = Date.now();
   });
-  await exited;
-  assert.deepEqual(order, ["other released", "this one holds"]);
+  await other.exited;
+  const leaving = /leaving (\d+)/.exec(other.output());
+  assert.ok(leaving, other.output());
+  // This process got in only once the other had left: never both at once.
+  assert.ok(enteredAt >= Number(leaving[1]), `${enteredAt} < ${leaving[1]}`);
   assert.equal(existsSync(`${path}.lock`), false);
 });
 
