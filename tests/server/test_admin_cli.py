@@ -36,6 +36,7 @@ async def server(tmp_path: Path, backend: str) -> AsyncIterator[Harness]:
         yield harness
 
 
+# Ids are random base64url and may begin with "-": after "--" they are never read as options.
 def splitlink(
     server: Harness, *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -86,7 +87,7 @@ async def test_users_show_finds_a_user_by_id_or_by_any_spelling_of_its_address(
 ) -> None:
     await server.login(server.device(), "Alice@Example.com")
     ((user_id,),) = server.query("SELECT id FROM users")
-    by_id = succeeded(splitlink(server, "users", "show", user_id))
+    by_id = succeeded(splitlink(server, "users", "show", "--", user_id))
     by_address = succeeded(splitlink(server, "users", "show", "ALICE@example.COM"))
     assert by_id == by_address
     assert "Alice@example.com" in by_id and "active" in by_id
@@ -209,10 +210,12 @@ async def test_sessions_are_listed_and_revoked_by_id_or_all_of_a_user(server: Ha
     assert len(listing.strip().splitlines()) == 3 and phone_session in listing
     assert on_phone["refresh_token"] not in listing
 
-    succeeded(splitlink(server, "sessions", "revoke", phone_session))
+    succeeded(splitlink(server, "sessions", "revoke", "--", phone_session))
     assert (await server.me(phone, on_phone["access_token"])).status_code == 401
     assert (await server.me(laptop, on_laptop["access_token"])).status_code == 200
-    failed_in_one_line(splitlink(server, "sessions", "revoke", phone_session), "no live session")
+    failed_in_one_line(
+        splitlink(server, "sessions", "revoke", "--", phone_session), "no live session"
+    )
 
     output = succeeded(
         splitlink(server, "sessions", "revoke", "--user", "gina@example.com", "--all")
@@ -255,13 +258,14 @@ async def test_outbox_retry_makes_backed_off_and_given_up_mail_due_and_refuses_t
 
     for name in ("backoff", "gaveup"):
         assert "due now" in succeeded(
-            splitlink(server, "outbox", "retry", ids[f"{name}@example.com"])
+            splitlink(server, "outbox", "retry", "--", ids[f"{name}@example.com"])
         )
     failed_in_one_line(
-        splitlink(server, "outbox", "retry", ids["sent@example.com"]), "was sent already"
+        splitlink(server, "outbox", "retry", "--", ids["sent@example.com"]), "was sent already"
     )
     failed_in_one_line(
-        splitlink(server, "outbox", "retry", ids["refused@example.com"]), "content was dropped"
+        splitlink(server, "outbox", "retry", "--", ids["refused@example.com"]),
+        "content was dropped",
     )
     failed_in_one_line(splitlink(server, "outbox", "retry", "no-such-id"), "no message")
     # Due from the moment of the command, by the system clock.
