@@ -9,6 +9,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from protocol.encoding import parse_json_object
 from protocol.errors import MalformedInput
@@ -106,3 +108,20 @@ def client_ip(request: Request, trusted_proxies: Sequence[IPNetwork]) -> str:
 
 def json_dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# What a log line and a metric label name a path that no route matches: never the path itself.
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route that answered (`/v1/sessions/{session_id}`), never the path
+    itself. A request refused before routing (the `/v1/` authentication) is matched here."""
+    route = scope.get("route")
+    if isinstance(route, Route):
+        return route.path
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", []):
+        if isinstance(candidate, Route) and candidate.matches(scope)[0] is not Match.NONE:
+            return candidate.path
+    return UNMATCHED_ROUTE

@@ -43,7 +43,6 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # A label value outside its closed set is counted under this one instead.
 OTHER = "other"
 # The route label of a request that matched no route.
-UNMATCHED_ROUTE = "unmatched"
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LOGIN_FAILURE_REASONS = (

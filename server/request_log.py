@@ -13,10 +13,9 @@ import time
 from collections.abc import Sequence
 
 from starlette.requests import Request
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.http import client_ip
+from server.http import client_ip, route_template
 from server.request_id import HEADER, bind_request_id, request_id_for, unbind_request_id
 from server.settings import IPNetwork
 
@@ -24,8 +23,6 @@ logger = logging.getLogger("splitlink.requests")
 
 _HEADER = HEADER.encode()
 _FORWARDED_FOR = b"x-forwarded-for"
-# A path no route matches is logged as this, never as itself.
-UNMATCHED = "(unmatched)"
 
 
 class RequestLogMiddleware:
@@ -69,7 +66,7 @@ class RequestLogMiddleware:
     def _log(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         if not logger.isEnabledFor(logging.INFO):
             return
-        route = _route_template(scope)
+        route = route_template(scope)
         client = client_ip(Request(scope), self._trusted_proxies)
         duration_ms = round(seconds * 1000, 1)
         logger.info(
@@ -98,18 +95,3 @@ class RequestLogMiddleware:
             "ignored, and rate limits count the proxy's address for every client; list the "
             "proxies' networks in SPLITLINK_TRUSTED_PROXIES (warned once per process)"
         )
-
-
-def _route_template(scope: Scope) -> str:
-    """The matched route's path; found here when the router did not run (a request refused by
-    the DPoP middleware before routing)."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    app = scope.get("app")
-    for candidate in getattr(app, "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is not Match.NONE:
-            return str(candidate.path)
-    return UNMATCHED

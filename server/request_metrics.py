@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import time
 
-from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.http import route_template
 from server.metrics import (
     HTTP_REQUEST_DURATION,
     HTTP_REQUESTS,
     HTTP_REQUESTS_IN_PROGRESS,
-    UNMATCHED_ROUTE,
     method_label,
 )
-
-
-def route_template(scope: Scope) -> str:
-    """The template of the route that answered (`/v1/sessions/{session_id}`), never the path
-    itself. A request refused before routing (the `/v1/` authentication) is matched here."""
-    route = scope.get("route")
-    if isinstance(route, Route):
-        return route.path
-    app = scope.get("app")
-    routes: list[BaseRoute] = getattr(getattr(app, "router", None), "routes", [])
-    for candidate in routes:
-        if isinstance(candidate, Route) and candidate.matches(scope)[0] is not Match.NONE:
-            return candidate.path
-    return UNMATCHED_ROUTE
 
 
 class RequestMetricsMiddleware:

@@ -19,7 +19,7 @@ from support.races import HttpDevice, email_half_of
 
 from protocol.encoding import b64url_encode
 from server.app import create_app
-from server.metrics import UNMATCHED_ROUTE
+from server.http import UNMATCHED_ROUTE
 
 pytestmark = pytest.mark.slow
 

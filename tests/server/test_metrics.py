@@ -21,7 +21,8 @@ from support.metrics import Scrape
 from server import metrics
 from server.errors import TemporarilyUnavailable
 from server.events import SecurityEvent
-from server.metrics import OTHER, UNMATCHED_ROUTE, count_event, exposition
+from server.http import UNMATCHED_ROUTE
+from server.metrics import OTHER, count_event, exposition
 from server.routes.metrics import scrape_allowed
 from server.scrape_gauges import OutboxState, ScrapeTimeGauges, read_outbox_state
 from server.settings import Settings

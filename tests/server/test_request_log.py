@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from support.harness import running_server
 
+from server.http import UNMATCHED_ROUTE
 from server.request_id import request_id_for
-from server.request_log import UNMATCHED
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +44,7 @@ async def test_a_request_line_names_the_route_template_never_the_ids_query_or_he
     assert first.method == "DELETE"  # type: ignore[attr-defined]
     assert first.client == "203.0.113.7"  # type: ignore[attr-defined]
     assert first.request_id == request_id  # type: ignore[attr-defined]
-    assert second.route == UNMATCHED  # type: ignore[attr-defined]
+    assert second.route == UNMATCHED_ROUTE  # type: ignore[attr-defined]
     assert second.request_id == missing.headers["x-request-id"]  # type: ignore[attr-defined]
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     for secret in ("some-session-id", "query-value", "header-value", "proof-value", "secret-path"):
