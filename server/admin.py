@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from protocol.email_address import parse_email_address
 from protocol.errors import ErrorCode, SplitlinkError
-from server.sessions import revoke_session_rows
 from server.storage.database import Connection, Database, Row
+from server.storage.sessions import revoke_session_rows
 
 # Reasons an operator's action gives, stored as `revoked_reason` and in the events (§6.12).
 USER_DISABLED = "user_disabled"

@@ -40,7 +40,6 @@ from server.middleware import SecurityHeadersMiddleware
 from server.production import refuse_unsafe_production
 from server.ratelimit import RateLimiter
 from server.refresh import RefreshService
-from server.replay import DatabaseReplayStore
 from server.request_log import RequestLogMiddleware
 from server.request_metrics import RequestMetricsMiddleware
 from server.routes import account, discovery, health, login, metrics, token, wellknown
@@ -50,6 +49,7 @@ from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
 from server.storage.database import Database, database_for
 from server.storage.migrate import require_current_schema
+from server.storage.replay import DatabaseReplayStore
 
 logger = logging.getLogger("splitlink")
 

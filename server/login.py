@@ -24,8 +24,6 @@ from server.mail import outbox
 from server.mail.orders import LoginLinkOrder, MailOrder, NewDeviceOrder, NoAccountOrder
 from server.metrics import ATTEMPTS_LOCKED
 from server.ratelimit import Limit, RateLimiter, pair, rate_limit_client
-from server.replay import DatabaseReplayStore
-from server.sessions import LIVE, live_window
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import (
@@ -36,6 +34,10 @@ from server.storage.database import (
     Statement,
     is_missing_reference,
 )
+from server.storage.outbox import queue_row
+from server.storage.refresh import refresh_token_row
+from server.storage.replay import DatabaseReplayStore
+from server.storage.sessions import LIVE, live_window
 from server.tokens import TokenPair, mint_access_token, new_refresh_token
 
 GRANT_TYPE_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
@@ -245,12 +247,14 @@ class LoginService:
             order = NoAccountOrder(
                 recipient=recipient, message_id=mail.message_id, requested_at=now
             )
-        queued = outbox.queue_statement(
-            mail,
-            order,
-            attempt_id=secrets.attempt_id if signup_allowed else None,
-            keyring=self._keyring,
-            random_bytes=self._random,
+        queued = queue_row(
+            outbox.seal_mail(
+                mail,
+                order,
+                attempt_id=secrets.attempt_id if signup_allowed else None,
+                keyring=self._keyring,
+                random_bytes=self._random,
+            ),
             now=now,
         )
         # Recorded once the request is known to be well-formed (threats.md B6), with the
@@ -491,30 +495,29 @@ class LoginService:
         # §4.6): no session without its notice, and no notice for a session that never was.
         notice = outbox.new_queued_mail(random_bytes=self._random, domain=self._mail_domain)
         writes.append(
-            outbox.queue_statement(
-                notice,
-                NewDeviceOrder(
-                    recipient=account["email_address"],
-                    message_id=notice.message_id,
-                    device_name=attempt["device_name"],
-                    key_alg=attempt["key_alg"],
-                    signed_in_at=now,
-                    session_id=session_id,
-                    check_phrase=check_phrase(proof.jkt),
+            queue_row(
+                outbox.seal_mail(
+                    notice,
+                    NewDeviceOrder(
+                        recipient=account["email_address"],
+                        message_id=notice.message_id,
+                        device_name=attempt["device_name"],
+                        key_alg=attempt["key_alg"],
+                        signed_in_at=now,
+                        session_id=session_id,
+                        check_phrase=check_phrase(proof.jkt),
+                    ),
+                    attempt_id=None,
+                    keyring=self._keyring,
+                    random_bytes=self._random,
                 ),
-                attempt_id=None,
-                keyring=self._keyring,
-                random_bytes=self._random,
                 now=now,
             )
         )
-        refresh_token, refresh_row = new_refresh_token(
-            hmac_key=self._keyring.hmac_key,
-            session_id=session_id,
-            random_bytes=self._random,
-            now=now,
+        refresh_token, refresh_hash = new_refresh_token(
+            hmac_key=self._keyring.hmac_key, random_bytes=self._random
         )
-        writes.append(refresh_row)
+        writes.append(refresh_token_row(token_hash=refresh_hash, session_id=session_id, now=now))
         # Single use rests on this one conditional statement (docs/design.md §1).
         # An account disabled since the read is refused here too (SPEC.md §6.2 step 7.6).
         consume = (

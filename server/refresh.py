@@ -17,11 +17,11 @@ from protocol.errors import InvalidGrant, MalformedInput
 from server.clock import Clock, RandomBytes
 from server.events import Emitter, EventSink
 from server.keyring import Keyring
-from server.replay import DatabaseReplayStore
-from server.sessions import revoke_session_rows
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import Connection, Database, Row
+from server.storage.replay import DatabaseReplayStore
+from server.storage.sessions import revoke_session_rows
 from server.tokens import TokenPair, child_refresh_token, mint_access_token, refresh_token_hash
 
 MAX_REFRESH_TOKEN_LENGTH = 128

@@ -1,29 +1,18 @@
 """DPoP `jti` replay stores (RFC 9449 §11.1).
 
-The server uses the database store: entries are shared by every worker and host and survive a
-restart. An entry lives as long as its proof could still pass the `iat` check, and the insert is
-one atomic statement keyed by (jkt, jti). `MemoryReplayStore` serves a resource server that runs
-as a single process.
+The server uses the database store (server/storage/replay.py): entries are shared by every worker
+and host and survive a restart. `MemoryReplayStore` serves a resource server that runs as a
+single process.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Protocol
 
 from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidDPoPProof
 from server.errors import TemporarilyUnavailable
-from server.storage.database import (
-    UNIQUE_VIOLATIONS,
-    Connection,
-    Database,
-    Row,
-    Statement,
-    is_unique_violation,
-)
 
 REPLAY_KEY_BYTES = 16
 
@@ -38,83 +27,6 @@ class ReplayStore(Protocol):
     async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:
         """Record a proof's first use; raise InvalidDPoPProof if it was used before."""
         ...
-
-
-_ENTRY = "INSERT INTO dpop_replay (replay_key, expires_at) VALUES (:key, :expires_at)"
-# On its own, a replay is told by the row not returned.
-_RECORD = _ENTRY + " ON CONFLICT (replay_key) DO NOTHING RETURNING expires_at"
-
-
-class DatabaseReplayStore:
-    def __init__(self, db: Database, *, retention: int) -> None:
-        self._db = db
-        self._retention = retention
-
-    def _values(self, proof: VerifiedDPoPProof, now: int) -> dict[str, object]:
-        return {"key": stored_replay_key(proof), "expires_at": now + self._retention}
-
-    async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:
-        if not await self._db.statement(_RECORD, self._values(proof, now)):
-            raise InvalidDPoPProof("DPoP proof has been used before")
-
-    async def record_in(
-        self,
-        conn: Connection,
-        proof: VerifiedDPoPProof,
-        *,
-        now: int,
-        read: Statement | None = None,
-    ) -> list[Row]:
-        """The same entry, written by the transaction of the work the proof admits: it commits
-        with that work, and a replay raises before the work begins (docs/design.md §11.1). `read`,
-        the work's first query, runs in the same round trip and its rows are returned; it must not
-        depend on the entry (`Connection.run_together`). A plain insert here: a duplicate key
-        fails it, and with it the transaction, where a conditional insert would need a round
-        trip of its own to report what it did."""
-        with _refusing_reuse():
-            return await conn.run_together([(_ENTRY, self._values(proof, now))], read)
-
-    async def record_with(
-        self,
-        proof: VerifiedDPoPProof,
-        *,
-        now: int,
-        writes: Sequence[Statement],
-        read: Statement | None = None,
-    ) -> list[Row]:
-        """The entry, the work's `writes` and `read` (its rows are returned) as one atomic unit
-        of their own, durably: on PostgreSQL one statement, without a transaction around it
-        (docs/design.md §11.1, §7). As with `record_in`, `read` must not depend on the
-        entry."""
-        with _refusing_reuse():
-            return await self._db.run_together([(_ENTRY, self._values(proof, now)), *writes], read)
-
-    async def record_beside(
-        self, proof: VerifiedDPoPProof, *, now: int, read: Statement
-    ) -> list[Row]:
-        """The entry on its own, as `record` writes it, and `read` beside it: one statement on
-        PostgreSQL, which saves a round trip per request. On SQLite, where a statement is a call
-        rather than a round trip, `read` runs first and outside the write lock, then `record`.
-        A replay raises InvalidDPoPProof on both, whatever `read` found."""
-        if self._db.dialect == "sqlite":
-            rows = await self._db.statement(*read)
-            await self.record(proof, now=now)
-            return rows
-        with _refusing_reuse():
-            return await self._db.run_together(
-                [(_ENTRY, self._values(proof, now))], read, durable=False
-            )
-
-
-@contextmanager
-def _refusing_reuse() -> Iterator[None]:
-    """A duplicate entry, refused by the table's key, is a replayed proof."""
-    try:
-        yield
-    except UNIQUE_VIOLATIONS as exc:
-        if is_unique_violation(exc, table="dpop_replay"):
-            raise InvalidDPoPProof("DPoP proof has been used before") from exc
-        raise
 
 
 class MemoryReplayStore:

@@ -11,34 +11,13 @@ from typing import Any
 
 from protocol.access_token import VerifiedAccessToken
 from protocol.dpop import VerifiedDPoPProof
-from server.replay import DatabaseReplayStore
 from server.storage.database import Connection, Database, Row
+from server.storage.replay import DatabaseReplayStore
+from server.storage.sessions import LIVE, live_window, revoke_session_rows
 
 # Writing last_used_at on every request would turn every read into a write; a minute is
 # precise enough for the idle timeout and for "last used" in the session list.
 LAST_USED_RESOLUTION = 60
-
-# A session is live while it is not revoked, not past its absolute end and not idle too long
-# (`live_window` gives its parameters).
-LIVE = "s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle_cutoff"
-
-
-def live_window(now: int, *, idle_timeout: int) -> dict[str, int]:
-    return {"now": now, "idle_cutoff": now - idle_timeout}
-
-
-async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str, now: int) -> bool:
-    row = await conn.fetch_one(
-        "UPDATE sessions SET revoked_at = :now, revoked_reason = :reason "
-        "WHERE id = :id AND revoked_at IS NULL RETURNING id",
-        {"id": session_id, "now": now, "reason": reason},
-    )
-    await conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = :now WHERE session_id = :id AND revoked_at IS NULL",
-        {"id": session_id, "now": now},
-    )
-    return row is not None
-
 
 # The token's session with its user's address, if the session is live (see `_window`) and its
 # user is not disabled.

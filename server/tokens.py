@@ -10,7 +10,6 @@ from protocol.split_secret import keyed_hash, new_opaque_token
 from server.clock import RandomBytes
 from server.settings import Settings
 from server.signing_keys import KeySet
-from server.storage.database import Statement
 
 
 @dataclass(frozen=True)
@@ -79,13 +78,7 @@ def mint_access_token(
     return token, lifetime
 
 
-def new_refresh_token(
-    *, hmac_key: bytes, session_id: str, random_bytes: RandomBytes, now: int
-) -> tuple[str, Statement]:
-    """A fresh refresh token, and the insert that stores its hash (never the token)."""
+def new_refresh_token(*, hmac_key: bytes, random_bytes: RandomBytes) -> tuple[str, str]:
+    """A fresh refresh token, and the hash that stores it (never the token)."""
     refresh_token = new_opaque_token(random_bytes)
-    return refresh_token, (
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) "
-        "VALUES (:hash, :session_id, :now)",
-        {"hash": refresh_token_hash(hmac_key, refresh_token), "session_id": session_id, "now": now},
-    )
+    return refresh_token, refresh_token_hash(hmac_key, refresh_token)

@@ -40,6 +40,7 @@ from server.mail.transport import (
 )
 from server.metrics import OUTBOX_TRIES
 from server.storage.database import Database, Statement
+from server.storage.records import SealedMail
 
 logger = logging.getLogger("splitlink.outbox")
 
@@ -140,33 +141,26 @@ def new_queued_mail(*, random_bytes: RandomBytes, domain: str) -> QueuedMail:
     return QueuedMail(id=outbox_id, message_id=f"<{outbox_id}@{domain}>")
 
 
-def queue_statement(
+def seal_mail(
     mail: QueuedMail,
     order: MailOrder,
     *,
     attempt_id: str | None,
     keyring: Keyring,
     random_bytes: RandomBytes,
-    now: int,
-) -> Statement:
-    """The insert that queues `order`, for the transaction of the event it reports."""
+) -> SealedMail:
+    """`order` sealed for its outbox row, queued in the transaction of the event it reports."""
     if order.message_id != mail.message_id:
         raise ValueError("the order must carry the Message-ID of its outbox row")
-    return (
-        "INSERT INTO outbox (id, kind, attempt_id, recipient, message_id, sealed_message, status, "
-        "tries, not_before, created_at) VALUES (:id, :kind, :attempt_id, :recipient, "
-        ":message_id, :sealed, 'queued', 0, :now, :now)",
-        {
-            "id": mail.id,
-            "kind": order.kind,
-            "attempt_id": attempt_id,
-            "recipient": order.recipient,
-            "message_id": mail.message_id,
-            "sealed": keyring.seal(
-                encode_order(order), context=_SEAL_CONTEXT + mail.id, random_bytes=random_bytes
-            ),
-            "now": now,
-        },
+    return SealedMail(
+        id=mail.id,
+        kind=order.kind,
+        attempt_id=attempt_id,
+        recipient=order.recipient,
+        message_id=mail.message_id,
+        sealed=keyring.seal(
+            encode_order(order), context=_SEAL_CONTEXT + mail.id, random_bytes=random_bytes
+        ),
     )
 
 

@@ -20,8 +20,8 @@ from server.http import client_ip, read_form
 from server.login import GRANT_TYPE_MAGIC_LINK
 from server.routes.discovery import TOKEN_PATH
 from server.services import Services, services
-from server.sessions import revoke_session_rows
 from server.storage.database import Connection
+from server.storage.sessions import revoke_session_rows
 from server.tokens import refresh_token_hash
 
 TOKEN_RESPONSE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}

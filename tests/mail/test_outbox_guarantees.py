@@ -35,6 +35,7 @@ from server.mail.orders import NoAccountOrder
 from server.mail.outbox import LEASE_SECONDS, MAX_TRIES, OutboxDispatcher
 from server.mail.transport import MailTransport
 from server.storage.database import Database
+from server.storage.outbox import queue_row
 
 pytestmark = pytest.mark.anyio
 
@@ -218,7 +219,7 @@ async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
         svc = server.app.state.services
         mail = outbox.new_queued_mail(random_bytes=os.urandom, domain="auth.example.test")
         async with svc.db.transaction() as conn:
-            queued = outbox.queue_statement(
+            sealed = outbox.seal_mail(
                 mail,
                 NoAccountOrder(
                     recipient="victim@example.com\r\nRCPT TO:<evil@example.net>",
@@ -228,9 +229,8 @@ async def test_a_poisoned_recipient_never_reaches_the_wire_i6(
                 attempt_id=None,
                 keyring=svc.keyring,
                 random_bytes=os.urandom,
-                now=server.clock.now(),
             )
-            await conn.execute(*queued)
+            await conn.execute(*queue_row(sealed, now=server.clock.now()))
         await server.deliver()
         ((outbox_id, _, _, status, _, _),) = outbox_rows(server)
         ((_, _, outcome, detail),) = tries_of(server, outbox_id)
