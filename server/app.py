@@ -49,6 +49,7 @@ from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
 from server.storage.database import Database, database_for
 from server.storage.migrate import require_current_schema
+from server.storage.outbox import DatabaseOutboxStore
 from server.storage.replay import DatabaseReplayStore
 
 logger = logging.getLogger("splitlink")
@@ -227,14 +228,15 @@ def create_app(
         app.state.background_tasks = background_tasks
         app.state.audit = audit
         app.state.outbox = OutboxDispatcher(
-            svc.db,
-            svc.keyring,
-            transport,
+            store=DatabaseOutboxStore(
+                svc.db, max_failed_completions=settings.max_failed_completions
+            ),
+            keyring=svc.keyring,
+            transport=transport,
             composer=composer,
             clock=clock,
             events=svc.events,
             poll_interval=settings.outbox_poll_interval,
-            max_failed_completions=settings.max_failed_completions,
             concurrency=settings.outbox_concurrency,
         )
         worker_started()

@@ -18,6 +18,7 @@ from support.mail_harness import outbox_rows, tries_of
 from protocol.encoding import b64url_encode
 from server.app import build_mail_composer
 from server.mail.compose import MailComposer
+from server.mail.delivery import MAX_BACKOFF_SECONDS
 from server.mail.orders import (
     LoginLinkOrder,
     MailOrder,
@@ -27,7 +28,7 @@ from server.mail.orders import (
     decode_order,
     encode_order,
 )
-from server.mail.outbox import LEASE_SECONDS, MAX_BACKOFF_SECONDS
+from server.mail.outbox import LEASE_SECONDS
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
