@@ -85,16 +85,13 @@ class OutboxStore(Protocol):
         order they are due: oldest first, and within one second other mail before login links.
         A message whose lease runs is not claimed again. Each says whether it is still worth
         sending: a login link only while its attempt can be completed."""
-        ...
 
     async def release(self, claims: Sequence[ClaimedMail], *, now: int, reason: str) -> None:
         """Claims given up unfinished: due again at `now`, each try recorded as a retry."""
-        ...
 
     async def record(self, records: Sequence[DeliveryRecord]) -> None:
         """Each message's new state and its try, all atomically. A retry changes a message only
         while its claim still holds it; a delivery is always recorded as one."""
-        ...
 
 
 class OutboxDispatcher:
