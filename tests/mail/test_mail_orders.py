@@ -151,6 +151,29 @@ async def test_rendering_failure_abandons_the_message_without_crashing_the_dispa
     assert link not in caplog.text and link not in dump
 
 
+async def test_an_unexpected_rendering_failure_gives_up_a_login_mail_only_with_its_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    links: list[str] = []
+
+    def broken(self: MailComposer, **kwargs: Any) -> bytes:
+        links.append(kwargs["link"])
+        raise RuntimeError(f"cannot lay out {kwargs['link']}")
+
+    monkeypatch.setattr(MailComposer, "login_link", broken)
+    async with running_server(tmp_path) as server:
+        assert (await server.start(server.device(), "a@example.com")).status_code == 202
+        assert await server.deliver() == 1
+        ((outbox_id, kind, _, status, _, _),) = outbox_rows(server)
+    assert (kind, status) == ("login_link", "abandoned")
+    events = [event for event in server.events if event.name == "mail.unrenderable"]
+    assert [dict(event.fields) for event in events] == [
+        {"outbox_id": outbox_id, "kind": "login_link", "error": "RuntimeError"}
+    ]
+    (link,) = links
+    assert link not in repr(server.events)
+
+
 async def test_a_login_mail_that_cannot_be_rendered_is_given_up_with_an_event_naming_it(
     tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
