@@ -48,7 +48,7 @@ async def _jwks(server: Harness) -> list[dict[str, Any]]:
 
 
 def _cli_retire_after(server: Harness) -> int:
-    """What `splitlink keys rotate` uses (server/cli.py)."""
+    """What `splitlink keys rotate` uses (server/cli/keys.py)."""
     return server.settings.access_token_lifetime + 60
 
 
