@@ -354,7 +354,7 @@ async def test_tries_go_with_their_row_when_housekeeping_removes_it(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
     # docs/design.md §6: the tries of the rows being purged, first, so none outlives its row.
-    from server.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
+    from server.storage.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
 
     async with mail_server(tmp_path, sink) as server:
         await start(server, server.device(), "a@example.com")

@@ -23,19 +23,19 @@ from support.backends import database_url_for, empty_database_url_for, execute, 
 from support.harness import Harness
 
 from server.errors import TemporarilyUnavailable
-from server.housekeeping import (
+from server.storage.database import (
+    UNIQUE_VIOLATIONS,
+    Database,
+    TransactionConflict,
+    is_unique_violation,
+)
+from server.storage.housekeeping import (
     PURGE_ATTEMPTS,
     PURGE_MAIL,
     PURGE_RATE_LIMITS,
     PURGE_REPLAY,
     PURGE_TRIES,
     purge_expired,
-)
-from server.storage.database import (
-    UNIQUE_VIOLATIONS,
-    Database,
-    TransactionConflict,
-    is_unique_violation,
 )
 from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
 
