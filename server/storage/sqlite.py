@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 import databases
@@ -27,9 +27,7 @@ import databases
 from server.errors import TemporarilyUnavailable
 from server.storage import sqlite_wal
 from server.storage.sqlite_wal import Checkpointer, WalSync, open_with_wait
-from server.storage.transactions import OS_FAILURES, Connection, Failure, Row, Statement
-
-T = TypeVar("T")
+from server.storage.transactions import OS_FAILURES, Connection, Failure, Row, Statement, T
 
 # The longest wait between two tries for a lock another process holds (`_until_not_busy`).
 SQLITE_BUSY_POLL_MAX = 0.001

@@ -11,11 +11,10 @@ import logging
 import os
 import sqlite3
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Literal
 
 from server.errors import TemporarilyUnavailable
-
-T = TypeVar("T")
+from server.storage.transactions import T
 
 SQLITE_CHECKPOINT_INTERVAL = 0.5
 # The write-ahead log is started over once it holds this much (see `Checkpointer`).
