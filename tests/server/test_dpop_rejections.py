@@ -271,17 +271,17 @@ async def test_the_replay_entry_of_a_login_or_refresh_commits_in_the_transaction
 ) -> None:
     # One statement and one commit fewer per request than an entry of its own; a transaction
     # that fails leaves no entry, and a replay is refused before any of the work.
-    from server.storage import database
+    from server.storage import sqlite
 
     statements: list[str] = []
-    opened = database._open_in_loop
+    opened = sqlite._open_in_loop
 
     def traced(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
         conn = opened(path, synchronous=synchronous, busy_timeout=busy_timeout)
         conn.set_trace_callback(statements.append)
         return conn
 
-    monkeypatch.setattr(database, "_open_in_loop", traced)
+    monkeypatch.setattr(sqlite, "_open_in_loop", traced)
     async with running_server(tmp_path) as server:
         device = server.device()
         tokens = await server.login(device, "a@example.com")

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.anyio
 
 
 def _count_uses(server: Harness, monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
-    """Every use of the database's context manager `name` (a transaction, an autocommit
-    connection) from now on."""
-    db = server.app.state.services.db
+    """Every use of the database backend's context manager `name` (a transaction, an
+    autocommit connection) from now on."""
+    db = server.app.state.services.db._backend
     used: list[str] = []
     original = getattr(db, name)
 

@@ -272,7 +272,7 @@ async def test_postgres_a_transaction_left_open_is_rolled_back_before_its_connec
 
 async def test_a_cancelled_wait_for_a_checkpoint_returns_only_once_its_thread_is_done() -> None:
     # The checkpointer's connection is never closed while the checkpoint's thread uses it.
-    from server.storage.database import _in_thread_to_the_end
+    from server.storage.sqlite_wal import in_thread_to_the_end
 
     finished = threading.Event()
 
@@ -281,7 +281,7 @@ async def test_a_cancelled_wait_for_a_checkpoint_returns_only_once_its_thread_is
         finished.set()
         return "checkpointed"
 
-    task = asyncio.create_task(_in_thread_to_the_end(slow_checkpoint))
+    task = asyncio.create_task(in_thread_to_the_end(slow_checkpoint))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -292,7 +292,7 @@ async def test_a_cancelled_wait_for_a_checkpoint_returns_only_once_its_thread_is
 async def test_a_wait_cancelled_as_its_thread_finishes_is_still_cancelled() -> None:
     # A checkpointer told to stop just as a checkpoint's thread returned went on checkpointing,
     # and the server's shutdown waited for it forever (seen once in a full test run).
-    from server.storage.database import _in_thread_to_the_end
+    from server.storage.sqlite_wal import in_thread_to_the_end
 
     release = threading.Event()
     returned = threading.Event()
@@ -302,7 +302,7 @@ async def test_a_wait_cancelled_as_its_thread_finishes_is_still_cancelled() -> N
         returned.set()
         return "checkpointed"
 
-    task = asyncio.create_task(_in_thread_to_the_end(checkpoint))
+    task = asyncio.create_task(in_thread_to_the_end(checkpoint))
     await asyncio.sleep(0.05)  # the task now waits for the thread
     release.set()
     # Without yielding to the loop: the thread's result is queued for the loop before the
@@ -322,9 +322,9 @@ _INSERT_BUCKET = (
 async def test_a_durable_and_a_non_durable_transaction_both_commit(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server.storage import database
+    from server.storage import sqlite_wal
 
-    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # no checkpoint meanwhile
+    monkeypatch.setattr(sqlite_wal, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # no checkpoint meanwhile
     with database_url_for(backend, tmp_path) as url:
         migrate(url)
         db = Database(url)
@@ -421,7 +421,7 @@ async def test_writes_run_together_on_their_own_are_one_atomic_unit(
 
 
 def test_a_statement_with_its_own_with_clause_is_refused_rather_than_run_together() -> None:
-    from server.storage.database import _together
+    from server.storage.postgres import _together
 
     nested = "WITH fresh AS (SELECT 1 AS n) INSERT INTO t SELECT n FROM fresh"
     for parts in ((nested, "SELECT 1"), ("INSERT INTO t VALUES (:n)", nested)):
@@ -469,7 +469,7 @@ async def test_on_postgres_a_guarded_statement_that_conflicts_runs_again(
     # that failed on a serialization conflict or a deadlock had no effect.
     seeded = "INSERT INTO rate_limits VALUES ('guard', 0, 0, 0)"
     async with _connected("postgresql", tmp_path, seeded) as (db, url):
-        autocommit = db.autocommit
+        autocommit = db._backend.autocommit
         uses: list[int] = []
 
         @contextlib.asynccontextmanager
@@ -480,7 +480,7 @@ async def test_on_postgres_a_guarded_statement_that_conflicts_runs_again(
             async with autocommit() as conn:
                 yield conn
 
-        monkeypatch.setattr(db, "autocommit", conflicting_once)
+        monkeypatch.setattr(db._backend, "autocommit", conflicting_once)
         rows = await db.run_guarded(
             (_TAKE_BUCKET, {"bucket": "guard"}), [(_INSERT_BUCKET, {"bucket": "once"})]
         )
@@ -493,7 +493,7 @@ async def test_on_postgres_a_guarded_statement_that_conflicts_runs_again(
 
 
 def test_a_guarded_write_must_be_an_insert_of_values() -> None:
-    from server.storage.database import _guarded_text
+    from server.storage.postgres import _guarded_text
 
     guard = "UPDATE t SET n = 1 WHERE id = :id RETURNING id"
     for write in (
@@ -561,7 +561,7 @@ async def test_postgres_runs_guarded_writes_in_one_round_trip(tmp_path: Path) ->
 
 
 class _RecordedFsyncs:
-    """Stands in for os.fsync in server.storage.database: records which file each call synced
+    """Stands in for os.fsync in server.storage.sqlite_wal: records which file each call synced
     and what another connection could read when it started; can hold calls or fail them."""
 
     def __init__(self, db_path: Path) -> None:
@@ -587,9 +587,9 @@ class _RecordedFsyncs:
 async def sqlite_db(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[tuple[Database, _RecordedFsyncs]]:
-    from server.storage import database
+    from server.storage import sqlite_wal
 
-    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # its fsyncs are not ours
+    monkeypatch.setattr(sqlite_wal, "SQLITE_CHECKPOINT_INTERVAL", 3600)  # its fsyncs are not ours
     with database_url_for("sqlite", tmp_path) as url:
         migrate(url)
         db = Database(url)
@@ -753,8 +753,7 @@ async def test_a_single_statement_translates_driver_errors_and_passes_others_on(
         async def failing(query: str, values: object) -> list[object]:
             raise raised[-1]
 
-        assert db._statements is not None
-        monkeypatch.setattr(db._statements, "run", failing)
+        monkeypatch.setattr(db._backend, "statement", failing)
         locked = sqlite3.OperationalError("database is locked")
         raised.append(locked)
         with pytest.raises(TemporarilyUnavailable) as translated:
@@ -777,11 +776,11 @@ async def restarting_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Asyn
     """A SQLite database whose checkpointer runs every 20 ms and starts the log over once it
     holds 256 KiB. The file is cut back to 64 KiB, below that, so that every restart shrinks it
     however fast the writes are."""
-    from server.storage import database
+    from server.storage import sqlite_wal
 
-    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 0.02)
-    monkeypatch.setattr(database, "SQLITE_WAL_LIMIT_BYTES", 256 * 1024)
-    monkeypatch.setattr(database, "SQLITE_WAL_FILE_BYTES", 64 * 1024)
+    monkeypatch.setattr(sqlite_wal, "SQLITE_CHECKPOINT_INTERVAL", 0.02)
+    monkeypatch.setattr(sqlite_wal, "SQLITE_WAL_LIMIT_BYTES", 256 * 1024)
+    monkeypatch.setattr(sqlite_wal, "SQLITE_WAL_FILE_BYTES", 64 * 1024)
     with database_url_for("sqlite", tmp_path) as url:
         migrate(url)
         db = Database(url)
@@ -867,9 +866,9 @@ async def test_a_worker_that_starts_while_another_process_holds_the_database_wai
     # index and holds the database meanwhile. A worker that started alongside failed its startup
     # on "database is locked", and uvicorn then stopped the whole server. A connection in
     # exclusive locking mode holds the database the same way.
-    from server.storage import database
+    from server.storage import sqlite_wal
 
-    monkeypatch.setattr(database, "SQLITE_CHECKPOINT_INTERVAL", 3600)
+    monkeypatch.setattr(sqlite_wal, "SQLITE_CHECKPOINT_INTERVAL", 3600)
     with database_url_for("sqlite", tmp_path) as url:
         migrate(url)
         db = Database(url)
@@ -902,7 +901,7 @@ async def test_a_transaction_that_keeps_conflicting_runs_eight_times_then_answer
         pauses.append(seconds)
 
     async with _connected(backend, tmp_path) as (db, _url):
-        monkeypatch.setattr("server.storage.database.asyncio.sleep", no_pause)
+        monkeypatch.setattr("server.storage.transactions.asyncio.sleep", no_pause)
         runs: list[int] = []
 
         async def always_conflicting(conn: Any) -> None:

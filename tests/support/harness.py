@@ -147,7 +147,7 @@ class Harness:
     def record_single_statements(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         """From now on, every statement sent on PostgreSQL's single-statement pool, in order:
         each one is a round trip."""
-        statements = self.app.state.services.db._pg_statements
+        statements = self.app.state.services.db._backend._statement_pool
         sent: list[str] = []
         run = statements.run
 
