@@ -93,6 +93,7 @@ bench-compare: $(BENCH_STAMP) bench-wrk   # about 4 minutes
 	@set -e; work=$$(mktemp -d); \
 	trap 'set +e; git worktree remove --force "$$work/old" 2>/dev/null; \
 		git worktree remove --force "$$work/new" 2>/dev/null; rm -rf "$$work"' EXIT; \
+	trap 'exit 130' INT TERM; \
 	git worktree add --quiet --detach "$$work/old" "$(OLD)"; \
 	git worktree add --quiet --detach "$$work/new" "$(NEW)"; \
 	$(BIN)/python -m bench.compare --old "$$work/old" --new "$$work/new" \

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen <= set(MEASUREMENTS):
         parser.error(f"--only: some of {', '.join(MEASUREMENTS)}")
 
+    # Stopped from outside (make's temporary worktrees go at the end), the servers still stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     started = time.monotonic()
     trees = {"old": procs.Tree.at(args.old), "new": procs.Tree.at(args.new)}
     postgres_problem = pg.available()
