@@ -61,7 +61,9 @@ def run(
     server, named by `server_names`."""
     if isinstance(backends, str):
         raise TypeError("backends is a sequence of backend names, not one name")
-    labelled: dict[str | None, procs.Tree] = dict(trees) if trees else {None: procs.THIS_TREE}
+    labelled: dict[str | None, procs.Tree] = (
+        {label: tree for label, tree in trees.items()} if trees else {None: procs.THIS_TREE}
+    )
     plans = dict(
         zip(
             server_names(backends, list(labelled)),

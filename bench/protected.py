@@ -208,7 +208,9 @@ def run(
     targets named by `target_name`, and the turns follow balanced orders (bench.orders), so
     that each tree is measured first as often as the other."""
     keys = {alg: new_key(alg) for alg in algorithms}
-    labelled: dict[str | None, procs.Tree] = dict(trees) if trees else {None: procs.THIS_TREE}
+    labelled: dict[str | None, procs.Tree] = (
+        {label: tree for label, tree in trees.items()} if trees else {None: procs.THIS_TREE}
+    )
     results: dict[str, Any] = {
         "seconds": seconds,
         "rounds": rounds,
