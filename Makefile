@@ -62,7 +62,7 @@ clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules $(JS)/dist
 
 # Benchmarks (README.md, Performance). wrk comes from the system's packages.
-.PHONY: bench bench-full soak bench-wrk
+.PHONY: bench bench-full soak bench-wrk bench-compare
 BENCH_STAMP := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
@@ -82,3 +82,20 @@ bench-full: $(BENCH_STAMP) bench-wrk   # about 10 minutes: also 100,000 users, P
 
 soak: $(BENCH_STAMP)   # 10 minutes: worker RSS under steady load
 	$(BIN)/python -m bench --soak --out bench/results/soak.json
+
+# Two refs' figures measured in one run, each served from a temporary worktree of its own
+# (removed at the end): bench/COMPARE.md and bench/results/compare.json. NEW=HEAD is the last
+# commit: changes not committed are not measured.
+OLD ?= main
+NEW ?= HEAD
+
+bench-compare: $(BENCH_STAMP) bench-wrk   # about 4 minutes
+	@set -e; work=$$(mktemp -d); \
+	trap 'set +e; git worktree remove --force "$$work/old" 2>/dev/null; \
+		git worktree remove --force "$$work/new" 2>/dev/null; rm -rf "$$work"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	git worktree add --quiet --detach "$$work/old" "$(OLD)"; \
+	git worktree add --quiet --detach "$$work/new" "$(NEW)"; \
+	$(BIN)/python -m bench.compare --old "$$work/old" --new "$$work/new" \
+		--old-name "$(OLD)" --new-name "$(NEW)" \
+		--out bench/results/compare.json --summary bench/COMPARE.md

@@ -1,5 +1,7 @@
 """A splitlink server for one measurement: a fresh database (SQLite file or PostgreSQL database),
-migrated, optionally pre-seeded, served by bench/serve.py; and the load generator beside it."""
+migrated, optionally pre-seeded, served by bench/serve.py; and the load generator beside it.
+The server and its migrations come from a source tree (this one unless told otherwise); the load
+generator always from this one."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class Database:
     workdir: Path
     port: int
     env: dict[str, str]
+    tree: procs.Tree = procs.THIS_TREE
 
 
 @contextmanager
@@ -38,9 +41,10 @@ def database(
     *,
     seed_users: int = 0,
     info: dict[str, Any] | None = None,
+    tree: procs.Tree = procs.THIS_TREE,
 ) -> Iterator[Database]:
-    """A fresh database (SQLite file or PostgreSQL database), migrated and seeded with
-    `seed_users`; removed at the end. `info` receives the seeding time."""
+    """A fresh database (SQLite file or PostgreSQL database), migrated by `tree` and seeded
+    with `seed_users`; removed at the end. `info` receives the seeding time."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
     if workdir.exists():
@@ -61,14 +65,14 @@ def database(
     # `recently_deleted`, 8 to 10 % of the workers' CPU under the login measurement). That is
     # the harness's mailbox, not the server: mail in production goes out over SMTP.
     mailbox_root = _memory_dir() or data_dir
-    env = procs.bench_env(mailbox_root, database_url, public_url)
+    env = procs.bench_env(mailbox_root, database_url, public_url, tree=tree)
     try:
-        procs.migrate(env)
+        procs.migrate(env, tree=tree)
         if seed_users:
             seconds = seed(database_url, seed_users)
             if info is not None:
                 info["seed_seconds"] = round(seconds, 1)
-        yield Database(workdir, port, env)
+        yield Database(workdir, port, env, tree)
     finally:
         if mailbox_root != data_dir:
             shutil.rmtree(mailbox_root, ignore_errors=True)
@@ -82,7 +86,12 @@ def database(
 def serving(database: Database, *, workers: int) -> Iterator[procs.Server]:
     """splitlink served by bench/serve.py on `database`."""
     with procs.running(
-        "splitlink", workdir=database.workdir, workers=workers, env=database.env, port=database.port
+        "splitlink",
+        workdir=database.workdir,
+        workers=workers,
+        env=database.env,
+        port=database.port,
+        tree=database.tree,
     ) as server:
         yield server
 
@@ -95,10 +104,11 @@ def splitlink(
     workers: int,
     seed_users: int = 0,
     info: dict[str, Any] | None = None,
+    tree: procs.Tree = procs.THIS_TREE,
 ) -> Iterator[procs.Server]:
-    """Serve splitlink on a fresh database. `info` receives the seeding time."""
+    """Serve splitlink of `tree` on a fresh database. `info` receives the seeding time."""
     with (
-        database(workdir, backend, seed_users=seed_users, info=info) as prepared,
+        database(workdir, backend, seed_users=seed_users, info=info, tree=tree) as prepared,
         serving(prepared, workers=workers) as server,
     ):
         yield server
@@ -114,6 +124,11 @@ def _memory_dir() -> Path | None:
 
 def mail_dir(server: procs.Server) -> Path:
     return Path(server.env["SPLITLINK_DATA_DIR"]) / "mail"
+
+
+def _loadgen_env(server: procs.Server) -> dict[str, str]:
+    """The server's settings, with this tree's code on the path (the server may run another's)."""
+    return {**server.env, "PYTHONPATH": str(procs.ROOT)}
 
 
 def _target(server: procs.Server, *, spread: bool) -> list[str]:
@@ -151,7 +166,7 @@ class LoadgenSession:
                 stderr=errors,
                 text=True,
                 cwd=procs.ROOT,
-                env={**server.env},
+                env=_loadgen_env(server),
             )
 
     def flow(self, *options: str) -> tuple[dict[str, Any], float]:
@@ -216,7 +231,7 @@ def loadgen(
         text=True,
         timeout=timeout,
         cwd=procs.ROOT,
-        env={**server.env},
+        env=_loadgen_env(server),
         check=False,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -19,17 +19,27 @@ logins once more at `also_at` connections, for orientation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from bench import deploy, procs
-from bench.orders import balanced_orders
+from bench.orders import rounds_of_turns
 from bench.pooled import PooledTurns
 
 ROUNDS = 4
 PHASES = ("start", "complete")
+
+
+def server_names(backends: Sequence[str], labels: Sequence[str | None]) -> list[str]:
+    """The servers in the order their turns are drawn from: a backend's servers side by side,
+    one per tree (`<backend>-<label>`), or the backend's name alone without trees."""
+    return [
+        backend if label is None else f"{backend}-{label}"
+        for backend in backends
+        for label in labels
+    ]
 
 
 def run(
@@ -44,30 +54,41 @@ def run(
     target_seconds: float = 10.0,
     min_logins: int = 200,
     max_logins: int = 4000,
+    trees: Mapping[str, procs.Tree] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One result per backend, each over its `rounds` turns."""
+    """One result per backend, each over its `rounds` turns. With `trees` (label -> source
+    tree), one server per backend and tree, each running that tree's code, and one result per
+    server, named by `server_names`."""
     if isinstance(backends, str):
         raise TypeError("backends is a sequence of backend names, not one name")
-    pooled = {backend: PooledTurns(PHASES) for backend in backends}
-    flows: dict[str, list[dict[str, Any]]] = {backend: [] for backend in backends}
+    labelled: dict[str | None, procs.Tree] = (
+        {label: tree for label, tree in trees.items()} if trees else {None: procs.THIS_TREE}
+    )
+    plans = dict(
+        zip(
+            server_names(backends, list(labelled)),
+            ((backend, tree) for backend in backends for tree in labelled.values()),
+            strict=True,
+        )
+    )
+    pooled = {name: PooledTurns(PHASES) for name in plans}
+    flows: dict[str, list[dict[str, Any]]] = {name: [] for name in plans}
     warmups: dict[str, dict[str, Any]] = {}
     again: dict[str, dict[str, Any]] = {}
     common = ["--phases", ",".join(PHASES)]
     with ExitStack() as stack:
         servers = {
-            backend: stack.enter_context(
-                deploy.splitlink(workdir / backend, backend, workers=workers)
+            name: stack.enter_context(
+                deploy.splitlink(workdir / name, backend, workers=workers, tree=tree)
             )
-            for backend in backends
+            for name, (backend, tree) in plans.items()
         }
         sessions = {
-            backend: stack.enter_context(
-                deploy.loadgen_session(servers[backend], workdir / backend)
-            )
-            for backend in backends
+            name: stack.enter_context(deploy.loadgen_session(servers[name], workdir / name))
+            for name in plans
         }
-        for backend in backends:
-            warmups[backend], _ = sessions[backend].flow(
+        for name in plans:
+            warmups[name], _ = sessions[name].flow(
                 *common, "--concurrency", str(concurrency), "--count", str(warmup)
             )
         per_turn = _turn_size(
@@ -76,12 +97,13 @@ def run(
             least=max(1, min_logins // rounds),
             most=max(1, max_logins // rounds),
         )
-        orders = balanced_orders(len(backends))
-        for round_index in range(rounds):
-            for backend in (backends[i] for i in orders[round_index % len(orders)]):
+        names = list(plans)
+        for order in rounds_of_turns(len(names), rounds):
+            for name in (names[i] for i in order):
+                backend = plans[name][0]
                 # Over the whole turn (mail dispatch and the wait for it included).
-                with procs.CpuWindow(servers[backend], database=backend == "postgresql") as window:
-                    flow, generator_cpu = sessions[backend].flow(
+                with procs.CpuWindow(servers[name], database=backend == "postgresql") as window:
+                    flow, generator_cpu = sessions[name].flow(
                         *common,
                         "--concurrency",
                         str(concurrency),
@@ -89,26 +111,30 @@ def run(
                         str(per_turn),
                         "--raw",
                     )
-                pooled[backend].add(flow, window, generator_cpu)
-                flows[backend].append(flow)
+                pooled[name].add(flow, window, generator_cpu)
+                flows[name].append(flow)
         if also_at is not None:
-            for backend in backends:
-                flow, _ = sessions[backend].flow(
+            for name in plans:
+                flow, _ = sessions[name].flow(
                     *common, "--concurrency", str(also_at), "--count", str(per_turn)
                 )
-                again[backend] = _summary(flow, also_at)
-    return {
-        backend: _result(
+                again[name] = _summary(flow, also_at)
+    results = {
+        name: _result(
             backend,
-            pooled[backend],
-            flows[backend],
+            pooled[name],
+            flows[name],
             workers=workers,
             concurrency=concurrency,
-            warmup=warmups[backend],
-            fewer_connections=again.get(backend),
+            warmup=warmups[name],
+            fewer_connections=again.get(name),
         )
-        for backend in backends
+        for name, (backend, _) in plans.items()
     }
+    if trees:
+        for name, (_, tree) in plans.items():
+            results[name]["server"] = {"tree": str(tree.root), "code": str(servers[name].code)}
+    return results
 
 
 def _turn_size(
@@ -163,6 +189,10 @@ def _result(
         else 0.0,
         # Each turn's rate, in the order of the rounds: how far the machine drifted.
         "turns_logins_per_second": [round(_logins_per_second(flow), 1) for flow in flows],
+        # Each turn's latency percentiles per phase, in the same order.
+        "turns_latency_ms": {
+            phase: [flow["phases"][phase]["latency_ms"] for flow in flows] for phase in PHASES
+        },
         "start": start,
         "complete": complete,
         "warmup": _summary(warmup, concurrency),

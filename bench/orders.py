@@ -29,3 +29,15 @@ def balanced_orders(n: int) -> list[list[int]]:
     if n % 2 and n > 1:
         orders += [order[::-1] for order in orders]
     return orders
+
+
+def rotating_orders(n: int) -> list[list[int]]:
+    """Orders of `n` servers in which the first moves on by one each round (0 1 2, 1 2 0, ...)."""
+    return [[(shift + step) % n for step in range(n)] for shift in range(n)]
+
+
+def rounds_of_turns(n: int, rounds: int, *, balanced: bool = True) -> list[list[int]]:
+    """The order of the turns of `n` servers in each of `rounds` rounds: the balanced orders
+    (or the rotating ones) in turn, again from the first when they run out."""
+    orders = balanced_orders(n) if balanced else rotating_orders(n)
+    return [orders[index % len(orders)] for index in range(max(1, rounds))]

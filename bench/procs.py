@@ -16,7 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.serve import SERVED_FROM
+
 ROOT = Path(__file__).resolve().parent.parent
+SERVE = ROOT / "bench" / "serve.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,6 +73,28 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Tree:
+    """A source tree whose code a server runs, and the interpreter that runs it."""
+
+    root: Path
+    python: Path
+
+    @classmethod
+    def at(cls, root: Path) -> Tree:
+        """The tree at `root`, run by its own .venv if it has one, else by this interpreter
+        (this tree's venv: the same dependencies, the tree's own code)."""
+        root = root.resolve()
+        if not (root / "server" / "app.py").is_file():
+            raise ValueError(f"{root} holds no server code (server/app.py)")
+        own = root / ".venv" / "bin" / "python"
+        return cls(root=root, python=own if own.exists() else Path(sys.executable))
+
+
+# The tree the harness itself is in; every measurement runs it unless told otherwise.
+THIS_TREE = Tree(root=ROOT, python=Path(sys.executable))
+
+
 @dataclass
 class Server:
     name: str
@@ -78,6 +103,8 @@ class Server:
     workers: int
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    # Where the app's top-level package was imported from (bench/serve.py says so at start).
+    code: Path | None = None
 
     @property
     def port(self) -> int:
@@ -106,8 +133,11 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def bench_env(data_dir: Path, database_url: str, public_url: str) -> dict[str, str]:
-    """Settings for benchmark servers: rate limits out of the way, no mail on the console."""
+def bench_env(
+    data_dir: Path, database_url: str, public_url: str, *, tree: Tree = THIS_TREE
+) -> dict[str, str]:
+    """Settings for benchmark servers of `tree`: rate limits out of the way, no mail on the
+    console."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITLINK_")}
     env.update(
         {
@@ -120,22 +150,24 @@ def bench_env(data_dir: Path, database_url: str, public_url: str) -> dict[str, s
             "SPLITLINK_RATE_LIMIT_START_PER_EMAIL": "100000000",
             "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_KEY": "100000000",
             "SPLITLINK_RATE_LIMIT_START_PER_EMAIL_CLIENT": "100000000",
+            "SPLITLINK_RATE_LIMIT_START_PER_NETWORK": "100000000",
             "SPLITLINK_RATE_LIMIT_COMPLETE_PER_IP": "100000000",
             "SPLITLINK_DEV_MAILBOX_CONSOLE": "false",
             "SPLITLINK_OUTBOX_POLL_INTERVAL": "0.05",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(tree.root),
         }
     )
     return env
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate(env: dict[str, str], *, tree: Tree = THIS_TREE) -> None:
+    """`splitlink migrate` with the migrations of `tree`."""
     subprocess.run(
-        [str(Path(sys.executable).parent / "splitlink"), "migrate"],
-        env=env,
+        [str(tree.python.parent / "splitlink"), "migrate"],
+        env={**env, "PYTHONPATH": str(tree.root)},
         check=True,
         capture_output=True,
-        cwd=ROOT,
+        cwd=tree.root,
     )
 
 
@@ -157,27 +189,32 @@ def running(
     workers: int = 1,
     env: dict[str, str] | None = None,
     port: int | None = None,
+    tree: Tree = THIS_TREE,
 ) -> Iterator[Server]:
-    """Start `python -m bench.serve APP`, wait until every worker answers, stop it at the end."""
+    """Start bench/serve.py APP with the code of `tree`, wait until every worker answers, stop
+    it at the end. This tree's serve.py runs for every tree, so that servers differ only in
+    their code; `-P` keeps its directory off the path, and the tree comes first on it."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{app}-{port}.log"
-    process_env = {**(env or os.environ), "PYTHONPATH": str(ROOT)}
+    process_env = {**(env or os.environ), "PYTHONPATH": str(tree.root)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "bench.serve",
+                str(tree.python),
+                "-P",
+                str(SERVE),
                 app,
                 "--port",
                 str(port),
                 "--workers",
                 str(workers),
+                "--tree",
+                str(tree.root),
             ],
             env=process_env,
-            cwd=ROOT,
+            cwd=tree.root,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -197,9 +234,18 @@ def running(
             time.sleep(0.1)
         if workers > 1:
             time.sleep(1.0)
+        server.code = served_from(server.log())
         yield server
     finally:
         stop(process)
+
+
+def served_from(log: str) -> Path | None:
+    """The file the app's package was imported from, as bench/serve.py logged it."""
+    for line in log.splitlines():
+        if line.startswith(SERVED_FROM):
+            return Path(line.removeprefix(SERVED_FROM).strip())
+    return None
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

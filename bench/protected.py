@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 
 from bench import deploy, procs, wrk
 from bench.devices import new_key, proof, proof_pool, read_email_halves
+from bench.orders import rounds_of_turns
 from protocol.keys import Algorithm, SigningKey
 
 GRANT_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
@@ -172,6 +174,17 @@ REFERENCES: dict[str, Algorithm] = {
 }
 
 
+def target_name(alg: str, label: str | None = None) -> str:
+    """`me_<alg>`, or `me_<alg>-<label>` for the server of the tree called `label`."""
+    return f"me_{alg}" if label is None else f"me_{alg}-{label}"
+
+
+def target_names(algorithms: Sequence[str], labels: Sequence[str | None]) -> list[str]:
+    """The splitlink targets in the order their turns are drawn from: each algorithm's servers
+    side by side, so that the trees' turns of one figure alternate (bench.orders)."""
+    return [target_name(alg, label) for alg in algorithms for label in labels]
+
+
 def run(
     workdir: Path,
     *,
@@ -183,13 +196,21 @@ def run(
     algorithms: tuple[Algorithm, ...] = ("EdDSA", "ES256"),
     references: tuple[str, ...] = tuple(REFERENCES),
     max_age: int = 60,
+    trees: Mapping[str, procs.Tree] | None = None,
 ) -> dict[str, Any]:
     """Every server runs at once; after a warm-up each, the measured time is split into
     `rounds` runs per server, one server at a time, the order rotating from round to round. A
     ratio then compares two servers measured in the same stretches of the run: on this kind of
     machine the speed drifts within minutes, and measured one after the other, one figure could
-    fall in a slow stretch and its baseline in a fast one."""
+    fall in a slow stretch and its baseline in a fast one.
+
+    With `trees` (label -> source tree), one splitlink server runs the code of each tree, its
+    targets named by `target_name`, and the turns follow balanced orders (bench.orders), so
+    that each tree is measured first as often as the other."""
     keys = {alg: new_key(alg) for alg in algorithms}
+    labelled: dict[str | None, procs.Tree] = (
+        {label: tree for label, tree in trees.items()} if trees else {None: procs.THIS_TREE}
+    )
     results: dict[str, Any] = {
         "seconds": seconds,
         "rounds": rounds,
@@ -198,29 +219,39 @@ def run(
         "workers": 1,
     }
     with contextlib.ExitStack() as stack:
-        splitlink = stack.enter_context(deploy.splitlink(workdir / "splitlink", backend, workers=1))
-        env = splitlink.env
-        data_dir = Path(env["SPLITLINK_DATA_DIR"])
+        servers = {
+            label: stack.enter_context(
+                deploy.splitlink(workdir / (label or "splitlink"), backend, workers=1, tree=tree)
+            )
+            for label, tree in labelled.items()
+        }
         tokens = {
-            alg: login(splitlink, key, data_dir / "mail", f"me-{alg.lower()}@example.com")[
-                "access_token"
-            ]
+            (label, alg): login(
+                server,
+                key,
+                Path(server.env["SPLITLINK_DATA_DIR"]) / "mail",
+                f"me-{alg.lower()}@example.com",
+            )["access_token"]
+            for label, server in servers.items()
             for alg, key in keys.items()
         }
         targets = [
             _Target(
-                f"me_{alg}",
-                splitlink,
+                target_name(alg, label),
+                servers[label],
                 key,
-                tokens[alg],
+                tokens[label, alg],
                 workdir,
                 fresh_proofs=True,
                 connections=connections,
             )
             for alg, key in keys.items()
+            for label in servers
         ]
         # The references: the same requests, proofs reused in turn (nothing there checks
-        # replay).
+        # replay), beside the first server.
+        first = next(iter(servers))
+        env = servers[first].env
         for name in references:
             alg = REFERENCES[name]
             ref_env = {
@@ -236,7 +267,7 @@ def run(
                     name,
                     server,
                     keys[alg],
-                    tokens[alg],
+                    tokens[first, alg],
                     workdir,
                     fresh_proofs=False,
                     connections=connections,
@@ -245,10 +276,15 @@ def run(
         for target in targets:
             target.warm_up(warmup)
         share = seconds / max(1, rounds)
-        for turn in range(max(1, rounds)):
-            for step in range(len(targets)):
-                target = targets[(turn + step) % len(targets)]
-                target.measure(share, f"round-{turn}")
+        turns = rounds_of_turns(len(targets), rounds, balanced=trees is not None)
+        for turn, order in enumerate(turns):
+            for index in order:
+                targets[index].measure(share, f"round-{turn}")
     for target in targets:
         results[target.name] = target.report(max_age)
+    if trees:
+        results["servers"] = {
+            label: {"tree": str(labelled[label].root), "code": str(server.code)}
+            for label, server in servers.items()
+        }
     return results
