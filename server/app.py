@@ -15,18 +15,16 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
-from protocol.errors import ErrorCode, SplitlinkError
+from protocol.errors import SplitlinkError
 from server.audit import AuditRows, AuditTrail
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
 from server.cors import ListedOriginsCORS
 from server.dpop.guard import ResourceGuard
 from server.dpop.middleware import DPoPAuthMiddleware
 from server.dpop.proof import DPoPGuard
-from server.errors import error_response_parts
+from server.error_handlers import http_error, splitlink_error, unexpected_error
 from server.events import EventSink, fan_out, log_event
 from server.housekeeping import run_housekeeping
 from server.login import LoginService
@@ -57,50 +55,6 @@ from server.storage.replay import DatabaseReplayStore
 from server.storage.signing_keys import SigningKeyStore
 
 logger = logging.getLogger("splitlink")
-
-
-async def _splitlink_error(request: Request, exc: Exception) -> Response:
-    if not isinstance(exc, SplitlinkError):  # pragma: no cover - registered for this type only
-        raise exc
-    status, body, headers = error_response_parts(exc)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
-        status, ErrorCode.INVALID_REQUEST
-    )
-    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
-    return JSONResponse(
-        {"error": code.value, "error_description": "no such endpoint or method"},
-        status_code=status,
-        headers=headers,  # 405 keeps its Allow header (RFC 9110 §15.5.6)
-    )
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # Answered outside RequestLogMiddleware, whose request id is read back from the scope.
-    request_id = request.scope.get("state", {}).get("request_id")
-    # The path as a quoted literal: a decoded %0A must not start a line of its own in the log.
-    logger.error(
-        "unexpected %s on %s %r",
-        type(exc).__name__,
-        request.method,
-        request.url.path,
-        extra={"request_id": request_id},
-    )
-    # Answered by the outermost error middleware, outside SecurityHeadersMiddleware.
-    return JSONResponse(
-        {"error": ErrorCode.SERVER_ERROR.value, "error_description": "internal error"},
-        status_code=500,
-        headers={
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            **({"X-Request-ID": request_id} if request_id else {}),
-        },
-    )
 
 
 async def build_services(
@@ -328,9 +282,9 @@ def create_app(
             ),
         ],
         exception_handlers={
-            SplitlinkError: _splitlink_error,
-            HTTPException: _http_error,
-            Exception: _unexpected_error,
+            SplitlinkError: splitlink_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
         },
         lifespan=lifespan,
     )
