@@ -42,7 +42,7 @@ from server.request_log import RequestLogMiddleware
 from server.request_metrics import RequestMetricsMiddleware
 from server.routes import account, discovery, health, login, metrics, token, wellknown
 from server.services import Services
-from server.sessions import SessionStore
+from server.sessions import SessionService
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
 from server.storage.audit import AuditStore
@@ -51,7 +51,9 @@ from server.storage.health import DatabaseHealth
 from server.storage.housekeeping import HousekeepingStore
 from server.storage.migrate import require_current_schema
 from server.storage.outbox import DatabaseOutboxStore
+from server.storage.refresh import DatabaseRefreshStore
 from server.storage.replay import DatabaseReplayStore
+from server.storage.sessions import DatabaseSessionStore
 from server.storage.signing_keys import SigningKeyStore
 
 logger = logging.getLogger("splitlink")
@@ -64,7 +66,8 @@ async def build_services(
     random_bytes: RandomBytes,
     events: EventSink,
 ) -> Services:
-    db = database_for(settings, observer=DatabaseMetrics())
+    db_metrics = DatabaseMetrics()
+    db = database_for(settings, observer=db_metrics)
     await db.connect()
     try:
         await require_current_schema(db)
@@ -97,7 +100,9 @@ async def build_services(
         random_bytes=random_bytes,
         events=events,
     )
-    sessions = SessionStore(db, idle_timeout=settings.session_idle_timeout, replay=replay)
+    sessions = SessionService(
+        DatabaseSessionStore(db, replay=replay, idle_timeout=settings.session_idle_timeout)
+    )
     return Services(
         settings=settings,
         db=db,
@@ -110,10 +115,9 @@ async def build_services(
         login=login_service,
         refresh=RefreshService(
             settings=settings,
-            db=db,
+            store=DatabaseRefreshStore(db, replay=replay, observer=db_metrics),
             keyring=keyring,
             keys=keys,
-            replay=replay,
             clock=clock,
             random_bytes=random_bytes,
             events=events,

@@ -13,7 +13,7 @@ from server.events import EventSink
 from server.keyring import Keyring
 from server.login import LoginService
 from server.refresh import RefreshService
-from server.sessions import LiveSession, SessionStore
+from server.sessions import LiveSession, SessionService
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import Database
@@ -32,7 +32,7 @@ class Services:
     dpop: DPoPGuard
     login: LoginService
     refresh: RefreshService
-    sessions: SessionStore
+    sessions: SessionService
     resource_guard: ResourceGuard[LiveSession]
     # Readiness probes and the scrape's gauges read the database through it.
     database_health: DatabaseHealth

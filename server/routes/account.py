@@ -41,20 +41,20 @@ async def me(request: Request) -> Response:
 async def list_sessions(request: Request) -> Response:
     principal = principal_of(request.scope)
     svc = services(request)
-    rows = await svc.sessions.list_live(principal.user_id, svc.clock.now())
+    sessions = await svc.sessions.list_live(principal.user_id, now=svc.clock.now())
     return JSONResponse(
         {
             "sessions": [
                 {
-                    "id": row["id"],
-                    "device_name": row["device_name"],
-                    "key_alg": row["key_alg"],
-                    "created_at": int(row["created_at"]),
-                    "last_used_at": int(row["last_used_at"]),
-                    "expires_at": int(row["expires_at"]),
-                    "current": row["id"] == principal.session_id,
+                    "id": session.id,
+                    "device_name": session.device_name,
+                    "key_alg": session.key_alg,
+                    "created_at": session.created_at,
+                    "last_used_at": session.last_used_at,
+                    "expires_at": session.expires_at,
+                    "current": session.id == principal.session_id,
                 }
-                for row in rows
+                for session in sessions
             ]
         }
     )

@@ -18,10 +18,10 @@ from server.dpop.proof import AS_NONCES
 from server.errors import UnsupportedGrantType
 from server.http import client_ip, read_form
 from server.login import GRANT_TYPE_MAGIC_LINK
+from server.refresh import RefreshCommand
 from server.routes.discovery import TOKEN_PATH
 from server.services import Services, services
-from server.storage.database import Connection
-from server.storage.sessions import revoke_session_rows
+from server.sessions import REVOCATION, Revocation
 from server.tokens import refresh_token_hash
 
 TOKEN_RESPONSE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -48,8 +48,13 @@ async def token(request: Request) -> Response:
             form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
         )
     else:
+        presented = form.get("refresh_token")
+        if presented is None:
+            raise MalformedInput("refresh_token is required")
         tokens = await svc.refresh.refresh(
-            form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
+            RefreshCommand(refresh_token=presented),
+            proof=proof,
+            client_ip=client_ip(request, svc.settings.trusted_proxies),
         )
     return JSONResponse(
         tokens.response_body(),
@@ -57,25 +62,24 @@ async def token(request: Request) -> Response:
     )
 
 
-async def _session_of_token(svc: Services, token: str, hint: str | None) -> str | None:
-    """The session a refresh or access token belongs to, whatever the hint (RFC 7009 §2.1)."""
-    order = (
+async def _revoke_session_of_token(
+    svc: Services, token: str, hint: str | None
+) -> Revocation | None:
+    """End the session a refresh or access token belongs to, whatever the hint (RFC 7009
+    §2.1): the hinted kind is looked up first, else the refresh token."""
+    now = svc.clock.now()
+    kinds = (
         ["access_token", "refresh_token"]
         if hint == "access_token"
-        else [
-            "refresh_token",
-            "access_token",
-        ]
+        else ["refresh_token", "access_token"]
     )
-    for kind in order:
+    for kind in kinds:
         if kind == "refresh_token":
-            async with svc.db.autocommit() as conn:
-                row = await conn.fetch_one(
-                    "SELECT session_id FROM refresh_tokens WHERE token_hash = :hash",
-                    {"hash": refresh_token_hash(svc.keyring.hmac_key, token)},
-                )
-            if row is not None:
-                return str(row["session_id"])
+            revocation = await svc.sessions.revoke_by_refresh_token(
+                token_hash=refresh_token_hash(svc.keyring.hmac_key, token), now=now
+            )
+            if revocation is not None:
+                return revocation
         else:
             try:
                 verified = verify_access_token(
@@ -83,11 +87,11 @@ async def _session_of_token(svc: Services, token: str, hint: str | None) -> str 
                     keys=svc.keys.verification_keys(),
                     issuer=svc.settings.issuer,
                     audience=svc.settings.token_audience,
-                    now=svc.clock.now(),
+                    now=now,
                 )
             except InvalidToken:
                 continue
-            return verified.session_id
+            return await svc.sessions.revoke_session(session_id=verified.session_id, now=now)
     return None
 
 
@@ -98,23 +102,14 @@ async def revoke(request: Request) -> Response:
     token = form.get("token")
     if token is None:
         raise MalformedInput("token is required")
-    session_id = await _session_of_token(svc, token, form.get("token_type_hint"))
-    if session_id is not None:
-        found = session_id
-        now = svc.clock.now()
-
-        # One name for the stored reason and the event's (SPEC.md §6.8, §6.12).
-        async def end(conn: Connection) -> bool:
-            return await revoke_session_rows(conn, session_id=found, reason="revocation", now=now)
-
-        ended = await svc.db.run(end)
-        if ended:
-            svc.login.emit(
-                "session.revoked",
-                session_id=session_id,
-                reason="revocation",
-                client_address=client_ip(request, svc.settings.trusted_proxies),
-            )
+    revocation = await _revoke_session_of_token(svc, token, form.get("token_type_hint"))
+    if revocation is not None and revocation.ended:
+        svc.login.emit(
+            "session.revoked",
+            session_id=revocation.session_id,
+            reason=REVOCATION,
+            client_address=client_ip(request, svc.settings.trusted_proxies),
+        )
     return Response(status_code=200, headers=TOKEN_RESPONSE_HEADERS)
 
 
@@ -190,30 +185,19 @@ async def _introspect_access_token(svc: Services, token: str, now: int) -> dict[
 
 
 async def _introspect_refresh_token(svc: Services, token: str, now: int) -> dict[str, Any] | None:
-    async with svc.db.autocommit() as conn:
-        row = await conn.fetch_one(
-            "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "
-            "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
-            "JOIN users u ON u.id = s.user_id "
-            "WHERE rt.token_hash = :hash AND rt.rotated_at IS NULL AND rt.revoked_at IS NULL "
-            "AND s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle "
-            "AND u.disabled_at IS NULL",
-            {
-                "hash": refresh_token_hash(svc.keyring.hmac_key, token),
-                "now": now,
-                "idle": now - svc.settings.session_idle_timeout,
-            },
-        )
-    if row is None:
+    found = await svc.sessions.inspect_refresh_token(
+        token_hash=refresh_token_hash(svc.keyring.hmac_key, token), now=now
+    )
+    if found is None:
         return None
     # No token_type: RFC 7662 names access token types (RFC 6749 §7.1), and this is none.
     return {
         "active": True,
-        "sub": row["user_id"],
+        "sub": found.user_id,
         "client_id": svc.settings.client_id,
         "iss": svc.settings.issuer,
-        "exp": int(row["expires_at"]),
-        "iat": int(row["created_at"]),
-        "sid": row["id"],
-        "cnf": {"jkt": row["dpop_jkt"]},
+        "exp": found.session_expires_at,
+        "iat": found.created_at,
+        "sid": found.session_id,
+        "cnf": {"jkt": found.dpop_jkt},
     }
