@@ -115,7 +115,7 @@ async def build_services(
         login=login_service,
         refresh=RefreshService(
             settings=settings,
-            store=DatabaseRefreshStore(db, replay=replay, observer=db_metrics),
+            store=DatabaseRefreshStore(db, replay=replay),
             keyring=keyring,
             keys=keys,
             clock=clock,

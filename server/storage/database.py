@@ -33,11 +33,13 @@ from server.storage.transactions import (
     Row,
     Statement,
     T,
+    TransactionAttempt,
     TransactionConflict,
     Unobserved,
     again_after_conflicts,
     is_missing_reference,
     is_unique_violation,
+    transaction_attempts,
 )
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "Isolation",
     "Row",
     "Statement",
+    "TransactionAttempt",
     "TransactionConflict",
     "database_for",
     "is_missing_reference",
@@ -154,6 +157,11 @@ class Database:
                 return await work(conn)
 
         return await again_after_conflicts(in_transaction, self._observer)
+
+    def attempts(self, *, durable: bool = True) -> AsyncIterator[TransactionAttempt]:
+        """Transactions for work a caller drives step by step: after a serialization conflict
+        the next attempt, as `run` does (`transaction_attempts`)."""
+        return transaction_attempts(lambda: self.transaction(durable=durable), self._observer)
 
     async def run_together(
         self,

@@ -3,22 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 
 from protocol.dpop import VerifiedDPoPProof
 from server.storage.database import (
-    MAX_TRANSACTION_ATTEMPTS,
     Connection,
     Database,
-    DatabaseObserver,
     Row,
     Statement,
-    TransactionConflict,
+    TransactionAttempt,
 )
 from server.storage.replay import DatabaseReplayStore
 from server.storage.sessions import revoke_session_rows
@@ -127,23 +122,17 @@ class Rotation:
 
 class RotationAttempt:
     """One transaction of `DatabaseRefreshStore.rotations`: `async with` gives its `Rotation`
-    and commits when the block ends. A conflict (on a statement or at the commit) rolls it
-    back and is swallowed, so the iterator opens the next attempt; at the last attempt it is
-    raised."""
+    (`TransactionAttempt` says what a conflict does)."""
 
     def __init__(
-        self, db: Database, *, replay: DatabaseReplayStore, token_hash: str, last: bool
+        self, attempt: TransactionAttempt, *, replay: DatabaseReplayStore, token_hash: str
     ) -> None:
-        self._db = db
+        self._attempt = attempt
         self._replay = replay
         self._hash = token_hash
-        self._last = last
-        self._transaction: AbstractAsyncContextManager[Connection] | None = None
-        self.conflicted = False
 
     async def __aenter__(self) -> Rotation:
-        self._transaction = self._db.transaction()
-        conn = await self._transaction.__aenter__()
+        conn = await self._attempt.__aenter__()
         return Rotation(conn, replay=self._replay, token_hash=self._hash)
 
     async def __aexit__(
@@ -152,26 +141,14 @@ class RotationAttempt:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        if self._transaction is None:  # pragma: no cover - entered before it exits
-            return False
-        try:
-            suppressed = bool(await self._transaction.__aexit__(exc_type, exc, traceback))
-        except TransactionConflict:
-            if self._last:
-                raise
-            self.conflicted = True
-            return True
-        if isinstance(exc, TransactionConflict) and not suppressed and not self._last:
-            self.conflicted = True
-            return True
-        return suppressed
+        return await self._attempt.__aexit__(exc_type, exc, traceback)
 
 
 class DatabaseRefreshStore:
     """Rotations in the database. Everything of one refresh commits in one transaction, and a
-    serialization conflict runs it again, up to MAX_TRANSACTION_ATTEMPTS times, as
-    `Database.run` does. The flow drives the steps itself rather than handing a function down:
-    `rotations` yields attempts, each a context manager holding one transaction,
+    serialization conflict runs it again, as `Database.run` does (`Database.attempts`). The
+    flow drives the steps itself rather than handing a function down: `rotations` yields
+    attempts, each a context manager holding one transaction,
 
         async for attempt in store.rotations(token_hash=...):
             async with attempt as rotation:
@@ -180,32 +157,13 @@ class DatabaseRefreshStore:
     and stops after the first attempt that ends without a conflict. The outcome of the last
     attempt is the one that committed."""
 
-    def __init__(
-        self,
-        db: Database,
-        *,
-        replay: DatabaseReplayStore,
-        observer: DatabaseObserver | None = None,
-    ) -> None:
+    def __init__(self, db: Database, *, replay: DatabaseReplayStore) -> None:
         self._db = db
         self._replay = replay
-        self._observer = observer
 
     async def rotations(self, *, token_hash: str) -> AsyncIterator[RotationAttempt]:
-        for tries in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
-            attempt = RotationAttempt(
-                self._db,
-                replay=self._replay,
-                token_hash=token_hash,
-                last=tries == MAX_TRANSACTION_ATTEMPTS,
-            )
-            yield attempt
-            if not attempt.conflicted:
-                return
-            if self._observer is not None:
-                self._observer.conflict_retried()
-            # Full jitter, as `Database.run`: contenders spread out instead of colliding.
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**tries))  # noqa: S311
+        async for attempt in self._db.attempts():
+            yield RotationAttempt(attempt, replay=self._replay, token_hash=token_hash)
 
 
 def _presented(row: Row) -> PresentedToken:

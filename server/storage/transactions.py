@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 import asyncpg
@@ -103,9 +105,67 @@ async def again_after_conflicts(
             if tries == MAX_TRANSACTION_ATTEMPTS:
                 raise
             observer.conflict_retried()
-            # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**tries))  # noqa: S311
+            await _after_conflict(tries)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _after_conflict(tries: int) -> None:
+    # Full jitter, growing to about 0.6 s: contenders spread out instead of colliding.
+    await asyncio.sleep(random.uniform(0, 0.005 * 2**tries))  # noqa: S311
+
+
+class TransactionAttempt:
+    """One transaction of `transaction_attempts`: `async with` gives its connection and commits
+    when the block ends. A conflict, on a statement or at the commit, rolls it back and is
+    swallowed, so that the iterator opens the next attempt; at the last attempt it is raised."""
+
+    def __init__(
+        self, begin: Callable[[], AbstractAsyncContextManager[Connection]], *, last: bool
+    ) -> None:
+        self._transaction = begin()
+        self._last = last
+        self.conflicted = False
+
+    async def __aenter__(self) -> Connection:
+        return await self._transaction.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        try:
+            suppressed = bool(await self._transaction.__aexit__(exc_type, exc, traceback))
+        except TransactionConflict:
+            if self._last:
+                raise
+            self.conflicted = True
+            return True
+        if isinstance(exc, TransactionConflict) and not suppressed and not self._last:
+            self.conflicted = True
+            return True
+        return suppressed
+
+
+async def transaction_attempts(
+    begin: Callable[[], AbstractAsyncContextManager[Connection]], observer: DatabaseObserver
+) -> AsyncIterator[TransactionAttempt]:
+    """What `again_after_conflicts` does, for work that a flow drives step by step rather than
+    hands down as a function:
+
+        async for attempt in db.attempts():
+            async with attempt as conn:
+                ...  # the steps; nothing after the block may depend on them
+
+    The iterator stops after the first attempt that ends without a conflict."""
+    for tries in range(1, MAX_TRANSACTION_ATTEMPTS + 1):
+        attempt = TransactionAttempt(begin, last=tries == MAX_TRANSACTION_ATTEMPTS)
+        yield attempt
+        if not attempt.conflicted:
+            return
+        observer.conflict_retried()
+        await _after_conflict(tries)
 
 
 def is_unique_violation(exc: BaseException, *, table: str) -> bool:

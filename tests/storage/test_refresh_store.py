@@ -27,8 +27,8 @@ class _Observer:
         return None
 
 
-def _store(db: Database, observer: _Observer | None = None) -> DatabaseRefreshStore:
-    return DatabaseRefreshStore(db, replay=DatabaseReplayStore(db, retention=60), observer=observer)
+def _store(db: Database) -> DatabaseRefreshStore:
+    return DatabaseRefreshStore(db, replay=DatabaseReplayStore(db, retention=60))
 
 
 def _seed(
@@ -175,19 +175,22 @@ async def test_reuse_revokes_the_session_and_its_whole_family(
     assert query(database_url, "SELECT revoked_at FROM refresh_tokens") == [(NOW,), (NOW,)]
 
 
-async def test_a_conflict_rolls_the_attempt_back_and_runs_the_next(
-    database: Database, database_url: str
-) -> None:
+async def test_a_conflict_rolls_the_attempt_back_and_runs_the_next(database_url: str) -> None:
     _seed(database_url)
     observer = _Observer()
     attempts = 0
-    async for attempt in _store(database, observer).rotations(token_hash="parent"):
-        async with attempt as rotation:
-            attempts += 1
-            await rotation.record_proof_and_read(proof(), now=NOW)
-            await rotation.claim(child_hash=f"child-{attempts}", now=NOW)
-            if attempts == 1:
-                raise TransactionConflict()
+    observed = Database(database_url, observer=observer)
+    await observed.connect()
+    try:
+        async for attempt in _store(observed).rotations(token_hash="parent"):
+            async with attempt as rotation:
+                attempts += 1
+                await rotation.record_proof_and_read(proof(), now=NOW)
+                await rotation.claim(child_hash=f"child-{attempts}", now=NOW)
+                if attempts == 1:
+                    raise TransactionConflict()
+    finally:
+        await observed.disconnect()
     assert (attempts, observer.retries) == (2, 1)
     assert _count(database_url, "SELECT COUNT(*) FROM dpop_replay") == 1
     assert query(database_url, "SELECT child_hash FROM refresh_tokens") == [("child-2",)]
