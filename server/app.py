@@ -48,7 +48,9 @@ from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
 from server.storage.database import Database, database_for
+from server.storage.logins import DatabaseLoginStore
 from server.storage.migrate import require_current_schema
+from server.storage.ratelimit import DatabaseRateLimitStore
 from server.storage.replay import DatabaseReplayStore
 
 logger = logging.getLogger("splitlink")
@@ -125,14 +127,15 @@ async def build_services(
         nonce_step=settings.dpop_nonce_step,
         key_cache_size=settings.device_key_cache_size,
     )
-    rate_limiter = RateLimiter(db, hmac_key=keyring.hmac_key, window=settings.rate_limit_window)
+    rate_limiter = RateLimiter(
+        DatabaseRateLimitStore(db), hmac_key=keyring.hmac_key, window=settings.rate_limit_window
+    )
     login_service = LoginService(
         settings=settings,
-        db=db,
+        store=DatabaseLoginStore(db, replay=replay),
         keyring=keyring,
         keys=keys,
         rate_limiter=rate_limiter,
-        replay=replay,
         clock=clock,
         random_bytes=random_bytes,
         events=events,
