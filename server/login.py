@@ -24,14 +24,16 @@ from server.login_commands import (
     parse_device_name,
 )
 from server.login_mail import LoginMail
-from server.login_session import AttemptRedemption, SessionOpener
+from server.login_session import SessionOpener
 from server.metrics import ATTEMPTS_LOCKED
 from server.ratelimit import RateLimiter, address_limits, completion_limit, start_limits
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.login_records import (
+    AccountExists,
     FinishedAttempt,
     NewAttempt,
+    NewSession,
     StartCounts,
     StoredAttempt,
 )
@@ -41,6 +43,19 @@ from server.tokens import TokenPair
 
 GRANT_TYPE_MAGIC_LINK = "urn:splitlink:params:oauth:grant-type:magic-link"
 _NOT_COMPLETABLE = "the login attempt cannot be completed; start a new login"
+
+
+class AttemptRedemption(Protocol):
+    """An attempt as read with the completion's replay entry, and its consume."""
+
+    @property
+    def attempt(self) -> StoredAttempt | None: ...
+
+    async def consume(self, session: NewSession, *, max_failures: int) -> bool | AccountExists:
+        """Consume the attempt and open `session` as one guarded unit: False if the attempt
+        is no longer completable, AccountExists if the account came to exist since the read
+        (nothing took effect then)."""
+        ...
 
 
 class LoginStore(Protocol):
@@ -233,7 +248,7 @@ class LoginService:
         )
 
         # On both backends the replay entry commits whatever the outcome, so a refused
-        # completion has used up its proof (SPEC.md §4.4). Nothing in the block raises.
+        # completion has used up its proof (SPEC.md §4.4): a refusal is raised after the block.
         tokens: TokenPair | None = None
         async with self._store.redemption(proof=proof, attempt_id=attempt_id, now=now) as found:
             attempt = found.attempt
@@ -241,7 +256,7 @@ class LoginService:
                 attempt, jkt=proof.jkt, device_hash=device_hash, email_hash=email_hash, now=now
             )
             if refused is None and attempt is not None:
-                tokens = await self._sessions.open(found, attempt=attempt, jkt=proof.jkt, now=now)
+                tokens = await self._consume(found, attempt=attempt, jkt=proof.jkt, now=now)
         if tokens is not None:
             self.emit(
                 "login.completed",
@@ -330,3 +345,25 @@ class LoginService:
         if attempt is not None and attempt.failed_count >= self._settings.max_failed_completions:
             return CompletionOutcome.LOCKED
         return CompletionOutcome.EXPIRED
+
+    async def _consume(
+        self, redemption: AttemptRedemption, *, attempt: StoredAttempt, jkt: str, now: int
+    ) -> TokenPair | None:
+        """The consume with all it commits with (SPEC.md §6.2 steps 7.6 to 7.11). None if the
+        consume found the attempt consumed, expired or locked meanwhile."""
+        max_failures = self._settings.max_failed_completions
+        # Only with sign-up allowed (checked before) is there no account yet.
+        account = attempt.account or self._sessions.new_account(attempt)
+        opening = self._sessions.prepare(
+            attempt=attempt, account=account, new_account=attempt.account is None, jkt=jkt, now=now
+        )
+        consumed = await redemption.consume(opening.session, max_failures=max_failures)
+        if isinstance(consumed, AccountExists):
+            # PostgreSQL only: a concurrent first login for this address created the account
+            # after the read, and nothing of the consume took effect. Once more, with that
+            # account: the notice goes to its stored address (SPEC.md §6.2 step 7.8).
+            opening = self._sessions.prepare(
+                attempt=attempt, account=consumed.account, new_account=False, jkt=jkt, now=now
+            )
+            consumed = await redemption.consume(opening.session, max_failures=max_failures)
+        return self._sessions.tokens(opening) if consumed is True else None

@@ -1,10 +1,10 @@
-"""The session a completion opens (SPEC.md §6.2 steps 7.6 to 7.11): the consume with the account
-at its first login, the session, its new-device notice and its refresh token, then the access
-token."""
+"""What a completion's consume opens (SPEC.md §6.2 steps 7.7 to 7.11): the account at its first
+login, the session with its new-device notice and refresh token, and then its tokens. Nothing
+here reaches the database; the flow (server/login.py) hands the session to the consume."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
 
 from protocol.check_phrase import check_phrase
 from protocol.encoding import b64url_encode
@@ -13,21 +13,20 @@ from server.keyring import Keyring
 from server.login_mail import LoginMail
 from server.settings import Settings
 from server.signing_keys import ServerKeys
-from server.storage.login_records import Account, AccountExists, NewSession, StoredAttempt
+from server.storage.login_records import Account, NewSession, StoredAttempt
 from server.tokens import TokenPair, mint_access_token, new_refresh_token
 
 
-class AttemptRedemption(Protocol):
-    """An attempt as read with the completion's replay entry, and its consume."""
+@dataclass(frozen=True, slots=True)
+class OpeningSession:
+    """A session for the consume to commit, and its refresh token in plain form: the token
+    rests only as its hash."""
 
-    @property
-    def attempt(self) -> StoredAttempt | None: ...
+    session: NewSession
+    refresh_token: str
 
-    async def consume(self, session: NewSession, *, max_failures: int) -> bool | AccountExists:
-        """Consume the attempt and open `session` as one guarded unit: False if the attempt
-        is no longer completable, AccountExists if the account came to exist since the read
-        (nothing took effect then)."""
-        ...
+    def __repr__(self) -> str:
+        return f"OpeningSession(session_id={self.session.id!r})"
 
 
 class SessionOpener:
@@ -46,61 +45,16 @@ class SessionOpener:
         self._random = random_bytes
         self._mail = mail
 
-    async def open(
-        self,
-        redemption: AttemptRedemption,
-        *,
-        attempt: StoredAttempt,
-        jkt: str,
-        now: int,
-    ) -> TokenPair | None:
-        """The consume with the account at its first login, the session, its notice and its
-        refresh token (SPEC.md §6.2 steps 7.6 to 7.11). None if the consume found the attempt
-        consumed, expired or locked meanwhile."""
-        settings = self._settings
-        max_failures = settings.max_failed_completions
-        # Only with sign-up allowed (checked before) is there no account yet.
-        account = attempt.account or Account(
-            id=b64url_encode(self._random(16)), email_address=attempt.recipient
-        )
-        new_account = attempt.account is None
-        session, refresh_token = self._new_session(
-            attempt=attempt, account=account, new_account=new_account, jkt=jkt, now=now
-        )
-        consumed = await redemption.consume(session, max_failures=max_failures)
-        if isinstance(consumed, AccountExists):
-            # PostgreSQL only: a concurrent first login for this address created the account
-            # after the read, and nothing of the consume took effect. Once more, with that
-            # account: the notice goes to its stored address (SPEC.md §6.2 step 7.8).
-            session, refresh_token = self._new_session(
-                attempt=attempt, account=consumed.account, new_account=False, jkt=jkt, now=now
-            )
-            consumed = await redemption.consume(session, max_failures=max_failures)
-        if consumed is not True:
-            return None
-        access_token, lifetime = mint_access_token(
-            settings=settings,
-            keys=self._keys.key_set,
-            random_bytes=self._random,
-            user_id=session.account.id,
-            session_id=session.id,
-            jkt=jkt,
-            auth_time=now,
-            now=now,
-            session_expires_at=session.expires_at,
-        )
-        return TokenPair(
-            access_token=access_token,
-            refresh_token=refresh_token,
-            expires_in=lifetime,
-            user_id=session.account.id,
-            session_id=session.id,
-        )
+    def new_account(self, attempt: StoredAttempt) -> Account:
+        """The account of a first login: a fresh id, and the attempt's recipient as its
+        address (SPEC.md §6.2 step 7.7)."""
+        return Account(id=b64url_encode(self._random(16)), email_address=attempt.recipient)
 
-    def _new_session(
+    def prepare(
         self, *, attempt: StoredAttempt, account: Account, new_account: bool, jkt: str, now: int
-    ) -> tuple[NewSession, str]:
-        """The session a consume opens, and its refresh token in plain form."""
+    ) -> OpeningSession:
+        """The session of `account` that the attempt opens, with its notice to the account's
+        address and its refresh token (SPEC.md §6.2 steps 7.9 and 7.10)."""
         session_id = b64url_encode(self._random(16))
         # The new-device notice is committed with the session it reports (NIST SP 800-63B-4
         # §4.6): no session without its notice, and no notice for a session that never was.
@@ -129,4 +83,26 @@ class SessionOpener:
             notice=notice,
             refresh_token_hash=refresh_hash,
         )
-        return session, refresh_token
+        return OpeningSession(session=session, refresh_token=refresh_token)
+
+    def tokens(self, opened: OpeningSession) -> TokenPair:
+        """The tokens of a session the consume committed (SPEC.md §6.2 step 7.11, §6.3)."""
+        session = opened.session
+        access_token, lifetime = mint_access_token(
+            settings=self._settings,
+            keys=self._keys.key_set,
+            random_bytes=self._random,
+            user_id=session.account.id,
+            session_id=session.id,
+            jkt=session.jkt,
+            auth_time=session.created_at,
+            now=session.created_at,
+            session_expires_at=session.expires_at,
+        )
+        return TokenPair(
+            access_token=access_token,
+            refresh_token=opened.refresh_token,
+            expires_in=lifetime,
+            user_id=session.account.id,
+            session_id=session.id,
+        )
