@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from protocol.errors import ErrorCode, SplitlinkError
-from server.audit import AuditTrail
+from server.audit import AuditRows, AuditTrail
 from server.clock import Clock, RandomBytes, SystemClock, system_random_bytes
 from server.cors import ListedOriginsCORS
 from server.dpop.guard import ResourceGuard
@@ -47,11 +47,16 @@ from server.services import Services
 from server.sessions import SessionStore
 from server.settings import Settings, settings_from_environment
 from server.signing_keys import ServerKeys, open_keyring
-from server.storage.database import Database, database_for
+from server.storage.audit import AuditStore
+from server.storage.database import database_for
+from server.storage.health import DatabaseHealth
+from server.storage.housekeeping import HousekeepingStore
 from server.storage.logins import DatabaseLoginStore
 from server.storage.migrate import require_current_schema
+from server.storage.outbox import DatabaseOutboxStore
 from server.storage.ratelimit import DatabaseRateLimitStore
 from server.storage.replay import DatabaseReplayStore
+from server.storage.signing_keys import SigningKeyStore
 
 logger = logging.getLogger("splitlink")
 
@@ -111,8 +116,9 @@ async def build_services(
     await db.connect()
     try:
         await require_current_schema(db)
-        keyring = await open_keyring(db, settings, random_bytes=random_bytes)
-        keys = await ServerKeys.load(db, keyring, clock=clock)
+        key_rows = SigningKeyStore(db)
+        keyring = await open_keyring(key_rows, settings, random_bytes=random_bytes)
+        keys = await ServerKeys.load(key_rows, keyring, clock=clock)
     except BaseException:
         await db.disconnect()
         raise
@@ -174,6 +180,7 @@ async def build_services(
             sessions=sessions,
             token_cache_size=settings.verified_token_cache_size,
         ),
+        database_health=DatabaseHealth(db),
     )
 
 
@@ -230,14 +237,15 @@ def create_app(
         app.state.background_tasks = background_tasks
         app.state.audit = audit
         app.state.outbox = OutboxDispatcher(
-            svc.db,
-            svc.keyring,
-            transport,
+            store=DatabaseOutboxStore(
+                svc.db, max_failed_completions=settings.max_failed_completions
+            ),
+            keyring=svc.keyring,
+            transport=transport,
             composer=composer,
             clock=clock,
             events=svc.events,
             poll_interval=settings.outbox_poll_interval,
-            max_failed_completions=settings.max_failed_completions,
             concurrency=settings.outbox_concurrency,
         )
         worker_started()
@@ -247,13 +255,13 @@ def create_app(
                 asyncio.create_task(app.state.outbox.run_forever()),
                 asyncio.create_task(
                     run_housekeeping(
-                        svc.db,
+                        HousekeepingStore(svc.db),
                         clock=clock,
                         interval=settings.housekeeping_interval,
                         audit_retention_days=settings.audit_retention_days,
                     )
                 ),
-                asyncio.create_task(audit.run_forever(svc.db)),
+                asyncio.create_task(audit.run_forever(AuditStore(svc.db))),
                 asyncio.create_task(_reload_keys(svc.keys, settings.key_refresh_interval)),
             ]
         if freeze_after_startup:
@@ -270,7 +278,7 @@ def create_app(
                     await task
             if background_tasks:
                 # The writer's last round: what the task above had not written yet.
-                await _flush_audit(audit, svc.db)
+                await _flush_audit(audit, AuditStore(svc.db))
             worker_stopped()
             await svc.db.disconnect()
 
@@ -365,10 +373,10 @@ async def _stop_dispatcher(
             await task
 
 
-async def _flush_audit(audit: AuditTrail, db: Database) -> None:
+async def _flush_audit(audit: AuditTrail, rows: AuditRows) -> None:
     """The rows still queued at shutdown; a failure here is logged, never raised."""
     try:
-        await audit.flush(db)
+        await audit.flush(rows)
     except Exception:
         logger.exception("audit: %d rows could not be written at shutdown", audit.pending)
 

@@ -17,13 +17,12 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from server.errors import TemporarilyUnavailable
 from server.events import SecurityEvent
-from server.storage.database import Database, Row
+from server.storage.audit import ROWS_PER_STATEMENT, AuditRecord, StoredAuditEvent
 
 logger = logging.getLogger("splitlink.audit")
 
@@ -32,24 +31,20 @@ DETAIL_FIELDS = frozenset({"session_id", "attempt_id", "reason", "count", "outbo
 # Rows kept in memory while the database refuses them; beyond it the oldest are dropped.
 PENDING_LIMIT = 10_000
 FLUSH_INTERVAL = 1.0
-# Rows per insert statement: well under SQLite's limit of parameters per statement.
-ROWS_PER_STATEMENT = 200
-
-_COLUMNS = ("at", "event", "user_id", "jkt", "client_address", "request_id", "details")
-_SELECT = (
-    "SELECT id, at, event, user_id, jkt, client_address, request_id, details FROM audit_events"
-)
 
 
-@dataclass(frozen=True)
-class AuditRecord:
-    at: int
-    event: str
-    user_id: str | None
-    jkt: str | None
-    client_address: str | None
-    request_id: str | None
-    details: str
+class AuditRows(Protocol):
+    """Where the trail is kept: appended to in batches, read back in id order."""
+
+    async def append(self, records: Sequence[AuditRecord]) -> None: ...
+
+    async def latest(self, *, count: int) -> list[StoredAuditEvent]: ...
+
+    async def after(self, *, after_id: int, limit: int = ...) -> list[StoredAuditEvent]: ...
+
+    async def between(
+        self, *, since: int | None, until: int | None, after_id: int = ..., limit: int = ...
+    ) -> list[StoredAuditEvent]: ...
 
 
 def _text(value: Any) -> str | None:
@@ -69,27 +64,6 @@ def audit_record(event: SecurityEvent) -> AuditRecord:
         request_id=event.request_id or _text(fields.get("request_id")),
         details=json.dumps(details, separators=(",", ":"), default=str),
     )
-
-
-def insert_statement(records: list[AuditRecord]) -> tuple[str, dict[str, Any]]:
-    """One INSERT of several rows, each value a parameter."""
-    rows = []
-    values: dict[str, Any] = {}
-    for i, record in enumerate(records):
-        rows.append("(" + ", ".join(f":{column}{i}" for column in _COLUMNS) + ")")
-        values.update({f"{column}{i}": getattr(record, column) for column in _COLUMNS})
-    # Only column names and parameter names are put into the text.
-    query = f"INSERT INTO audit_events ({', '.join(_COLUMNS)}) VALUES {', '.join(rows)}"  # noqa: S608
-    return query, values
-
-
-async def write_records(db: Database, records: list[AuditRecord]) -> None:
-    """The rows in one statement each `ROWS_PER_STATEMENT`, on a pooled connection: on SQLite
-    off the event loop, in its thread; on PostgreSQL beside the requests' single-statement pool,
-    not in its queue."""
-    async with db.autocommit() as conn:
-        for start in range(0, len(records), ROWS_PER_STATEMENT):
-            await conn.execute(*insert_statement(records[start : start + ROWS_PER_STATEMENT]))
 
 
 class AuditTrail:
@@ -115,7 +89,7 @@ class AuditTrail:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def flush(self, db: Database) -> int:
+    async def flush(self, rows: AuditRows) -> int:
         """Write every queued row, a statement at a time; a batch whose write fails goes back
         to the front of the queue for the next flush, and the failure is raised."""
         written = 0
@@ -123,7 +97,7 @@ class AuditTrail:
             count = min(len(self._pending), ROWS_PER_STATEMENT)
             batch = [self._pending.popleft() for _ in range(count)]
             try:
-                await write_records(db, batch)
+                await rows.append(batch)
             except BaseException:
                 # In front of any queued meanwhile, within the bound.
                 for record in reversed(batch):
@@ -135,11 +109,11 @@ class AuditTrail:
             written += count
         return written
 
-    async def run_forever(self, db: Database, *, interval: float = FLUSH_INTERVAL) -> None:
+    async def run_forever(self, rows: AuditRows, *, interval: float = FLUSH_INTERVAL) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.flush(db)
+                await self.flush(rows)
             except TemporarilyUnavailable:
                 logger.warning("audit: database unavailable; %d rows wait", self.pending)
             except Exception:
@@ -149,51 +123,22 @@ class AuditTrail:
 # --- Reading the trail (`splitlink audit`) ------------------------------------------------------
 
 
-def as_json_line(row: Row) -> str:
+def as_json_line(row: StoredAuditEvent) -> str:
     """One row as a line of JSON: `at` in seconds since the epoch, and its details."""
-    details = json.loads(row["details"])
+    details = json.loads(row.details)
     if not isinstance(details, dict):
-        raise ValueError(f"audit row {row['id']} holds details that are not an object")
+        raise ValueError(f"audit row {row.id} holds details that are not an object")
     return json.dumps(
         {
-            "id": int(row["id"]),
-            "at": int(row["at"]),
-            "event": row["event"],
-            "user_id": row["user_id"],
-            "jkt": row["jkt"],
-            "client_address": row["client_address"],
-            "request_id": row["request_id"],
+            "id": row.id,
+            "at": row.at,
+            "event": row.event,
+            "user_id": row.user_id,
+            "jkt": row.jkt,
+            "client_address": row.client_address,
+            "request_id": row.request_id,
             **{"details": details},
         },
         separators=(",", ":"),
         sort_keys=False,
     )
-
-
-async def latest_rows(db: Database, *, count: int) -> list[Row]:
-    """The newest `count` rows, oldest first."""
-    async with db.autocommit() as conn:
-        rows = await conn.fetch_all(f"{_SELECT} ORDER BY id DESC LIMIT :n", {"n": count})
-    return rows[::-1]
-
-
-async def rows_after(db: Database, *, after_id: int, limit: int = 1000) -> list[Row]:
-    async with db.autocommit() as conn:
-        return await conn.fetch_all(
-            f"{_SELECT} WHERE id > :after ORDER BY id LIMIT :n", {"after": after_id, "n": limit}
-        )
-
-
-async def rows_between(
-    db: Database, *, since: int | None, until: int | None, after_id: int = 0, limit: int = 1000
-) -> list[Row]:
-    """Rows with `since <= at < until`, in id order, a page at a time after `after_id`."""
-    conditions = ["id > :after"]
-    values: Mapping[str, Any] = {"after": after_id, "n": limit, "since": since, "until": until}
-    if since is not None:
-        conditions.append("at >= :since")
-    if until is not None:
-        conditions.append("at < :until")
-    where = " AND ".join(conditions)
-    async with db.autocommit() as conn:
-        return await conn.fetch_all(f"{_SELECT} WHERE {where} ORDER BY id LIMIT :n", values)

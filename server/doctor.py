@@ -8,11 +8,8 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import urlsplit
-
-import databases
 
 from server.keyring import Keyring, read_root_secret
 from server.mail.mail_templates import MailTemplates
@@ -21,14 +18,27 @@ from server.mail.transport import MailServiceUnavailable
 from server.settings import Settings
 from server.signing_keys import load_key_set
 from server.storage.database import Database, database_for
+from server.storage.health import DatabaseHealth, missing_sqlite_file
 from server.storage.migrate import head_revision, schema_revision
+from server.storage.signing_keys import SigningKeyStore
 
 Status = Literal["ok", "warn", "fail", "skip"]
 # Beyond this, the clocks of hosts sharing the database disagree about expiry and windows.
 CLOCK_SKEW_WARNING_SECONDS = 5.0
 
 
-@dataclass(frozen=True)
+class DatabaseProbes(Protocol):
+    """What the checks ask of the database itself."""
+
+    @property
+    def backend(self) -> str: ...
+
+    async def reachable(self) -> None: ...
+
+    async def clock(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     check: str
     status: Status
@@ -101,7 +111,7 @@ async def _signing_keys(db: Database, settings: Settings, *, now: int) -> Findin
             "development secret",
         )
     try:
-        keys = await load_key_set(db, Keyring.from_root(root), now=now)
+        keys = await load_key_set(SigningKeyStore(db), Keyring.from_root(root), now=now)
     except Exception as exc:
         return Finding(
             "signing keys",
@@ -134,20 +144,11 @@ async def _smtp(settings: Settings) -> Finding:
         )
 
 
-_DATABASE_NOW = {
-    "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0 AS now",
-    "postgresql": "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now",
-}
-
-
-async def _clock(db: Database) -> Finding:
+async def _clock(probes: DatabaseProbes) -> Finding:
     before = time.time()
-    async with db.autocommit() as conn:
-        row = await conn.fetch_one(_DATABASE_NOW[db.dialect])
+    database_now = await probes.clock()
     after = time.time()
-    if row is None:  # pragma: no cover - a SELECT without FROM returns one row
-        return Finding("clock", "fail", "the database did not tell its time")
-    skew = float(row["now"]) - (before + after) / 2
+    skew = database_now - (before + after) / 2
     if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
         return Finding(
             "clock",
@@ -165,10 +166,10 @@ async def examine(settings: Settings) -> list[Finding]:
     db = database_for_check(settings)
     if isinstance(db, Finding):
         return [*findings, db, *_skipped("schema", "signing keys", "clock")]
+    probes = DatabaseHealth(db)
     try:
         await db.connect()
-        async with db.autocommit() as conn:
-            await conn.fetch_one("SELECT 1")
+        await probes.reachable()
     except Exception as exc:
         await _quietly(db.disconnect)
         detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -178,14 +179,14 @@ async def examine(settings: Settings) -> list[Finding]:
             *_skipped("schema", "signing keys", "clock"),
         ]
     try:
-        findings.append(Finding("database", "ok", f"{db.dialect} reachable"))
+        findings.append(Finding("database", "ok", f"{probes.backend} reachable"))
         schema = await _schema(db)
         findings.append(schema)
         if schema.status == "ok":
             findings.append(await _signing_keys(db, settings, now=int(time.time())))
         else:
             findings.extend(_skipped("signing keys"))
-        findings.append(await _clock(db))
+        findings.append(await _clock(probes))
     finally:
         await _quietly(db.disconnect)
     return findings
@@ -193,15 +194,14 @@ async def examine(settings: Settings) -> list[Finding]:
 
 def database_for_check(settings: Settings) -> Database | Finding:
     """The database, unless it is a SQLite file that is not there: opening one would create it."""
-    if settings.database_url.startswith("sqlite"):
-        path = databases.DatabaseURL(settings.database_url).database
-        if not Path(path).is_file():
-            return Finding(
-                "database",
-                "fail",
-                f"no database file at {path}: run `splitlink migrate`, or set "
-                "SPLITLINK_DATABASE_URL or SPLITLINK_DATA_DIR",
-            )
+    path = missing_sqlite_file(settings.database_url)
+    if path is not None:
+        return Finding(
+            "database",
+            "fail",
+            f"no database file at {path}: run `splitlink migrate`, or set "
+            "SPLITLINK_DATABASE_URL or SPLITLINK_DATA_DIR",
+        )
     return database_for(settings)
 
 

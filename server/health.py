@@ -14,22 +14,28 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from server.services import Services
 from server.storage.migrate import head_revision
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 DATABASE_CHECK_TIMEOUT = 2.0
 # The keys are reloaded every key_refresh_interval: three missed reloads in a row mean this
 # process may sign with a key that was retired meanwhile.
 MISSED_KEY_RELOADS = 3
 
-_OLDEST_DUE = (
-    "SELECT 1 AS stuck FROM outbox WHERE status = 'queued' AND not_before < :cutoff LIMIT 1"
-)
+
+class ReadinessProbes(Protocol):
+    """The reads a probe makes of the database; each raises when the database cannot answer."""
+
+    async def schema_revision(self) -> str | None: ...
+
+    async def mail_due_since(self, *, cutoff: int) -> bool: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Readiness:
     failed: tuple[str, ...]
 
@@ -49,15 +55,16 @@ async def check_readiness(svc: Services, *, background_tasks: bool = True) -> Re
     process reloads no keys, so their age says nothing."""
     failed: list[str] = []
     settings = svc.settings
+    probes: ReadinessProbes = svc.database_health
     if background_tasks and (
         time.monotonic() - svc.keys.loaded_at > MISSED_KEY_RELOADS * settings.key_refresh_interval
     ):
         failed.append("signing_key")
     try:
         async with asyncio.timeout(DATABASE_CHECK_TIMEOUT):
-            revision = await _schema_revision(svc)
-            stuck = await svc.db.statement(
-                _OLDEST_DUE, {"cutoff": svc.clock.now() - settings.outbox_stuck_after}
+            revision = await probes.schema_revision()
+            stuck = await probes.mail_due_since(
+                cutoff=svc.clock.now() - settings.outbox_stuck_after
             )
     except Exception:
         return Readiness(failed=("database", *failed))
@@ -66,13 +73,3 @@ async def check_readiness(svc: Services, *, background_tasks: bool = True) -> Re
     if stuck:
         failed.append("outbox")
     return Readiness(failed=tuple(failed))
-
-
-async def _schema_revision(svc: Services) -> str | None:
-    db = svc.db
-    # A SQLite file removed under a running server still answers through the connections
-    # that hold it open, while every write lands in a file that no longer exists.
-    if db.dialect == "sqlite" and not Path(db.sqlite_path).is_file():
-        raise FileNotFoundError("the database file is gone")
-    rows = await db.statement("SELECT version_num FROM alembic_version")
-    return str(rows[0]["version_num"]) if rows else None

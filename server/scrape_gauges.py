@@ -12,47 +12,47 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from server.storage.database import Database
+from server.storage.health import QueuedMail
 
 logger = logging.getLogger("splitlink.metrics")
 
 READ_DEADLINE_SECONDS = 1.0
 
-# The count walks the outbox index's `status = 'queued'` range (revision 0004); the queued rows
-# are the few in flight, so reading their `created_at` is cheap too.
-_OUTBOX_STATE = (
-    "SELECT COUNT(*) AS queued, MIN(created_at) AS oldest FROM outbox WHERE status = 'queued'"
-)
+
+class QueuedMailSource(Protocol):
+    """Where the outbox's queued messages are counted: one statement."""
+
+    async def queued_mail(self) -> QueuedMail: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutboxState:
     queued: int
     oldest_queued_age: int
 
 
 async def read_outbox_state(
-    db: Database, *, now: int, deadline: float = READ_DEADLINE_SECONDS
+    source: QueuedMailSource, *, now: int, deadline: float = READ_DEADLINE_SECONDS
 ) -> OutboxState | None:
     """The outbox as the database holds it now; None when the database fails or is too slow."""
     try:
         async with asyncio.timeout(deadline):
-            rows = await db.statement(_OUTBOX_STATE)
+            queued = await source.queued_mail()
     except Exception as exc:
         # Whatever the failure, the scrape still answers: its other metrics are this process's
         # own, and `splitlink_database_up` says that this read failed.
         logger.warning("metrics: outbox state not read: %s", type(exc).__name__)
         return None
-    row = rows[0]
-    oldest = row["oldest"]
+    oldest = queued.oldest_created_at
     return OutboxState(
-        queued=int(row["queued"]),
-        oldest_queued_age=0 if oldest is None else max(0, now - int(oldest)),
+        queued=queued.count,
+        oldest_queued_age=0 if oldest is None else max(0, now - oldest),
     )
 
 

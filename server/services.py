@@ -17,6 +17,7 @@ from server.sessions import LiveSession, SessionStore
 from server.settings import Settings
 from server.signing_keys import ServerKeys
 from server.storage.database import Database
+from server.storage.health import DatabaseHealth
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Services:
     refresh: RefreshService
     sessions: SessionStore
     resource_guard: ResourceGuard[LiveSession]
+    # Readiness probes and the scrape's gauges read the database through it.
+    database_health: DatabaseHealth
 
 
 def services(request: Request) -> Services:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from protocol.encoding import b64url_decode
 from protocol.keys import PublicKey, SigningKey
@@ -27,13 +27,31 @@ from server.keyring import (
 )
 from server.production import ProductionRefused
 from server.settings import Settings
-from server.storage.database import Database
+from server.storage.signing_keys import SealedSigningKey, SigningKeyListing
 
 logger = logging.getLogger("splitlink.keys")
 
 _SEAL_CONTEXT = "signing-key:"
 # An unknown kid makes a worker reload its keys at most this often.
 MIN_RELOAD_INTERVAL = 5.0
+
+
+class SigningKeyRows(Protocol):
+    """Where the sealed keys rest: read back, added to, retired."""
+
+    async def newest(self) -> SealedSigningKey | None: ...
+
+    async def count_unretired(self) -> int: ...
+
+    async def insert(
+        self, *, kid: str, alg: str, public_jwk: str, sealed_private_key: str, now: int
+    ) -> None: ...
+
+    async def retire_all_but(self, *, kid: str, retire_at: int) -> None: ...
+
+    async def listing(self) -> list[SigningKeyListing]: ...
+
+    async def usable(self, *, now: int) -> list[SealedSigningKey]: ...
 
 
 class SecretDoesNotOpenKeys(RuntimeError):
@@ -46,15 +64,14 @@ _START_AFRESH = (
 )
 
 
-async def open_keyring(db: Database, settings: Settings, *, random_bytes: RandomBytes) -> Keyring:
+async def open_keyring(
+    rows: SigningKeyRows, settings: Settings, *, random_bytes: RandomBytes
+) -> Keyring:
     """The keyring of the root secret that sealed this database's signing keys (SPEC.md §5.5).
 
     A development secret is created only for a database that holds no key yet: one created
     beside keys sealed with a lost secret would open nothing and hide the loss."""
-    async with db.autocommit() as conn:
-        newest = await conn.fetch_one(
-            "SELECT kid, sealed_private_key FROM signing_keys ORDER BY created_at DESC, kid LIMIT 1"
-        )
+    newest = await rows.newest()
     root = read_root_secret(settings)
     if root is None and settings.production:
         # A development secret would seal production's keys with a file on one host.
@@ -74,7 +91,7 @@ async def open_keyring(db: Database, settings: Settings, *, random_bytes: Random
     keyring = Keyring.from_root(root)
     if newest is not None:
         try:
-            keyring.open(newest["sealed_private_key"], context=_SEAL_CONTEXT + newest["kid"])
+            keyring.open(newest.sealed_private_key, context=_SEAL_CONTEXT + newest.kid)
         except SealError as exc:
             source = (
                 "SPLITLINK_SECRET_KEY"
@@ -104,7 +121,7 @@ class KeySet:
 
 
 async def create_signing_key(
-    db: Database, keyring: Keyring, *, clock: Clock, random_bytes: RandomBytes
+    rows: SigningKeyRows, keyring: Keyring, *, clock: Clock, random_bytes: RandomBytes
 ) -> str:
     key = SigningKey.generate("EdDSA", random_bytes=random_bytes)
     kid = key.public.thumbprint
@@ -113,34 +130,25 @@ async def create_signing_key(
         context=_SEAL_CONTEXT + kid,
         random_bytes=random_bytes,
     )
-    async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at) "
-            "VALUES (:kid, :alg, :jwk, :sealed, :now)",
-            {
-                "kid": kid,
-                "alg": key.alg,
-                "jwk": json.dumps(dict(key.public.jwk)),
-                "sealed": sealed,
-                "now": clock.now(),
-            },
-        )
+    await rows.insert(
+        kid=kid,
+        alg=key.alg,
+        public_jwk=json.dumps(dict(key.public.jwk)),
+        sealed_private_key=sealed,
+        now=clock.now(),
+    )
     return kid
 
 
 async def ensure_signing_key(
-    db: Database, keyring: Keyring, *, clock: Clock, random_bytes: RandomBytes
+    rows: SigningKeyRows, keyring: Keyring, *, clock: Clock, random_bytes: RandomBytes
 ) -> None:
-    async with db.autocommit() as conn:
-        row = await conn.fetch_one(
-            "SELECT COUNT(*) AS n FROM signing_keys WHERE retired_at IS NULL"
-        )
-    if row is None or int(row["n"]) == 0:
-        await create_signing_key(db, keyring, clock=clock, random_bytes=random_bytes)
+    if await rows.count_unretired() == 0:
+        await create_signing_key(rows, keyring, clock=clock, random_bytes=random_bytes)
 
 
 async def rotate_signing_key(
-    db: Database,
+    rows: SigningKeyRows,
     keyring: Keyring,
     *,
     clock: Clock,
@@ -148,41 +156,26 @@ async def rotate_signing_key(
     retire_after: int,
 ) -> str:
     """Add a signing key; the keys it replaces verify for `retire_after` more seconds."""
-    kid = await create_signing_key(db, keyring, clock=clock, random_bytes=random_bytes)
-    async with db.transaction() as conn:
-        await conn.execute(
-            "UPDATE signing_keys SET retired_at = :retire_at "
-            "WHERE retired_at IS NULL AND kid <> :kid",
-            {"retire_at": clock.now() + retire_after, "kid": kid},
-        )
+    kid = await create_signing_key(rows, keyring, clock=clock, random_bytes=random_bytes)
+    await rows.retire_all_but(kid=kid, retire_at=clock.now() + retire_after)
     return kid
 
 
-async def list_signing_keys(db: Database) -> list[dict[str, Any]]:
-    async with db.autocommit() as conn:
-        rows = await conn.fetch_all(
-            "SELECT kid, alg, created_at, retired_at FROM signing_keys ORDER BY created_at, kid"
-        )
-    return [dict(row) for row in rows]
+async def list_signing_keys(rows: SigningKeyRows) -> list[SigningKeyListing]:
+    return await rows.listing()
 
 
-async def load_key_set(db: Database, keyring: Keyring, *, now: int) -> KeySet:
-    async with db.autocommit() as conn:
-        rows = await conn.fetch_all(
-            "SELECT kid, alg, sealed_private_key, created_at, retired_at FROM signing_keys "
-            "WHERE retired_at IS NULL OR retired_at > :now ORDER BY created_at DESC, kid",
-            {"now": now},
-        )
+async def load_key_set(rows: SigningKeyRows, keyring: Keyring, *, now: int) -> KeySet:
     keys: list[ServerKey] = []
     signers: list[ServerKey] = []
-    for row in rows:
-        private = keyring.open(row["sealed_private_key"], context=_SEAL_CONTEXT + row["kid"])
-        key = SigningKey.from_private_bytes(row["alg"], private)
-        if key.public.thumbprint != row["kid"]:
-            raise RuntimeError(f"signing key {row['kid']} does not match its kid")
-        server_key = ServerKey(kid=row["kid"], key=key, created_at=int(row["created_at"]))
+    for sealed in await rows.usable(now=now):
+        private = keyring.open(sealed.sealed_private_key, context=_SEAL_CONTEXT + sealed.kid)
+        key = SigningKey.from_private_bytes(sealed.alg, private)
+        if key.public.thumbprint != sealed.kid:
+            raise RuntimeError(f"signing key {sealed.kid} does not match its kid")
+        server_key = ServerKey(kid=sealed.kid, key=key, created_at=sealed.created_at)
         keys.append(server_key)
-        if row["retired_at"] is None:
+        if sealed.retired_at is None:
             signers.append(server_key)
     if not signers:
         raise RuntimeError("no signing key: run `splitlink migrate` first")
@@ -200,8 +193,10 @@ async def load_key_set(db: Database, keyring: Keyring, *, now: int) -> KeySet:
 class ServerKeys:
     """This worker's view of the signing keys, reloaded periodically and on an unknown kid."""
 
-    def __init__(self, db: Database, keyring: Keyring, *, clock: Clock, key_set: KeySet) -> None:
-        self._db = db
+    def __init__(
+        self, rows: SigningKeyRows, keyring: Keyring, *, clock: Clock, key_set: KeySet
+    ) -> None:
+        self._rows = rows
         self._keyring = keyring
         self._clock = clock
         self.key_set = key_set
@@ -210,9 +205,9 @@ class ServerKeys:
         self.loaded_at = self._last_reload
 
     @classmethod
-    async def load(cls, db: Database, keyring: Keyring, *, clock: Clock) -> ServerKeys:
-        key_set = await load_key_set(db, keyring, now=clock.now())
-        return cls(db, keyring, clock=clock, key_set=key_set)
+    async def load(cls, rows: SigningKeyRows, keyring: Keyring, *, clock: Clock) -> ServerKeys:
+        key_set = await load_key_set(rows, keyring, now=clock.now())
+        return cls(rows, keyring, clock=clock, key_set=key_set)
 
     def verification_keys(self) -> Mapping[str, PublicKey]:
         return self.key_set.verification_keys
@@ -225,6 +220,6 @@ class ServerKeys:
         if not force and time.monotonic() - self._last_reload < MIN_RELOAD_INTERVAL:
             return False
         self._last_reload = time.monotonic()
-        self.key_set = await load_key_set(self._db, self._keyring, now=self._clock.now())
+        self.key_set = await load_key_set(self._rows, self._keyring, now=self._clock.now())
         self.loaded_at = time.monotonic()
         return True

@@ -24,6 +24,7 @@ from server.mail.compose import MailComposer
 from server.mail.qr_image import qr_png
 
 ORDER_VERSION = 1
+_SEAL_CONTEXT = "outbox:"
 
 
 class OrderError(ValueError):
@@ -110,6 +111,12 @@ def _field_types(cls: type[MailOrder]) -> dict[str, Any]:
 
 # Kind -> field name -> the type its value must have, from the annotations above.
 _FIELD_TYPES = {kind: _field_types(cls) for kind, cls in _KINDS.items()}
+
+
+def seal_context(outbox_id: str) -> str:
+    """The associated data an order is sealed with: `outbox:<id>` binds it to its row, so a
+    sealed order copied to another row does not open (SPEC.md §5.5)."""
+    return _SEAL_CONTEXT + outbox_id
 
 
 def encode_order(order: MailOrder) -> bytes:

@@ -40,5 +40,5 @@ async def scrape(request: Request) -> Response:
     address = client_ip(request, svc.settings.trusted_proxies)
     if not scrape_allowed(address, svc.settings.metrics_allowed_networks):
         raise HTTPException(status_code=404)
-    outbox = await read_outbox_state(svc.db, now=svc.clock.now())
+    outbox = await read_outbox_state(svc.database_health, now=svc.clock.now())
     return Response(exposition([ScrapeTimeGauges(outbox)]), media_type=CONTENT_TYPE)

@@ -26,6 +26,7 @@ from protocol.dpop import create_dpop_proof
 from protocol.encoding import b64url_encode
 from server.dpop import principal_of, protect
 from server.signing_keys import rotate_signing_key
+from server.storage.signing_keys import SigningKeyStore
 
 if TYPE_CHECKING:
     from conftest import Ops, SignedIn
@@ -242,7 +243,11 @@ async def test_a11_after_the_issuer_rotates_its_key_the_api_fetches_the_jwks_onc
     assert (await api.get(signed_in.device, signed_in.access_token)).status_code == 200
     svc = server.app.state.services
     await rotate_signing_key(
-        svc.db, svc.keyring, clock=server.clock, random_bytes=os.urandom, retire_after=660
+        SigningKeyStore(svc.db),
+        svc.keyring,
+        clock=server.clock,
+        random_bytes=os.urandom,
+        retire_after=660,
     )
     await svc.keys.reload(force=True)
     refreshed = await ops.refresh(signed_in.device, signed_in.refresh_token)
@@ -314,7 +319,11 @@ async def test_a11_a_key_retired_by_the_issuer_stops_verifying_at_the_api(
     svc = server.app.state.services
     compromised = svc.keys.key_set.current
     await rotate_signing_key(
-        svc.db, svc.keyring, clock=server.clock, random_bytes=os.urandom, retire_after=0
+        SigningKeyStore(svc.db),
+        svc.keyring,
+        clock=server.clock,
+        random_bytes=os.urandom,
+        retire_after=0,
     )
     await svc.keys.reload(force=True)
     assert compromised.kid not in {

@@ -16,6 +16,7 @@ from protocol.access_token import issue_access_token
 from protocol.encoding import b64url_encode
 from protocol.keys import SigningKey, parse_public_jwk
 from server.signing_keys import ServerKeys, load_key_set, rotate_signing_key
+from server.storage.signing_keys import SigningKeyStore
 
 if TYPE_CHECKING:
     from conftest import Ops, SignedIn
@@ -28,7 +29,11 @@ PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
 async def _rotate(server: Harness, *, retire_after: int, reload: bool = True) -> str:
     svc = server.app.state.services
     kid = await rotate_signing_key(
-        svc.db, svc.keyring, clock=server.clock, random_bytes=os.urandom, retire_after=retire_after
+        SigningKeyStore(svc.db),
+        svc.keyring,
+        clock=server.clock,
+        random_bytes=os.urandom,
+        retire_after=retire_after,
     )
     if reload:
         assert await svc.keys.reload(force=True)
@@ -43,7 +48,7 @@ async def _jwks(server: Harness) -> list[dict[str, Any]]:
 
 
 def _cli_retire_after(server: Harness) -> int:
-    """What `splitlink keys rotate` uses (server/cli.py)."""
+    """What `splitlink keys rotate` uses (server/cli/keys.py)."""
     return server.settings.access_token_lifetime + 60
 
 
@@ -160,10 +165,15 @@ async def test_a11_a_kid_unknown_to_this_worker_triggers_one_reload(
     """Another worker (a second ServerKeys) rotated and signs; this worker has not reloaded."""
     svc = server.app.state.services
     await _rotate(server, retire_after=_cli_retire_after(server), reload=False)
-    other_worker = await ServerKeys.load(svc.db, svc.keyring, clock=server.clock)
+    other_worker = await ServerKeys.load(SigningKeyStore(svc.db), svc.keyring, clock=server.clock)
     new = other_worker.key_set.current
     assert new.kid not in svc.keys.verification_keys()
-    assert new.kid == (await load_key_set(svc.db, svc.keyring, now=server.clock.now())).current.kid
+    assert (
+        new.kid
+        == (
+            await load_key_set(SigningKeyStore(svc.db), svc.keyring, now=server.clock.now())
+        ).current.kid
+    )
     token = _token_like(ops, signed_in.access_token, key=new.key, kid=new.kid)
     # The harness loaded its keys a moment ago; let the minimum reload interval pass.
     monkeypatch.setattr(signing_keys, "MIN_RELOAD_INTERVAL", 0.0)

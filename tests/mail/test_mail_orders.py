@@ -18,6 +18,7 @@ from support.mail_harness import outbox_rows, tries_of
 from protocol.encoding import b64url_encode
 from server.app import build_mail_composer
 from server.mail.compose import MailComposer
+from server.mail.delivery import MAX_BACKOFF_SECONDS
 from server.mail.orders import (
     LoginLinkOrder,
     MailOrder,
@@ -27,7 +28,7 @@ from server.mail.orders import (
     decode_order,
     encode_order,
 )
-from server.mail.outbox import LEASE_SECONDS, MAX_BACKOFF_SECONDS
+from server.mail.outbox import LEASE_SECONDS
 from server.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -148,6 +149,29 @@ async def test_rendering_failure_abandons_the_message_without_crashing_the_dispa
     assert "unexpected failure" not in caplog.text
     (link,) = links
     assert link not in caplog.text and link not in dump
+
+
+async def test_an_unexpected_rendering_failure_gives_up_a_login_mail_only_with_its_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    links: list[str] = []
+
+    def broken(self: MailComposer, **kwargs: Any) -> bytes:
+        links.append(kwargs["link"])
+        raise RuntimeError(f"cannot lay out {kwargs['link']}")
+
+    monkeypatch.setattr(MailComposer, "login_link", broken)
+    async with running_server(tmp_path) as server:
+        assert (await server.start(server.device(), "a@example.com")).status_code == 202
+        assert await server.deliver() == 1
+        ((outbox_id, kind, _, status, _, _),) = outbox_rows(server)
+    assert (kind, status) == ("login_link", "abandoned")
+    events = [event for event in server.events if event.name == "mail.unrenderable"]
+    assert [dict(event.fields) for event in events] == [
+        {"outbox_id": outbox_id, "kind": "login_link", "error": "RuntimeError"}
+    ]
+    (link,) = links
+    assert link not in repr(server.events)
 
 
 async def test_a_login_mail_that_cannot_be_rendered_is_given_up_with_an_event_naming_it(

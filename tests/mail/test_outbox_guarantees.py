@@ -31,11 +31,12 @@ from support.smtp_sink import SmtpSink, smtp_sink
 
 from server.app import build_mail_composer, build_mail_transport
 from server.mail import outbox
+from server.mail.delivery import MAX_TRIES
 from server.mail.orders import NoAccountOrder
-from server.mail.outbox import LEASE_SECONDS, MAX_TRIES, OutboxDispatcher
+from server.mail.outbox import LEASE_SECONDS, OutboxDispatcher
 from server.mail.transport import MailTransport
 from server.storage.database import Database
-from server.storage.outbox import queue_row
+from server.storage.outbox import _CLAIM, DatabaseOutboxStore, queue_row
 
 pytestmark = pytest.mark.anyio
 
@@ -268,14 +269,15 @@ def _dispatcher(
     server: Harness, db: Database, transport: MailTransport, *, concurrency: int = 1
 ) -> OutboxDispatcher:
     return OutboxDispatcher(
-        db,
-        server.app.state.services.keyring,
-        transport,
+        store=DatabaseOutboxStore(
+            db, max_failed_completions=server.settings.max_failed_completions
+        ),
+        keyring=server.app.state.services.keyring,
+        transport=transport,
         composer=build_mail_composer(server.settings),
         clock=server.clock,
         events=server.app.state.services.events,
         poll_interval=0.1,
-        max_failed_completions=server.settings.max_failed_completions,
         concurrency=concurrency,
     )
 
@@ -352,7 +354,7 @@ async def test_tries_go_with_their_row_when_housekeeping_removes_it(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
     # docs/design.md §6: the tries of the rows being purged, first, so none outlives its row.
-    from server.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
+    from server.storage.housekeeping import KEEP_FINISHED_SECONDS, purge_expired
 
     async with mail_server(tmp_path, sink) as server:
         await start(server, server.device(), "a@example.com")
@@ -414,7 +416,7 @@ async def test_on_postgres_a_claim_reads_no_more_rows_than_it_takes_whatever_the
         backends.execute(url, "ANALYZE outbox")
         backends.execute(url, rows, "r", "queued", now - 10, now - 10, 1000)
         values = {"now": now, "lease": now + LEASE_SECONDS, "limit": limit, "max_failed": 5}
-        claim = re.sub(r":(\w+)", lambda m: str(values[m.group(1)]), outbox._CLAIM["postgresql"])
+        claim = re.sub(r":(\w+)", lambda m: str(values[m.group(1)]), _CLAIM["postgresql"])
         [(plan,)] = backends.query(url, "EXPLAIN (ANALYZE, FORMAT JSON) " + claim)
     scans = [node for node in _plan_nodes(plan[0]["Plan"]) if node.get("Relation Name") == "outbox"]
     assert scans

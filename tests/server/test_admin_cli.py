@@ -18,6 +18,8 @@ from support.harness import Harness, running_server
 from support.invariants import violations
 from support.processes import BIN, ROOT, mail_link, running_server_process
 
+from server.storage.audit import AuditStore
+
 pytestmark = pytest.mark.anyio
 
 
@@ -70,7 +72,7 @@ def failed_in_one_line(result: subprocess.CompletedProcess[str], reason: str) ->
 
 
 async def flush_audit(server: Harness) -> None:
-    await server.app.state.audit.flush(server.app.state.services.db)
+    await server.app.state.audit.flush(AuditStore(server.app.state.services.db))
 
 
 async def refresh(server: Harness, device: Any, refresh_token: str) -> int:

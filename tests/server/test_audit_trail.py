@@ -10,14 +10,15 @@ from support.backends import execute
 from support.harness import Harness
 from support.invariants import violations
 
-from server.housekeeping import purge_expired
 from server.settings import DAY
+from server.storage.audit import AuditStore
+from server.storage.housekeeping import purge_expired
 
 pytestmark = pytest.mark.anyio
 
 
 async def _flush(server: Harness) -> None:
-    await server.app.state.audit.flush(server.app.state.services.db)
+    await server.app.state.audit.flush(AuditStore(server.app.state.services.db))
 
 
 async def test_security_events_are_kept_with_who_where_and_details_but_no_secret(

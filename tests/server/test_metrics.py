@@ -27,6 +27,7 @@ from server.routes.metrics import scrape_allowed
 from server.scrape_gauges import OutboxState, ScrapeTimeGauges, read_outbox_state
 from server.settings import Settings
 from server.storage.database import Connection, Database, TransactionConflict
+from server.storage.health import QueuedMail
 
 pytestmark = pytest.mark.anyio
 
@@ -135,11 +136,11 @@ async def test_a_failing_database_leaves_the_scrape_answering_with_database_up_a
 
 async def test_a_database_slower_than_the_deadline_counts_as_down() -> None:
     class Stalled:
-        async def statement(self, query: str, values: Any = None) -> list[Any]:
+        async def queued_mail(self) -> QueuedMail:
             await asyncio.sleep(5)
-            return []
+            return QueuedMail(count=0, oldest_created_at=None)
 
-    state = await read_outbox_state(Stalled(), now=0, deadline=0.05)  # type: ignore[arg-type]
+    state = await read_outbox_state(Stalled(), now=0, deadline=0.05)
     assert state is None
 
 

@@ -23,19 +23,19 @@ from support.backends import database_url_for, empty_database_url_for, execute, 
 from support.harness import Harness
 
 from server.errors import TemporarilyUnavailable
-from server.housekeeping import (
+from server.storage.database import (
+    UNIQUE_VIOLATIONS,
+    Database,
+    TransactionConflict,
+    is_unique_violation,
+)
+from server.storage.housekeeping import (
     PURGE_ATTEMPTS,
     PURGE_MAIL,
     PURGE_RATE_LIMITS,
     PURGE_REPLAY,
     PURGE_TRIES,
     purge_expired,
-)
-from server.storage.database import (
-    UNIQUE_VIOLATIONS,
-    Database,
-    TransactionConflict,
-    is_unique_violation,
 )
 from server.storage.migrate import SchemaBehind, head_revision, migrate, require_current_schema
 
@@ -122,7 +122,7 @@ async def test_the_outbox_claim_walks_an_index_in_its_order_without_sorting(
 ) -> None:
     # docs/design.md §12.2 and revision 0004: during a burst hundreds of rows are due in one
     # second; a claim that sorted them all on every call cost more than the rest of a delivery.
-    from server.mail.outbox import _CLAIM
+    from server.storage.outbox import _CLAIM
 
     plan = _plan(
         server, _CLAIM[server.backend], {"now": 5, "lease": 65, "max_failed": 5, "limit": 4}

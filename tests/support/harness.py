@@ -19,6 +19,7 @@ from server.settings import Settings
 from server.signing_keys import ensure_signing_key, open_keyring
 from server.storage.database import Database
 from server.storage.migrate import migrate
+from server.storage.signing_keys import SigningKeyStore
 from support import backends
 from support.device import Device
 from support.fakes import FakeClock, RecordingTransport
@@ -31,8 +32,9 @@ async def prepare_database(settings: Settings, clock: FakeClock) -> None:
     db = Database(settings.database_url)
     await db.connect()
     try:
-        keyring = await open_keyring(db, settings, random_bytes=os.urandom)
-        await ensure_signing_key(db, keyring, clock=clock, random_bytes=os.urandom)
+        keys = SigningKeyStore(db)
+        keyring = await open_keyring(keys, settings, random_bytes=os.urandom)
+        await ensure_signing_key(keys, keyring, clock=clock, random_bytes=os.urandom)
     finally:
         await db.disconnect()
 
