@@ -49,8 +49,10 @@ from server.storage.audit import AuditStore
 from server.storage.database import database_for
 from server.storage.health import DatabaseHealth
 from server.storage.housekeeping import HousekeepingStore
+from server.storage.logins import DatabaseLoginStore
 from server.storage.migrate import require_current_schema
 from server.storage.outbox import DatabaseOutboxStore
+from server.storage.ratelimit import DatabaseRateLimitStore
 from server.storage.refresh import DatabaseRefreshStore
 from server.storage.replay import DatabaseReplayStore
 from server.storage.sessions import DatabaseSessionStore
@@ -88,14 +90,15 @@ async def build_services(
         nonce_step=settings.dpop_nonce_step,
         key_cache_size=settings.device_key_cache_size,
     )
-    rate_limiter = RateLimiter(db, hmac_key=keyring.hmac_key, window=settings.rate_limit_window)
+    rate_limiter = RateLimiter(
+        DatabaseRateLimitStore(db), hmac_key=keyring.hmac_key, window=settings.rate_limit_window
+    )
     login_service = LoginService(
         settings=settings,
-        db=db,
+        store=DatabaseLoginStore(db, replay=replay),
         keyring=keyring,
         keys=keys,
         rate_limiter=rate_limiter,
-        replay=replay,
         clock=clock,
         random_bytes=random_bytes,
         events=events,

@@ -5,55 +5,32 @@ Bucket names are keyed hashes: a canonical email address never rests in this tab
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from protocol.split_secret import keyed_hash
 from server.errors import RateLimited
 from server.metrics import RATE_LIMIT_REFUSALS
-from server.storage.database import Connection, Database, Row, Statement, prefixed_parameters
-
-_INTO = "INSERT INTO rate_limits (bucket, window_start, hits, expires_at) "
-_ADD_ONE = (
-    " ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits"
-)
-# One count: a bucket's row for the window, added if missing, else its hits plus one.
-_COUNT = f"{_INTO}VALUES (:bucket, :window_start, 1, :expires_at){_ADD_ONE}"
+from server.settings import Settings
+from server.storage.rate_limit_records import Turn, Window
 
 
-@functools.lru_cache(maxsize=8)  # the counts and reads are the server's constants
-def _counts_in_turn(buckets: int, read: str | None) -> str:
-    """On PostgreSQL, `buckets` counts in one statement: the first as `_COUNT`, each later one
-    only while the one before it is within its limit. Each count sees its bucket's row as
-    committed or locks it, so concurrent requests all count, as with separate statements.
+class RateLimitStore(Protocol):
+    """Where the counts are kept (server/storage/ratelimit.py)."""
 
-    With `read`, a read that does not depend on the counts, in the same statement: one row of
-    the counts for each row of `read`, and one with `read`'s columns null when it has none
-    (`beside_rows` tells)."""
-    counted = [f"counted_1 AS ({_INTO}VALUES (:bucket_1, :window_start, 1, :expires_at){_ADD_ONE})"]
-    for n in range(2, buckets + 1):
-        counted.append(
-            f"counted_{n} AS ({_INTO}SELECT :bucket_{n}, :window_start, 1, :expires_at "  # noqa: S608
-            f"FROM counted_{n - 1} WHERE counted_{n - 1}.hits <= :limit_{n - 1}{_ADD_ONE})"
-        )
-    hits = ", ".join(
-        f"(SELECT hits FROM counted_{n}) AS hits_{n}"  # noqa: S608 - numbered names
-        for n in range(1, buckets + 1)
-    )
-    if read is None:
-        return f"WITH {', '.join(counted)} SELECT {hits}"
-    return (
-        f"WITH {', '.join(counted)}, beside AS ({prefixed_parameters(read, 'beside_')}) "  # noqa: S608
-        f"SELECT {hits}, (SELECT count(*) FROM beside) AS beside_rows, beside.* "
-        "FROM (SELECT) AS counts LEFT JOIN beside ON true"
-    )
+    async def count(self, *, bucket: str, window: Window) -> int:
+        """Count one hit of `bucket` in `window`; the window's hits, this one included."""
+        ...
 
-
-def _is_count_column(name: str) -> bool:
-    return name == "beside_rows" or (name.startswith("hits_") and name[5:].isdigit())
+    async def count_in_turn(
+        self, *, turns: Sequence[Turn], window: Window
+    ) -> tuple[int | None, ...]:
+        """Count each bucket of `turns` in order as one unit, only while the one before it is
+        within its limit; the hits of each, None for one not counted."""
+        ...
 
 
 # NAT64's well-known prefix (RFC 6052): a translated IPv4 client appears as this prefix and its
@@ -101,7 +78,7 @@ def pair(first: str, second: str) -> str:
     return json.dumps([first, second])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limit:
     """At most `limit` requests per window for `subject` within `scope`."""
 
@@ -110,14 +87,49 @@ class Limit:
     limit: int
 
 
-@dataclass(frozen=True)
+def start_limits(settings: Settings, *, client_ip: str) -> tuple[Limit, Limit]:
+    """A start's `start-ip` and `start-net` (SPEC.md §6.11). One subscriber holds many clients
+    (/64s) but one network, so the network bounds the starts of all of them, and is what
+    counts towards an address's cap."""
+    client = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+    network = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_network_prefix)
+    return (
+        Limit("start-ip", client, settings.rate_limit_start_per_ip),
+        Limit("start-net", network, settings.rate_limit_start_per_network),
+    )
+
+
+def address_limits(
+    settings: Settings, *, client_ip: str, email_canonical: str, jkt: str
+) -> tuple[Limit, Limit, Limit]:
+    """A start's `start-email-key`, `start-email-client` and `start-email` (SPEC.md §6.11)."""
+    network = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_network_prefix)
+    return (
+        Limit(
+            "start-email-key", pair(email_canonical, jkt), settings.rate_limit_start_per_email_key
+        ),
+        Limit(
+            "start-email-client",
+            pair(email_canonical, network),
+            settings.rate_limit_start_per_email_client,
+        ),
+        Limit("start-email", email_canonical, settings.rate_limit_start_per_email),
+    )
+
+
+def completion_limit(settings: Settings, *, client_ip: str) -> Limit:
+    """A completion's `complete-ip` (SPEC.md §6.11)."""
+    client = rate_limit_client(client_ip, ipv6_prefix=settings.rate_limit_ipv6_prefix)
+    return Limit("complete-ip", client, settings.rate_limit_complete_per_ip)
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
-    """What `RateLimiter.hit_in_turn` counted: the window's hits of each limit, in order, None
-    for a limit not counted because one before it was over; and the rows of its read."""
+    """What limits counted in turn found: the window's hits of each limit, in order, None for a
+    limit not counted because one before it was over."""
 
     limits: tuple[Limit, ...]
     hits: tuple[int | None, ...]
-    read: tuple[Row, ...]
     retry_after: int
 
     def within(self, limit: Limit) -> bool:
@@ -137,9 +149,22 @@ class Counts:
                 raise _refused(passed, self.retry_after)
 
 
+@dataclass(frozen=True, slots=True)
+class InTurn:
+    """Limits to count in turn, as the store counts them: their buckets and the window."""
+
+    limits: tuple[Limit, ...]
+    turns: tuple[Turn, ...]
+    window: Window
+    retry_after: int
+
+    def counted(self, hits: tuple[int | None, ...]) -> Counts:
+        return Counts(limits=self.limits, hits=hits, retry_after=self.retry_after)
+
+
 class RateLimiter:
-    def __init__(self, db: Database, *, hmac_key: bytes, window: int) -> None:
-        self._db = db
+    def __init__(self, store: RateLimitStore, *, hmac_key: bytes, window: int) -> None:
+        self._store = store
         self._hmac_key = hmac_key
         self._window = window
 
@@ -152,81 +177,38 @@ class RateLimiter:
             ).hex()[:32]
         )
 
-    def _window_of(self, now: int) -> tuple[dict[str, int], int]:
-        """The current window's values for the count statements, and the seconds until the
-        next window."""
+    def _window_of(self, now: int) -> tuple[Window, int]:
+        """The current window, and the seconds until the next one."""
         window_start = now - now % self._window
         expires_at = window_start + self._window
-        return {"window_start": window_start, "expires_at": expires_at}, expires_at - now
+        return Window(start=window_start, expires_at=expires_at), expires_at - now
 
     async def hit(self, limit: Limit, *, now: int) -> None:
         """Count one request; raise RateLimited once the window's count passes the limit."""
-        values, retry_after = self._window_of(now)
-        rows = await self._db.statement(
-            _COUNT, {**values, "bucket": self.bucket(limit.scope, limit.subject)}
+        window, retry_after = self._window_of(now)
+        hits = await self._store.count(
+            bucket=self.bucket(limit.scope, limit.subject), window=window
         )
-        if rows and int(rows[0]["hits"]) > limit.limit:
+        if hits > limit.limit:
             raise _refused(limit, retry_after)
 
-    async def hit_in_turn(
-        self, limits: Sequence[Limit], *, now: int, beside: Statement | None = None
-    ) -> Counts:
+    def in_turn(self, limits: Sequence[Limit], *, now: int) -> InTurn:
+        """`limits` to count in turn at `now`, for a store that counts them with other work
+        (the login start reads the account with its counts)."""
+        window, retry_after = self._window_of(now)
+        turns = tuple(
+            Turn(bucket=self.bucket(lim.scope, lim.subject), limit=lim.limit) for lim in limits
+        )
+        return InTurn(limits=tuple(limits), turns=turns, window=window, retry_after=retry_after)
+
+    async def hit_in_turn(self, limits: Sequence[Limit], *, now: int) -> Counts:
         """Count `limits` in turn as one unit, each only while the one before it is within its
         limit: a client refused by one (its IP address) cannot go on using up the later ones
         (an email address's buckets, which would lock its owner out). One statement on
         PostgreSQL, one write transaction on SQLite. Nothing is refused here: the caller says
-        which limits bind (`Counts.require`).
-
-        `beside`, a read that does not depend on the counts, is answered with them: on
-        PostgreSQL in the same statement, which saves the request a round trip, and on SQLite,
-        where a statement is a call, after them and outside the write lock. Its columns may not
-        be named beside_rows or hits_ and a number."""
-        values, retry_after = self._window_of(now)
-        buckets = [self.bucket(limit.scope, limit.subject) for limit in limits]
-        read: list[Row] = []
-        hits: list[int | None]
-        if self._db.dialect == "postgresql":
-            counts: dict[str, object] = dict(values)
-            for n, (limit, bucket) in enumerate(zip(limits, buckets, strict=True), start=1):
-                counts[f"bucket_{n}"] = bucket
-                counts[f"limit_{n}"] = limit.limit
-            del counts[f"limit_{len(limits)}"]  # no count follows the last
-            if beside is None:
-                rows = await self._db.statement(_counts_in_turn(len(limits), None), counts)
-            else:
-                query, given = beside
-                rows = await self._db.statement(
-                    _counts_in_turn(len(limits), query),
-                    {**counts, **{f"beside_{name}": v for name, v in given.items()}},
-                )
-                if rows[0]["beside_rows"]:
-                    read = [
-                        {k: v for k, v in row.items() if not _is_count_column(k)} for row in rows
-                    ]
-            hits = [
-                None if rows[0][f"hits_{n}"] is None else int(rows[0][f"hits_{n}"])
-                for n in range(1, len(limits) + 1)
-            ]
-        else:
-
-            async def count(conn: Connection) -> list[int | None]:
-                counted: list[int | None] = [None] * len(limits)
-                for n, (limit, bucket) in enumerate(zip(limits, buckets, strict=True)):
-                    row = await conn.fetch_one(_COUNT, {**values, "bucket": bucket})
-                    this = 0 if row is None else int(row["hits"])
-                    counted[n] = this
-                    if this > limit.limit:
-                        break
-                return counted
-
-            # Not durable, like a single count: a count lost in a power failure lets a few
-            # more requests through in that window.
-            hits = await self._db.run(count, durable=False)
-            if beside is not None:
-                read = await self._db.statement(*beside)
-        return Counts(
-            limits=tuple(limits), hits=tuple(hits), read=tuple(read), retry_after=retry_after
-        )
+        which limits bind (`Counts.require`)."""
+        turn = self.in_turn(limits, now=now)
+        return turn.counted(await self._store.count_in_turn(turns=turn.turns, window=turn.window))
 
 
 def _refused(limit: Limit, retry_after: int) -> RateLimited:

@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from server.dpop.proof import AS_NONCES
 from server.http import client_ip, read_json_object
+from server.login_commands import StartLogin
 from server.routes.discovery import LOGIN_START_PATH
 from server.services import services
 
@@ -51,10 +52,12 @@ async def start_login(request: Request) -> Response:
     proof = svc.dpop.verify(request.headers, method="POST", path=LOGIN_START_PATH)
     body = await read_json_object(request, limit=svc.settings.max_body_bytes)
     started = await svc.login.start(
-        email=body.get("email"),
-        device_name=body.get("device_name"),
-        proof=proof,
-        client_ip=client_ip(request, svc.settings.trusted_proxies),
+        StartLogin(
+            email=body.get("email"),
+            device_name=body.get("device_name"),
+            proof=proof,
+            client_ip=client_ip(request, svc.settings.trusted_proxies),
+        )
     )
     return JSONResponse(
         {

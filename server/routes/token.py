@@ -18,6 +18,7 @@ from server.dpop.proof import AS_NONCES
 from server.errors import UnsupportedGrantType
 from server.http import client_ip, read_form
 from server.login import GRANT_TYPE_MAGIC_LINK
+from server.login_commands import CompleteLogin
 from server.refresh import RefreshCommand
 from server.routes.discovery import TOKEN_PATH
 from server.services import Services, services
@@ -45,7 +46,13 @@ async def token(request: Request) -> Response:
     proof = svc.dpop.verify(request.headers, method="POST", path=TOKEN_PATH)
     if grant_type == GRANT_TYPE_MAGIC_LINK:
         tokens = await svc.login.complete(
-            form=form, proof=proof, client_ip=client_ip(request, svc.settings.trusted_proxies)
+            CompleteLogin(
+                attempt_id=form.get("attempt_id"),
+                device_half=form.get("device_half"),
+                email_half=form.get("email_half"),
+                proof=proof,
+                client_ip=client_ip(request, svc.settings.trusted_proxies),
+            )
         )
     else:
         presented = form.get("refresh_token")

@@ -102,7 +102,7 @@ async def test_on_postgres_a_first_login_joins_the_account_created_after_its_rea
     async with running_server(tmp_path, backend="postgresql") as server:
         device = server.device()
         started, email_half = await server.start_and_read_link(device, "Twin@Example.com")
-        replay = server.app.state.services.login._replay
+        replay = server.app.state.services.login._store._replay
         record_with = replay.record_with
 
         async def record_then_other_login_commits(*args: Any, **kwargs: Any) -> Any:
@@ -198,7 +198,7 @@ async def test_on_postgres_a_completion_that_loses_its_consume_to_a_lockout_name
     async with running_server(tmp_path, backend="postgresql") as server:
         device = server.device()
         started, email_half = await server.start_and_read_link(device, "a@example.com")
-        replay = server.app.state.services.login._replay
+        replay = server.app.state.services.login._store._replay
         record_with = replay.record_with
 
         async def record_then_failures_lock_the_attempt(*args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ from server.ratelimit import Limit, RateLimiter, rate_limit_client
 from server.settings import Settings
 from server.storage.database import Database
 from server.storage.migrate import migrate
+from server.storage.ratelimit import DatabaseRateLimitStore, counts_in_turn
 
 pytestmark = pytest.mark.anyio
 
@@ -169,15 +170,19 @@ async def test_a_read_beside_the_counts_is_answered_with_them_with_its_own_param
         db = Database(url)
         await db.connect()
         try:
-            limits = RateLimiter(db, hmac_key=b"k" * 32, window=900)
+            limits = RateLimiter(DatabaseRateLimitStore(db), hmac_key=b"k" * 32, window=900)
             first, second = Limit("ip", "192.0.2.1", 2), Limit("email", "a@example.com", 5)
 
             async def hit(pattern: str) -> list[dict[str, object]]:
-                counts = await limits.hit_in_turn(
-                    (first, second), now=1000, beside=(_READ_BESIDE, {"bucket": pattern})
+                in_turn = limits.in_turn((first, second), now=1000)
+                hits, read = await counts_in_turn(
+                    db,
+                    turns=in_turn.turns,
+                    window=in_turn.window,
+                    beside=(_READ_BESIDE, {"bucket": pattern}),
                 )
-                counts.require(first, second)
-                return [dict(row) for row in counts.read]
+                in_turn.counted(hits).require(first, second)
+                return [dict(row) for row in read]
 
             assert await hit("seen%") == [
                 {"bucket": "seen-1", "hits": 7},
@@ -200,7 +205,7 @@ async def test_each_limit_is_counted_only_while_the_one_before_it_is_within(
         db = Database(url)
         await db.connect()
         try:
-            limits = RateLimiter(db, hmac_key=b"k" * 32, window=900)
+            limits = RateLimiter(DatabaseRateLimitStore(db), hmac_key=b"k" * 32, window=900)
             chain = (Limit("a", "x", 3), Limit("b", "x", 1), Limit("c", "x", 5))
             seen = []
             for _ in range(4):
