@@ -14,14 +14,6 @@ from protocol.dpop import VerifiedDPoPProof
 from protocol.errors import InvalidDPoPProof
 from server.errors import TemporarilyUnavailable
 
-REPLAY_KEY_BYTES = 16
-
-
-def stored_replay_key(proof: VerifiedDPoPProof) -> bytes:
-    """The first 128 bits of the proof's SHA-256 replay key: a quarter of the index size of the
-    hexadecimal text, and collisions stay out of reach (migration 0003)."""
-    return bytes.fromhex(proof.replay_key)[:REPLAY_KEY_BYTES]
-
 
 class ReplayStore(Protocol):
     async def record(self, proof: VerifiedDPoPProof, *, now: int) -> None:

@@ -75,3 +75,20 @@ def test_no_server_module_is_longer_than_a_reader_can_hold() -> None:
         if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert long == {}
+
+
+# What the storage layer may import of the server: the errors it raises and the settings it is
+# built from. A flow, a route or the edge would be a call back up the layers.
+_BELOW_STORAGE = ("server.storage", "server.errors", "server.settings")
+
+
+def test_the_storage_layer_imports_no_flow() -> None:
+    found = [
+        f"{path.relative_to(SERVER.parent)}: {node.module}"
+        for path in sorted(STORAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("server")
+        and not (node.module or "").startswith(_BELOW_STORAGE)
+    ]
+    assert found == []
