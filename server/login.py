@@ -18,7 +18,7 @@ from server.events import Emitter, EventSink
 from server.keyring import Keyring
 from server.login_commands import (
     CompleteLogin,
-    CompletionOutcome,
+    CompletionRefusal,
     StartedLogin,
     StartLogin,
     parse_device_name,
@@ -269,7 +269,7 @@ class LoginService:
             return tokens
         if refused is None:
             refused = await self._stopped(attempt_id)
-        if refused in (CompletionOutcome.MISMATCH, CompletionOutcome.UNKNOWN_ATTEMPT):
+        if refused in (CompletionRefusal.MISMATCH, CompletionRefusal.UNKNOWN_ATTEMPT):
             # The count that locks the attempt. An unknown id is counted too, where the count
             # finds no row: otherwise its answer would come a round trip sooner and tell which
             # ids exist (SPEC.md §6.4).
@@ -307,44 +307,44 @@ class LoginService:
         device_hash: str,
         email_hash: str,
         now: int,
-    ) -> CompletionOutcome | None:
+    ) -> CompletionRefusal | None:
         """Why the attempt as read cannot be consumed (SPEC.md §6.2 steps 7.2 to 7.5), or None."""
         if attempt is None:
-            return CompletionOutcome.UNKNOWN_ATTEMPT
+            return CompletionRefusal.UNKNOWN_ATTEMPT
         # Evaluate all three comparisons, in constant time, before deciding.
         key_ok = hmac.compare_digest(attempt.jkt, jkt)
         device_ok = hmac.compare_digest(attempt.device_half_hash, device_hash)
         email_ok = hmac.compare_digest(attempt.email_half_hash, email_hash)
         if not (key_ok & device_ok & email_ok):
-            return CompletionOutcome.MISMATCH
+            return CompletionRefusal.MISMATCH
         if attempt.consumed:
-            return CompletionOutcome.CONSUMED
+            return CompletionRefusal.CONSUMED
         if attempt.failed_count >= self._settings.max_failed_completions:
-            return CompletionOutcome.LOCKED
+            return CompletionRefusal.LOCKED
         if attempt.expires_at <= now:
-            return CompletionOutcome.EXPIRED
+            return CompletionRefusal.EXPIRED
         if not attempt.signup_allowed and attempt.account is None:
             # Closed sign-up: only an existing account may complete. An account deleted before
             # the consume takes its attempts with it, so the consume then finds no row.
-            return CompletionOutcome.NO_ACCOUNT
+            return CompletionRefusal.NO_ACCOUNT
         if attempt.account_disabled:
             # Nothing is written; the consume checks this again (SPEC.md §6.2 step 7.5).
-            return CompletionOutcome.USER_DISABLED
+            return CompletionRefusal.USER_DISABLED
         return None
 
-    async def _stopped(self, attempt_id: str) -> CompletionOutcome:
+    async def _stopped(self, attempt_id: str) -> CompletionRefusal:
         """Which state stopped a consume that found no row: a concurrent completion won, or
         failures counted since the read reached the limit. The conditions of the consume only
         ever turn false, and `expires_at` was checked with the same `now`, so an attempt that
         is neither consumed nor locked is no longer there (housekeeping, docs/design.md §6)."""
         attempt = await self._store.finished(attempt_id=attempt_id)
         if attempt is not None and attempt.account_disabled:
-            return CompletionOutcome.USER_DISABLED
+            return CompletionRefusal.USER_DISABLED
         if attempt is not None and attempt.consumed:
-            return CompletionOutcome.CONSUMED
+            return CompletionRefusal.CONSUMED
         if attempt is not None and attempt.failed_count >= self._settings.max_failed_completions:
-            return CompletionOutcome.LOCKED
-        return CompletionOutcome.EXPIRED
+            return CompletionRefusal.LOCKED
+        return CompletionRefusal.EXPIRED
 
     async def _consume(
         self, redemption: AttemptRedemption, *, attempt: StoredAttempt, jkt: str, now: int

@@ -46,10 +46,9 @@ class StartedLogin:
         return f"StartedLogin(attempt_id={self.attempt_id!r}, expires_in={self.expires_in})"
 
 
-class CompletionOutcome(StrEnum):
-    """How a completion ended; a refusal's value is the reason of its `login.failed` event."""
+class CompletionRefusal(StrEnum):
+    """Why a completion was refused; the value is the reason of its `login.failed` event."""
 
-    COMPLETED = "completed"
     UNKNOWN_ATTEMPT = "unknown_attempt"
     MISMATCH = "mismatch"
     CONSUMED = "consumed"
@@ -63,9 +62,9 @@ class CompletionOutcome(StrEnum):
         """Whether the answer names the attempt's state: only to a request with the attempt's
         key and both halves (SPEC.md §6.2, `attempt_state`)."""
         return self in (
-            CompletionOutcome.CONSUMED,
-            CompletionOutcome.LOCKED,
-            CompletionOutcome.EXPIRED,
+            CompletionRefusal.CONSUMED,
+            CompletionRefusal.LOCKED,
+            CompletionRefusal.EXPIRED,
         )
 
 
