@@ -42,8 +42,8 @@ test: $(STAMP) $(JS_STAMP) browser
 	$(BIN)/pytest -q
 	npm test --prefix $(JS)
 
-test-fast: $(STAMP)   # the pure core, the vectors, the client and the documents: seconds
-	$(BIN)/pytest -q tests/protocol tests/client tests/docs
+test-fast: $(STAMP)   # the pure core, the vectors, the client, the documents, the layering: seconds
+	$(BIN)/pytest -q tests/protocol tests/client tests/docs tests/server/test_layers.py
 
 fuzz: $(STAMP)   # schemathesis at length against a live server (make test runs it briefly)
 	SPLITLINK_FUZZ_EXAMPLES=300 SPLITLINK_FUZZ_PHASES=examples,coverage,fuzzing,stateful \

@@ -86,11 +86,10 @@ async def test_a_missing_sqlite_file_is_named_and_an_existing_one_or_postgresql_
     assert missing_sqlite_file("postgresql://postgres@127.0.0.1/none") is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # a file only SQLite has
 async def test_a_sqlite_file_removed_under_a_connected_database_fails_the_schema_read(
-    database: Database, backend: str
+    database: Database,
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("a SQLite file only")
     Path(database.sqlite_path).unlink()
     with pytest.raises(FileNotFoundError):
         await DatabaseHealth(database).schema_revision()

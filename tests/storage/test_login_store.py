@@ -421,11 +421,11 @@ async def test_a_consume_of_a_locked_or_expired_attempt_or_a_disabled_account_wr
     assert _counted(database_url, "outbox") == 1  # the login link only
 
 
+# On SQLite the redemption holds the write lock from its read: no login can come between.
+@pytest.mark.parametrize("backend", ["postgresql"])
 async def test_on_postgres_a_consume_after_a_concurrent_first_login_reports_its_account(
-    database: Database, database_url: str, backend: str
+    database: Database, database_url: str
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("on SQLite the redemption holds the write lock from its read")
     store = _store(database)
     await _record(store)
     async with store.redemption(proof=_proof(), attempt_id="a1", now=NOW) as redemption:
