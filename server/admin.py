@@ -43,7 +43,7 @@ class AccountAdministration(Protocol):
         self, *, user_id: str, reason: str, window: Window
     ) -> list[EndedSession] | None: ...
 
-    async def enable_user(self, *, user_id: str) -> bool: ...
+    async def enable_user(self, *, user_id: str, reason: str, now: int) -> bool: ...
 
     async def delete_user(self, *, user: User) -> Erasure: ...
 
@@ -91,9 +91,10 @@ async def disable_user(
     return await accounts.disable_user(user_id=user_id, reason=USER_DISABLED, window=window)
 
 
-async def enable_user(accounts: AccountAdministration, user_id: str) -> bool:
-    """Let the user sign in again; its ended sessions stay ended. False if it was not disabled."""
-    return await accounts.enable_user(user_id=user_id)
+async def enable_user(accounts: AccountAdministration, user_id: str, *, now: int) -> bool:
+    """Let the user sign in again; its ended sessions stay ended, and so does one that a
+    completion racing the disable opened. False if it was not disabled."""
+    return await accounts.enable_user(user_id=user_id, reason=USER_DISABLED, now=now)
 
 
 async def delete_user(accounts: AccountAdministration, user: User) -> Erasure:

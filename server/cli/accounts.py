@@ -141,7 +141,7 @@ def users_enable(user: str, database_url: str | None) -> None:
         accounts = AccountStore(db)
         window = _window(settings)
         found = await admin.find_user(accounts, user, window=window)
-        changed = await admin.enable_user(accounts, found.id)
+        changed = await admin.enable_user(accounts, found.id, now=window.now)
         if changed:
             await report(db, [operator_event("user.enabled", window.now, found.id)])
         return found, changed

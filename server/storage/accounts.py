@@ -260,15 +260,29 @@ class AccountStore:
 
         return await self._db.run(disable)
 
-    async def enable_user(self, *, user_id: str) -> bool:
-        """False if the user was not disabled."""
-        async with self._db.autocommit() as conn:
+    async def enable_user(self, *, user_id: str, reason: str, now: int) -> bool:
+        """Let the user sign in again, in one transaction with the end of every session of it
+        not yet ended: the disable ended the live ones, so any other was opened by a completion
+        that raced the disable, and enabling must not make it usable (ended with `reason`).
+        False if the user was not disabled."""
+
+        async def enable(conn: Connection) -> bool:
             changed = await conn.fetch_one(
                 "UPDATE users SET disabled_at = NULL WHERE id = :id AND disabled_at IS NOT NULL "
                 "RETURNING id",
                 {"id": user_id},
             )
-        return changed is not None
+            if changed is None:
+                return False
+            left = await conn.fetch_all(
+                "SELECT id FROM sessions WHERE user_id = :id AND revoked_at IS NULL",
+                {"id": user_id},
+            )
+            for row in left:
+                await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
+            return True
+
+        return await self._db.run(enable)
 
     async def delete_user(self, *, user: User) -> Erasure:
         """Erase the user and everything that names it or its address, in one transaction. The

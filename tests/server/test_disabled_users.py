@@ -7,6 +7,8 @@ import pytest
 from support.backends import execute
 from support.harness import Harness
 
+from server.storage.accounts import AccountStore
+
 pytestmark = pytest.mark.anyio
 
 
@@ -27,3 +29,19 @@ async def test_a_session_left_live_by_a_racing_disable_is_refused_everywhere(
     )
     assert refreshed.status_code == 400
     assert server.events[-1].fields["reason"] == "session_ended"
+
+
+async def test_enabling_the_user_does_not_revive_a_session_left_by_a_racing_disable(
+    server: Harness,
+) -> None:
+    device = server.device()
+    tokens = await server.login(device, "raced@example.com")
+    execute(server.database_url, "UPDATE users SET disabled_at = ?", server.clock.now())
+    ((user_id,),) = server.query("SELECT id FROM users")
+    accounts = AccountStore(server.app.state.services.db)
+    enabled = await accounts.enable_user(
+        user_id=user_id, reason="user_disabled", now=server.clock.now()
+    )
+    assert enabled is True
+    assert server.query("SELECT revoked_reason FROM sessions") == [("user_disabled",)]
+    assert (await server.me(device, tokens["access_token"])).status_code == 401

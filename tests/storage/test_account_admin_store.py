@@ -165,10 +165,25 @@ async def test_enabling_a_disabled_user_leaves_its_ended_sessions_ended(
     _session(database_url, "s1", "u1")
     store = AccountStore(database)
     await store.disable_user(user_id="u1", reason="user_disabled", window=WINDOW)
-    assert await store.enable_user(user_id="u1") is True
-    assert await store.enable_user(user_id="u1") is False
+    assert await store.enable_user(user_id="u1", reason="user_disabled", now=200) is True
+    assert await store.enable_user(user_id="u1", reason="user_disabled", now=201) is False
     assert query(database_url, "SELECT disabled_at FROM users") == [(None,)]
     assert query(database_url, "SELECT revoked_reason FROM sessions") == [("user_disabled",)]
+    assert query(database_url, "SELECT revoked_at FROM sessions") == [(100,)]
+
+
+async def test_enabling_a_user_ends_a_session_that_a_racing_completion_left_open(
+    database: Database, database_url: str
+) -> None:
+    _user(database_url, "u1", "a@example.com")
+    store = AccountStore(database)
+    await store.disable_user(user_id="u1", reason="user_disabled", window=WINDOW)
+    _session(database_url, "s1", "u1")  # opened after the disable ended the live ones
+    assert await store.enable_user(user_id="u1", reason="user_disabled", now=200) is True
+    assert query(database_url, "SELECT revoked_at, revoked_reason FROM sessions") == [
+        (200, "user_disabled")
+    ]
+    assert query(database_url, "SELECT revoked_at FROM refresh_tokens") == [(200,)]
 
 
 async def test_deleting_a_user_erases_what_names_it_and_keeps_its_audit_rows_without_address(
