@@ -38,8 +38,11 @@ run: $(STAMP)
 	SPLITLINK_PUBLIC_URL="$${SPLITLINK_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" \
 		$(BIN)/splitlink serve --host 127.0.0.1 --port $(PORT)
 
+# Test processes (pytest-xdist): each has its own PostgreSQL template and databases.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(JS_STAMP) browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 	npm test --prefix $(JS)
 
 test-fast: $(STAMP)   # the pure core, the vectors, the client, the documents, the layering: seconds
