@@ -57,8 +57,8 @@ def describe(tree: procs.Tree, name: str | None) -> dict[str, Any]:
         "name": name or commit or tree.root.name,
         "commit": commit,
         "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "path": str(tree.root),
-        "python": str(tree.python),
+        # Whether it ran with its own virtual environment or this tree's.
+        "own_venv": tree.python.is_relative_to(tree.root),
     }
 
 
@@ -208,8 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "schema": 1,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        # The trees as OLD and NEW: their paths are temporary and of this machine alone.
         "command": " ".join(
-            ["python -m bench.compare", *(argv if argv is not None else sys.argv[1:])]
+            ["python -m bench.compare", *_named_trees(argv if argv is not None else sys.argv[1:])]
         ),
         "machine": machine(),
         "trees": {
@@ -296,3 +297,17 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _named_trees(argv: list[str]) -> list[str]:
+    named = {"--old": "OLD", "--new": "NEW"}
+    shown: list[str] = []
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in named and "=" in arg:
+            shown.append(f"{flag}={named[flag]}")
+        elif shown and shown[-1] in named:
+            shown.append(named[shown[-1]])
+        else:
+            shown.append(arg)
+    return shown

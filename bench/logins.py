@@ -133,7 +133,7 @@ def run(
     }
     if trees:
         for name, (_, tree) in plans.items():
-            results[name]["server"] = {"tree": str(tree.root), "code": str(servers[name].code)}
+            results[name]["server"] = {"code": tree.where(servers[name].code)}
     return results
 
 

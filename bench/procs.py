@@ -90,6 +90,11 @@ class Tree:
         own = root / ".venv" / "bin" / "python"
         return cls(root=root, python=own if own.exists() else Path(sys.executable))
 
+    def where(self, code: Path | None) -> str | None:
+        """Where in this tree a server found its code: a path a reader of the results can
+        follow on any machine (a server whose code lies elsewhere refuses to start)."""
+        return None if code is None else str(code.resolve().relative_to(self.root.resolve()))
+
 
 # The tree the harness itself is in; every measurement runs it unless told otherwise.
 THIS_TREE = Tree(root=ROOT, python=Path(sys.executable))

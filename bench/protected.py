@@ -284,7 +284,6 @@ def run(
         results[target.name] = target.report(max_age)
     if trees:
         results["servers"] = {
-            label: {"tree": str(labelled[label].root), "code": str(server.code)}
-            for label, server in servers.items()
+            label: {"code": labelled[label].where(server.code)} for label, server in servers.items()
         }
     return results

@@ -234,3 +234,12 @@ def test_the_splitlink_server_of_a_copied_tree_serves_from_the_copy(tmp_path: Pa
     with deploy.splitlink(tmp_path / "work", "sqlite", workers=1, tree=tree) as server:
         assert server.code == root.resolve() / "server" / "__init__.py"
         assert httpx.get(server.url + "/.well-known/jwks.json", timeout=10).status_code == 200
+
+
+def test_the_results_name_no_path_of_the_machine_that_ran_them(tmp_path: Path) -> None:
+    from bench.compare import _named_trees
+
+    shown = _named_trees(["--old", "work/old", "--new=work/new", "--old-name", "v1"])
+    assert shown == ["--old", "OLD", "--new=NEW", "--old-name", "v1"]
+    tree = _fake_tree(tmp_path / "tree")
+    assert tree.where(tree.root / "server" / "__init__.py") == "server/__init__.py"
