@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.storage.database import Connection, Database, Row
-from server.storage.sessions import revoke_session_rows
+from server.storage.sessions import (
+    LIVE,
+    live_window,
+    revoke_session_rows,
+    revoke_user_sessions,
+)
 
 _USER = (
-    "SELECT u.id, u.email_canonical, u.email_address, u.created_at, u.disabled_at, "
-    "(SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked_at IS NULL "
-    "AND s.expires_at > :now AND s.last_used_at > :idle_cutoff) AS live_sessions "
+    "SELECT u.id, u.email_canonical, u.email_address, u.created_at, u.disabled_at, "  # noqa: S608 - constants
+    "(SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id "
+    f"AND {LIVE}) AS live_sessions "
     "FROM users u"
 )
 
@@ -115,7 +120,7 @@ def _user(row: Row) -> User:
 
 
 def _values(window: Window) -> dict[str, int]:
-    return {"now": window.now, "idle_cutoff": window.now - window.idle_timeout}
+    return live_window(window.now, idle_timeout=window.idle_timeout)
 
 
 # Erased in this order, which no foreign key objects to. Mail goes to the account's address,
@@ -165,14 +170,13 @@ _CLEAR_AUDIT = {
 }
 
 _LIVE_OF = (
-    "SELECT s.id, s.user_id FROM sessions s WHERE s.user_id = COALESCE(:user_id, s.user_id) "
-    "AND s.id = COALESCE(:session_id, s.id) AND s.revoked_at IS NULL "
-    "AND s.expires_at > :now AND s.last_used_at > :idle_cutoff"
+    "SELECT s.id, s.user_id FROM sessions s WHERE s.user_id = COALESCE(:user_id, s.user_id) "  # noqa: S608 - constants
+    f"AND s.id = COALESCE(:session_id, s.id) AND {LIVE}"
 )
 _LISTED_SESSIONS = (
-    "SELECT s.id, s.user_id, u.email_address, s.device_name, s.key_alg, s.created_at, "
+    "SELECT s.id, s.user_id, u.email_address, s.device_name, s.key_alg, s.created_at, "  # noqa: S608 - constants
     "s.last_used_at, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id "
-    "WHERE s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle_cutoff "
+    f"WHERE {LIVE} "
     "AND s.user_id = COALESCE(:user_id, s.user_id) "
     "ORDER BY s.created_at DESC, s.id LIMIT :limit"
 )
@@ -274,12 +278,7 @@ class AccountStore:
             )
             if changed is None:
                 return False
-            left = await conn.fetch_all(
-                "SELECT id FROM sessions WHERE user_id = :id AND revoked_at IS NULL",
-                {"id": user_id},
-            )
-            for row in left:
-                await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
+            await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
             return True
 
         return await self._db.run(enable)

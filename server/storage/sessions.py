@@ -22,25 +22,21 @@ _LIVE_SESSION = (
 )
 _NOTE_USE = "UPDATE sessions SET last_used_at = :now WHERE id = :id AND last_used_at < :now"
 _USERS_LIVE = (
-    "SELECT s.id, s.device_name, s.key_alg, s.created_at, s.last_used_at, "
-    "s.expires_at FROM sessions s WHERE s.user_id = :user_id "
-    "AND s.revoked_at IS NULL AND s.expires_at > :now "
-    "AND s.last_used_at > :idle_cutoff"
+    "SELECT s.id, s.device_name, s.key_alg, s.created_at, s.last_used_at, "  # noqa: S608 - constants
+    f"s.expires_at FROM sessions s WHERE s.user_id = :user_id AND {LIVE}"
 )
 _OWNED_LIVE = (
-    "SELECT s.id FROM sessions s WHERE s.id = :id AND s.user_id = :user_id "
-    "AND s.revoked_at IS NULL AND s.expires_at > :now "
-    "AND s.last_used_at > :idle_cutoff"
+    "SELECT s.id FROM sessions s WHERE s.id = :id AND s.user_id = :user_id "  # noqa: S608 - constants
+    f"AND {LIVE}"
 )
 _USERS_UNREVOKED = "SELECT id FROM sessions WHERE user_id = :user_id AND revoked_at IS NULL"
 _SESSION_OF_REFRESH_TOKEN = "SELECT session_id FROM refresh_tokens WHERE token_hash = :hash"
 _CURRENT_REFRESH_TOKEN = (
-    "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "
+    "SELECT s.id, s.user_id, s.dpop_jkt, s.expires_at, rt.created_at "  # noqa: S608 - constants
     "FROM refresh_tokens rt JOIN sessions s ON s.id = rt.session_id "
     "JOIN users u ON u.id = s.user_id "
     "WHERE rt.token_hash = :hash AND rt.rotated_at IS NULL AND rt.revoked_at IS NULL "
-    "AND s.revoked_at IS NULL AND s.expires_at > :now AND s.last_used_at > :idle "
-    "AND u.disabled_at IS NULL"
+    f"AND {LIVE} AND u.disabled_at IS NULL"
 )
 
 
@@ -59,6 +55,14 @@ async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str,
         {"id": session_id, "now": now},
     )
     return row is not None
+
+
+async def revoke_user_sessions(conn: Connection, *, user_id: str, reason: str, now: int) -> int:
+    """End every session of the user not ended yet, each with its refresh tokens: how many."""
+    rows = await conn.fetch_all(_USERS_UNREVOKED, {"user_id": user_id})
+    for row in rows:
+        await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
+    return len(rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +158,7 @@ class DatabaseSessionStore:
 
     async def end_all(self, user_id: str, *, reason: str, now: int) -> int:
         async def end_all(conn: Connection) -> int:
-            rows = await conn.fetch_all(_USERS_UNREVOKED, {"user_id": user_id})
-            for row in rows:
-                await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
-            return len(rows)
+            return await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
 
         return await self._db.run(end_all)
 
@@ -178,7 +179,7 @@ class DatabaseSessionStore:
         async with self._db.autocommit() as conn:
             row = await conn.fetch_one(
                 _CURRENT_REFRESH_TOKEN,
-                {"hash": token_hash, "now": now, "idle": now - self._idle_timeout},
+                {"hash": token_hash, **self._window(now)},
             )
         if row is None:
             return None
