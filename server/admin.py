@@ -43,7 +43,9 @@ class AccountAdministration(Protocol):
         self, *, user_id: str, reason: str, window: Window
     ) -> list[EndedSession] | None: ...
 
-    async def enable_user(self, *, user_id: str, reason: str, now: int) -> bool: ...
+    async def enable_user(
+        self, *, user_id: str, reason: str, now: int
+    ) -> list[EndedSession] | None: ...
 
     async def delete_user(self, *, user: User) -> Erasure: ...
 
@@ -91,9 +93,11 @@ async def disable_user(
     return await accounts.disable_user(user_id=user_id, reason=USER_DISABLED, window=window)
 
 
-async def enable_user(accounts: AccountAdministration, user_id: str, *, now: int) -> bool:
-    """Let the user sign in again; its ended sessions stay ended, and so does one that a
-    completion racing the disable opened. False if it was not disabled."""
+async def enable_user(
+    accounts: AccountAdministration, user_id: str, *, now: int
+) -> list[EndedSession] | None:
+    """Let the user sign in again; its ended sessions stay ended, and one that a completion
+    racing the disable opened is ended now: those ended, or None if it was not disabled."""
     return await accounts.enable_user(user_id=user_id, reason=USER_DISABLED, now=now)
 
 

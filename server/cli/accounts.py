@@ -17,6 +17,7 @@ from server.cli.common import (
     with_schema,
 )
 from server.clock import SystemClock
+from server.events import SecurityEvent
 from server.settings import Settings
 from server.storage.accounts import (
     AccountStore,
@@ -109,16 +110,7 @@ def users_disable(user: str, database_url: str | None) -> None:
                 db,
                 [
                     operator_event("user.disabled", window.now, found.id, count=len(ended)),
-                    *(
-                        operator_event(
-                            "session.revoked",
-                            window.now,
-                            found.id,
-                            session_id=session.id,
-                            reason=admin.USER_DISABLED,
-                        )
-                        for session in ended
-                    ),
+                    *_revoked(ended, at=window.now, user_id=found.id),
                 ],
             )
         return found, ended
@@ -137,17 +129,23 @@ def users_enable(user: str, database_url: str | None) -> None:
     """Let a disabled user sign in again. Sessions ended by the disable stay ended."""
     settings = command_settings(database_url)
 
-    async def run(db: Database) -> tuple[User, bool]:
+    async def run(db: Database) -> tuple[User, list[EndedSession] | None]:
         accounts = AccountStore(db)
         window = _window(settings)
         found = await admin.find_user(accounts, user, window=window)
-        changed = await admin.enable_user(accounts, found.id, now=window.now)
-        if changed:
-            await report(db, [operator_event("user.enabled", window.now, found.id)])
-        return found, changed
+        ended = await admin.enable_user(accounts, found.id, now=window.now)
+        if ended is not None:
+            await report(
+                db,
+                [
+                    operator_event("user.enabled", window.now, found.id),
+                    *_revoked(ended, at=window.now, user_id=found.id),
+                ],
+            )
+        return found, ended
 
-    found, changed = asyncio.run(with_schema(settings, run))
-    click.echo(f"user {found.id} {'enabled' if changed else 'was not disabled'}")
+    found, ended = asyncio.run(with_schema(settings, run))
+    click.echo(f"user {found.id} {'enabled' if ended is not None else 'was not disabled'}")
 
 
 @users.command("delete")
@@ -258,3 +256,13 @@ def sessions_revoke(
     if session_id is not None and not ended:
         raise click.ClickException(f"no live session {session_id}")
     click.echo(f"{len(ended)} sessions ended")
+
+
+def _revoked(ended: list[EndedSession], *, at: int, user_id: str) -> list[SecurityEvent]:
+    """The events of sessions that disabling or enabling the user ended."""
+    return [
+        operator_event(
+            "session.revoked", at, user_id, session_id=session.id, reason=admin.USER_DISABLED
+        )
+        for session in ended
+    ]

@@ -264,22 +264,24 @@ class AccountStore:
 
         return await self._db.run(disable)
 
-    async def enable_user(self, *, user_id: str, reason: str, now: int) -> bool:
+    async def enable_user(
+        self, *, user_id: str, reason: str, now: int
+    ) -> list[EndedSession] | None:
         """Let the user sign in again, in one transaction with the end of every session of it
         not yet ended: the disable ended the live ones, so any other was opened by a completion
         that raced the disable, and enabling must not make it usable (ended with `reason`).
-        False if the user was not disabled."""
+        The sessions so ended, or None if the user was not disabled."""
 
-        async def enable(conn: Connection) -> bool:
+        async def enable(conn: Connection) -> list[EndedSession] | None:
             changed = await conn.fetch_one(
                 "UPDATE users SET disabled_at = NULL WHERE id = :id AND disabled_at IS NOT NULL "
                 "RETURNING id",
                 {"id": user_id},
             )
             if changed is None:
-                return False
-            await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
-            return True
+                return None
+            ended = await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
+            return [EndedSession(id=session_id, user_id=user_id) for session_id in ended]
 
         return await self._db.run(enable)
 

@@ -57,12 +57,14 @@ async def revoke_session_rows(conn: Connection, *, session_id: str, reason: str,
     return row is not None
 
 
-async def revoke_user_sessions(conn: Connection, *, user_id: str, reason: str, now: int) -> int:
-    """End every session of the user not ended yet, each with its refresh tokens: how many."""
+async def revoke_user_sessions(
+    conn: Connection, *, user_id: str, reason: str, now: int
+) -> list[str]:
+    """End every session of the user not ended yet, each with its refresh tokens: their ids."""
     rows = await conn.fetch_all(_USERS_UNREVOKED, {"user_id": user_id})
     for row in rows:
         await revoke_session_rows(conn, session_id=row["id"], reason=reason, now=now)
-    return len(rows)
+    return [str(row["id"]) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,8 @@ class DatabaseSessionStore:
 
     async def end_all(self, user_id: str, *, reason: str, now: int) -> int:
         async def end_all(conn: Connection) -> int:
-            return await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
+            ended = await revoke_user_sessions(conn, user_id=user_id, reason=reason, now=now)
+            return len(ended)
 
         return await self._db.run(end_all)
 

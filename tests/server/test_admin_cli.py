@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from splitlink_client.client import SplitlinkClient
+from support.backends import execute
 from support.fakes import FakeClock
 from support.harness import Harness, running_server
 from support.invariants import violations
@@ -390,3 +391,18 @@ def test_splitlink_serve_keeps_its_events_in_the_audit_trail(tmp_path: Path) -> 
     assert tokens is not None
     for secret in (tokens.access_token, tokens.refresh_token, link.rsplit("=", 1)[1]):
         assert secret not in tail.stdout
+
+
+async def test_enabling_a_user_ends_and_reports_a_session_that_raced_the_disable(
+    server: Harness,
+) -> None:
+    phone = server.device()
+    raced = await server.login(phone, "dave@example.com")
+    # What a completion racing `users disable` leaves: the user disabled, the session not ended.
+    execute(server.database_url, "UPDATE users SET disabled_at = ?", server.clock.now())
+
+    assert "enabled" in succeeded(splitlink(server, "users", "enable", "dave@example.com"))
+
+    assert (await server.me(phone, raced["access_token"])).status_code == 401
+    rows = server.query("SELECT details FROM audit_events WHERE event = 'session.revoked'")
+    assert [json.loads(details)["reason"] for (details,) in rows] == ["user_disabled"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from support.backends import execute, query
 
-from server.storage.accounts import AccountStore, MailState, Window
+from server.storage.accounts import AccountStore, EndedSession, MailState, Window
 from server.storage.database import Database
 
 pytestmark = pytest.mark.anyio
@@ -165,8 +165,8 @@ async def test_enabling_a_disabled_user_leaves_its_ended_sessions_ended(
     _session(database_url, "s1", "u1")
     store = AccountStore(database)
     await store.disable_user(user_id="u1", reason="user_disabled", window=WINDOW)
-    assert await store.enable_user(user_id="u1", reason="user_disabled", now=200) is True
-    assert await store.enable_user(user_id="u1", reason="user_disabled", now=201) is False
+    assert await store.enable_user(user_id="u1", reason="user_disabled", now=200) == []
+    assert await store.enable_user(user_id="u1", reason="user_disabled", now=201) is None
     assert query(database_url, "SELECT disabled_at FROM users") == [(None,)]
     assert query(database_url, "SELECT revoked_reason FROM sessions") == [("user_disabled",)]
     assert query(database_url, "SELECT revoked_at FROM sessions") == [(100,)]
@@ -179,7 +179,8 @@ async def test_enabling_a_user_ends_a_session_that_a_racing_completion_left_open
     store = AccountStore(database)
     await store.disable_user(user_id="u1", reason="user_disabled", window=WINDOW)
     _session(database_url, "s1", "u1")  # opened after the disable ended the live ones
-    assert await store.enable_user(user_id="u1", reason="user_disabled", now=200) is True
+    ended = await store.enable_user(user_id="u1", reason="user_disabled", now=200)
+    assert ended == [EndedSession(id="s1", user_id="u1")]
     assert query(database_url, "SELECT revoked_at, revoked_reason FROM sessions") == [
         (200, "user_disabled")
     ]
