@@ -15,13 +15,7 @@ from typing import Any, NoReturn, Protocol
 from server.errors import TemporarilyUnavailable
 from server.settings import Settings
 from server.storage.postgres import PostgresBackend, prefixed_parameters
-from server.storage.sqlite import POOL_PAGE_CACHE_KIB, SQLITE_BUSY_POLL_MAX, SqliteBackend
-from server.storage.sqlite_wal import (
-    SQLITE_CHECKPOINT_INTERVAL,
-    SQLITE_WAL_FILE_BYTES,
-    SQLITE_WAL_LIMIT_BYTES,
-    SQLITE_WAL_RESTART_WAIT_MS,
-)
+from server.storage.sqlite import SqliteBackend
 from server.storage.transactions import (
     MAX_TRANSACTION_ATTEMPTS,
     MISSING_REFERENCES,
@@ -45,12 +39,6 @@ from server.storage.transactions import (
 __all__ = [
     "MAX_TRANSACTION_ATTEMPTS",
     "MISSING_REFERENCES",
-    "POOL_PAGE_CACHE_KIB",
-    "SQLITE_BUSY_POLL_MAX",
-    "SQLITE_CHECKPOINT_INTERVAL",
-    "SQLITE_WAL_FILE_BYTES",
-    "SQLITE_WAL_LIMIT_BYTES",
-    "SQLITE_WAL_RESTART_WAIT_MS",
     "UNIQUE_VIOLATIONS",
     "Backend",
     "Connection",
