@@ -165,6 +165,20 @@ def summary(results: dict[str, Any], comparisons: list[comparison.Comparison]) -
     return "\n".join(lines) + "\n"
 
 
+def _named_trees(argv: list[str]) -> list[str]:
+    named = {"--old": "OLD", "--new": "NEW"}
+    shown: list[str] = []
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in named and "=" in arg:
+            shown.append(f"{flag}={named[flag]}")
+        elif shown and shown[-1] in named:
+            shown.append(named[shown[-1]])
+        else:
+            shown.append(arg)
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -297,17 +311,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _named_trees(argv: list[str]) -> list[str]:
-    named = {"--old": "OLD", "--new": "NEW"}
-    shown: list[str] = []
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if flag in named and "=" in arg:
-            shown.append(f"{flag}={named[flag]}")
-        elif shown and shown[-1] in named:
-            shown.append(named[shown[-1]])
-        else:
-            shown.append(arg)
-    return shown
